@@ -1,0 +1,64 @@
+"""Logging: one line per event, plain or JSON, with credentials masked.
+
+Log Orthanc IDs, endpoint names and counts; never patient names, IDs, dates,
+or UIDs before de-identification, and never secrets.  As a safety net every
+record passes through :func:`mask_secrets`, which hides the password of any
+URL (``http://user:secret@host`` becomes ``http://user:***@host``) and
+``token=``/``password=`` query values.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+import time
+
+_URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@/\s]*)@")
+_SECRET_PARAMS = re.compile(
+    r"(?P<key>(?:hec_token|token|password|api_key|apikey|secret|aws_secret_access_key)=)(?P<value>[^&\s\"']+)",
+    re.IGNORECASE,
+)
+
+
+def mask_secrets(text: str) -> str:
+    """Hide passwords in URLs and secret-looking query parameters."""
+    text = _URL_CREDENTIALS.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)
+    return _SECRET_PARAMS.sub(lambda m: f"{m['key']}***", text)
+
+
+class _MaskingFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return mask_secrets(super().format(record))
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        payload = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key, value in getattr(record, "fields", {}).items():
+            payload[key] = value
+        if record.exc_info:
+            payload["exception"] = self.formatException(record.exc_info)
+        return mask_secrets(json.dumps(payload, default=str))
+
+
+def configure_logging(*, json_lines: bool = False, verbose: int = 0) -> None:
+    """Set up the root logger for a command or the daemon (stderr, one line per event)."""
+    handler = logging.StreamHandler(sys.stderr)
+    if json_lines:
+        handler.setFormatter(_JsonFormatter())
+    else:
+        handler.setFormatter(_MaskingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if verbose > 1 else logging.INFO if verbose == 1 else logging.WARNING)
+    logging.getLogger("copydicom").setLevel(logging.DEBUG if verbose > 1 else logging.INFO)
+    for noisy in ("urllib3", "apscheduler", "botocore", "boto3", "elastic_transport"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

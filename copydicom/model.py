@@ -1,0 +1,182 @@
+"""Plain values passed between sources, stages and sinks, and the plugin protocols.
+
+Plugins (everything under ``sources/``, ``stages/`` and ``sinks/``) import this
+module and :mod:`copydicom.errors`, never the pipeline.  Events are plain
+values, in the manner of pynetdicom's ``Event``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Iterator, Literal, Protocol, runtime_checkable
+
+from pydicom import Dataset
+
+
+def orthanc_id(*parts: str) -> str:
+    """Return Orthanc's deterministic resource ID for the given identifiers.
+
+    Orthanc hashes ``PatientID|StudyInstanceUID|SeriesInstanceUID|SOPInstanceUID``
+    (one, two, three or four parts for the patient, study, series and instance
+    levels) with SHA-1 and groups the 40 hex digits by 8 with dashes
+    (Orthanc Book, "Orthanc identifiers").
+    """
+    digest = hashlib.sha1("|".join(parts).encode("utf-8")).hexdigest()
+    return "-".join(digest[i : i + 8] for i in range(0, 40, 8))
+
+
+@dataclass(frozen=True)
+class Identity:
+    """The four identifiers that place an instance in the DICOM hierarchy.
+
+    These are patient-identifying values: never log them, log :attr:`orthanc_id`.
+    """
+
+    patient_id: str
+    study_uid: str
+    series_uid: str
+    sop_uid: str
+
+    @property
+    def orthanc_id(self) -> str:
+        """Orthanc's instance ID for this identity."""
+        return orthanc_id(self.patient_id, self.study_uid, self.series_uid, self.sop_uid)
+
+    @property
+    def series_orthanc_id(self) -> str:
+        """Orthanc's series ID for this identity."""
+        return orthanc_id(self.patient_id, self.study_uid, self.series_uid)
+
+    @classmethod
+    def from_dataset(cls, ds: Dataset) -> "Identity":
+        """Read the identity from a dataset (missing values become ``""``)."""
+        return cls(
+            str(ds.get("PatientID", "") or ""),
+            str(ds.get("StudyInstanceUID", "") or ""),
+            str(ds.get("SeriesInstanceUID", "") or ""),
+            str(ds.get("SOPInstanceUID", "") or ""),
+        )
+
+
+@dataclass(frozen=True)
+class InstanceRef:
+    """A pointer to one instance at a source, before any bytes are fetched.
+
+    Attributes
+    ----------
+    source_id
+        The source's ID: the Orthanc instance ID, or a file path for folder sources.
+    seq
+        The changes-feed sequence number that announced it (``None`` for listings).
+    identity
+        The identity at the source, when the source knows it without a download.
+    series_id
+        The source's series ID, used to batch destination look-ups per series.
+    """
+
+    source_id: str
+    seq: int | None = None
+    identity: Identity | None = None
+    series_id: str | None = None
+
+
+@dataclass
+class Instance:
+    """One instance in flight: its bytes and what the stages learned about it.
+
+    Attributes
+    ----------
+    ref
+        Where it came from.
+    data
+        The DICOM Part 10 file, as it will be sent (stages replace it).
+    dataset
+        The parsed dataset, when a stage parsed it (``None`` on the fast path,
+        where bytes go through untouched).
+    identity
+        The identity of what will be sent (after de-identification).
+    audit
+        Per-stage notes for the ledger: ``{"deid": [["(0010,0010)", "Z"], ...]}``.
+        Tags and actions only, never values.
+    """
+
+    ref: InstanceRef
+    data: bytes
+    dataset: Dataset | None = None
+    identity: Identity | None = None
+    audit: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def target_id(self) -> str:
+        """Orthanc ID of what will be sent: the dedupe key at every destination."""
+        if self.identity is not None:
+            return self.identity.orthanc_id
+        return self.ref.source_id
+
+
+StoreOutcome = Literal["stored", "existing"]
+
+
+@runtime_checkable
+class Stage(Protocol):
+    """A step between source and destinations (de-identify, flatten, dose...).
+
+    ``process`` returns the instance to pass on (possibly a new one) or raises
+    :class:`~copydicom.errors.SkippableError` to quarantine it.
+    """
+
+    name: str
+
+    def process(self, instance: Instance) -> Instance: ...
+
+
+@runtime_checkable
+class IdentityTransform(Protocol):
+    """A stage that changes identity can predict it without the bytes.
+
+    The dedupe stage uses this to compute the key of what *will* be sent, so
+    a second run asks the destination about the de-identified instance.
+    """
+
+    def transform_identity(self, identity: Identity) -> Identity: ...
+
+
+@runtime_checkable
+class Destination(Protocol):
+    """An image destination (Orthanc, S3...)."""
+
+    name: str
+
+    def has(self, target_ids: Iterable[str], *, series_hint: str | None = None) -> set[str]:
+        """Return the subset of ``target_ids`` that the destination already holds."""
+        ...
+
+    def store(self, instance: Instance) -> StoreOutcome:
+        """Store one instance; ``"existing"`` if it was already there."""
+        ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class IndexSink(Protocol):
+    """A document index (Splunk, Elasticsearch, SQLite)."""
+
+    name: str
+
+    def send(self, documents: list[dict[str, Any]]) -> None:
+        """Index the documents (each carries its deterministic ``_id``); idempotent."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class Source(Protocol):
+    """Yields references to instances, in the order they must be acknowledged."""
+
+    name: str
+
+    def refs(self) -> Iterator[InstanceRef]: ...
+
+    def fetch(self, ref: InstanceRef) -> bytes: ...
