@@ -99,6 +99,9 @@ class Instance:
     audit
         Per-stage notes for the ledger: ``{"deid": [["(0010,0010)", "Z"], ...]}``.
         Tags and actions only, never values.
+    documents
+        Index documents produced by stages (flattened tags, dose events), each a
+        JSON-able dict with a deterministic ``"_id"`` and a ``"doc_type"``.
     """
 
     ref: InstanceRef
@@ -106,6 +109,7 @@ class Instance:
     dataset: Dataset | None = None
     identity: Identity | None = None
     audit: dict[str, Any] = field(default_factory=dict)
+    documents: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def target_id(self) -> str:
