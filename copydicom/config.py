@@ -180,9 +180,31 @@ def _load_profiles(data: Any, where: str) -> dict[str, Any]:
     }
 
 
+#: Keys whose values are file paths: relative ones are taken relative to the config file.
+_PATH_KEYS = ("ca_bundle", "path", "csv")
+
+
+def _anchor_paths(value: Any, base: Path) -> Any:
+    """Copy of ``value`` with relative file paths (``*_file``, ``ca_bundle``, ``path``, ``csv``) made absolute."""
+    if isinstance(value, Mapping):
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            is_path = isinstance(key, str) and (key.endswith("_file") or key in _PATH_KEYS)
+            if is_path and isinstance(item, str) and item and not item.startswith(("/", "~", "$")):
+                out[key] = str(base / item)
+            else:
+                out[key] = _anchor_paths(item, base)
+        return out
+    if isinstance(value, list):
+        return [_anchor_paths(item, base) for item in value]
+    return value
+
+
 def parse_config(data: Any, *, base_dir: Path | None = None, source_file: Path | None = None) -> AppConfig:
     """Validate a loaded YAML document and return the configuration."""
     data = _require_mapping(data, "configuration")
+    if base_dir is not None:
+        data = {k: (_anchor_paths(v, base_dir) if k in ("endpoints", "profiles") else v) for k, v in data.items()}
     unknown = sorted(set(data) - _TOP_KEYS)
     if unknown:
         raise ConfigError(f"unknown top-level key(s): {', '.join(unknown)} (known: {', '.join(sorted(_TOP_KEYS))})")
