@@ -8,8 +8,9 @@ with a fallback when it is not in the declared character set.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 from pydicom.charset import convert_encodings
 from pydicom.dataelem import DataElement, RawDataElement
@@ -66,7 +67,7 @@ class Context:
     warnings: list[str] = field(default_factory=list)
 
     @classmethod
-    def from_dataset(cls, ds: Dataset) -> "Context":
+    def from_dataset(cls, ds: Dataset) -> Context:
         raw = ds.get("SpecificCharacterSet") or ""
         names = [str(v) for v in raw] if isinstance(raw, (list, tuple)) or type(raw).__name__ == "MultiValue" \
             else [str(raw)]
@@ -129,7 +130,7 @@ class Context:
 class ContentItem:
     """One SR content item (PS3.3 Table C.17-5) and its children."""
 
-    __slots__ = ("ds", "name", "value_type", "_children")
+    __slots__ = ("_children", "ds", "name", "value_type")
 
     def __init__(self, ds: Dataset) -> None:
         self.ds = ds
@@ -138,34 +139,34 @@ class ContentItem:
         self._children: list[ContentItem] | None = None
 
     @classmethod
-    def from_dataset(cls, ds: Dataset) -> "ContentItem":
+    def from_dataset(cls, ds: Dataset) -> ContentItem:
         """The root content item of an SR document."""
         return cls(ds)
 
     @property
-    def children(self) -> list["ContentItem"]:
+    def children(self) -> list[ContentItem]:
         if self._children is None:
             self._children = [ContentItem(child) for child in (self.ds.get("ContentSequence") or [])]
         return self._children
 
-    def find(self, name: Concept) -> "ContentItem | None":
+    def find(self, name: Concept) -> ContentItem | None:
         """The first direct child with this concept name."""
         for child in self.children:
             if child.name == name:
                 return child
         return None
 
-    def find_all(self, name: Concept) -> list["ContentItem"]:
+    def find_all(self, name: Concept) -> list[ContentItem]:
         """All direct children with this concept name, in order."""
         return [child for child in self.children if child.name == name]
 
-    def walk(self) -> Iterator["ContentItem"]:
+    def walk(self) -> Iterator[ContentItem]:
         """This item and its descendants, depth first, in document order."""
         yield self
         for child in self.children:
             yield from child.walk()
 
-    def search(self, name: Concept) -> "ContentItem | None":
+    def search(self, name: Concept) -> ContentItem | None:
         """The first descendant (depth first) with this concept name."""
         for item in self.walk():
             if item is not self and item.name == name:

@@ -15,7 +15,7 @@ from pydicom.dataset import Dataset
 
 from copydicom.stages._values import element_text, iso_date
 from copydicom.stages.dose import _codes as c
-from copydicom.stages.dose._content import Context, ContentItem, code_of
+from copydicom.stages.dose._content import ContentItem, Context, code_of
 from copydicom.stages.dose._templates import TEMPLATES, DoseReport
 
 XRAY_RADIATION_DOSE_SR = "1.2.840.10008.5.1.4.1.1.88.67"

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from copydicom.stages.dose import _codes as c
-from copydicom.stages.dose._content import Context, ContentItem, put_number
+from copydicom.stages.dose._content import ContentItem, Context, put_number
 
 
 def _int_fields(section: dict[str, Any], *names: str) -> None:
@@ -52,7 +52,7 @@ class CtXRaySource:
     data: dict[str, Any]
 
     @classmethod
-    def from_item(cls, item: ContentItem, ctx: Context, path: str) -> "CtXRaySource":
+    def from_item(cls, item: ContentItem, ctx: Context, path: str) -> CtXRaySource:
         ident = item.find(c.IDENTIFICATION_OF_XRAY_SOURCE)
         data: dict[str, Any] = {"id": ident.text(ctx, f"{path}.id") if ident else None}
         put_number(data, "kvp_kv", item.find(c.KVP), "kv", ctx, path)
@@ -71,7 +71,7 @@ class CtIrradiationEvent:
     warnings: list[str]
 
     @classmethod
-    def from_item(cls, item: ContentItem, ctx: Context, index: int) -> "CtIrradiationEvent":
+    def from_item(cls, item: ContentItem, ctx: Context, index: int) -> CtIrradiationEvent:
         ev_ctx = Context(ctx.encodings, ctx.charset_name)
         event = _event_common(item, ev_ctx, index, "event")
         type_item = item.find(c.CT_ACQUISITION_TYPE)
@@ -116,7 +116,7 @@ class XRayIrradiationEvent:
     @classmethod
     def from_item(
         cls, item: ContentItem, ctx: Context, index: int, mammography: bool
-    ) -> "XRayIrradiationEvent":
+    ) -> XRayIrradiationEvent:
         ev_ctx = Context(ctx.encodings, ctx.charset_name)
         event = _event_common(item, ev_ctx, index, "event")
         type_item = item.find(c.IRRADIATION_EVENT_TYPE)
@@ -178,7 +178,7 @@ class AccumulatedXRayDose:
     agd_by_laterality: dict[str, Any]
 
     @classmethod
-    def from_item(cls, item: ContentItem, ctx: Context) -> "AccumulatedXRayDose":
+    def from_item(cls, item: ContentItem, ctx: Context) -> AccumulatedXRayDose:
         plane_item = item.find(c.ACQUISITION_PLANE)
         plane_code = plane_item.code_value() if plane_item else None
         plane = c.PLANE_NAMES.get(plane_code) if plane_code else None
@@ -217,7 +217,7 @@ class CtRadiationDose(DoseReport):
     TEMPLATE = "TID 10011"
 
     @classmethod
-    def from_root(cls, root: ContentItem, ctx: Context) -> "CtRadiationDose":
+    def from_root(cls, root: ContentItem, ctx: Context) -> CtRadiationDose:
         report = cls()
         for index, node in enumerate(root.find_all(c.CT_ACQUISITION)):
             ev = CtIrradiationEvent.from_item(node, ctx, index)
@@ -248,7 +248,7 @@ class ProjectionXRayRadiationDose(DoseReport):
     TEMPLATE = "TID 10001"
 
     @classmethod
-    def from_root(cls, root: ContentItem, ctx: Context) -> "ProjectionXRayRadiationDose":
+    def from_root(cls, root: ContentItem, ctx: Context) -> ProjectionXRayRadiationDose:
         report = cls()
         proc = root.find(c.PROCEDURE_REPORTED)
         mammography = proc is not None and proc.code_value() == c.MAMMOGRAPHY
@@ -286,7 +286,7 @@ class RadiopharmaceuticalRadiationDose(DoseReport):
     TEMPLATE = "TID 10021"
 
     @classmethod
-    def from_root(cls, root: ContentItem, ctx: Context) -> "RadiopharmaceuticalRadiationDose":
+    def from_root(cls, root: ContentItem, ctx: Context) -> RadiopharmaceuticalRadiationDose:
         report = cls()
         admins = [n for n in root.walk() if n.name == c.RADIOPHARMACEUTICAL_ADMINISTRATION] or [root]
         items = []

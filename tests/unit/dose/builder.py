@@ -9,7 +9,8 @@ character set other than the declared one).
 from __future__ import annotations
 
 import io
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import pydicom
 from pydicom.dataelem import RawDataElement
@@ -77,10 +78,20 @@ def coded(concept: Code, value: Code, rel: str = "CONTAINS", children: Sequence[
     return ds
 
 
+#: Placeholder text -> the bytes written in its place by :func:`to_bytes`
+#: (pydicom re-encodes text on write, so raw bytes in a foreign charset are patched in).
+_PATCHES: dict[bytes, bytes] = {}
+
+
 def text(concept: Code, value: str | bytes) -> Dataset:
     ds = item(concept, "TEXT")
     if isinstance(value, bytes):
-        _raw(ds, 0x0040A160, "UT", value)
+        if len(value) % 2:
+            value += b" "
+        placeholder = f"~{len(_PATCHES)}~".ljust(len(value), "~").encode("ascii")
+        assert len(placeholder) == len(value), "raw text too short for a placeholder"
+        _PATCHES[placeholder] = value
+        ds.TextValue = placeholder.decode("ascii")
     else:
         ds.TextValue = value
     return ds
@@ -252,7 +263,10 @@ def reread(ds: Dataset) -> Dataset:
 def to_bytes(ds: Dataset) -> bytes:
     buf = io.BytesIO()
     ds.save_as(buf, enforce_file_format=True)
-    return buf.getvalue()
+    data = buf.getvalue()
+    for placeholder, value in _PATCHES.items():
+        data = data.replace(placeholder, value)
+    return data
 
 
 def ct_report(events: Sequence[Dataset], total_dlp: str | bytes = "456.7", n_events: str = "1",
