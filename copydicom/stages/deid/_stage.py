@@ -358,7 +358,7 @@ class DeidStage:
         new = []
         for v in values:
             old = str(v).strip("\x00 ")
-            n = self.uid(old) if old else old
+            n = keyed_uid(self._key, old) if old else old
             if n != old:
                 ctx.uids[old] = n
             new.append(n)
@@ -396,8 +396,8 @@ class DeidStage:
             return "C"
         if vr in _NUM_VRS or vr in ("DS", "IS", "AS"):
             return "C"  # numeric characteristics carry no identifiers beyond their meaning
-        del ds[tag]
-        return "X"
+        del ds[tag]  # binary or other values that cannot be cleaned: removed
+        return "C"
 
     def _scrub(self, value: Any, ctx: _Ctx) -> Any:
         if not isinstance(value, str):

@@ -118,7 +118,7 @@ def resolve_compound(code: str, tag: int, is_sequence: bool) -> str:
     not model; the choice keeps the output valid for the usual IODs:
     ``X/Z`` -> Z (valid whether the attribute is Type 2 or 3),
     ``X/D``, ``X/Z/D``, ``Z/D`` -> D for attributes in :data:`TYPE1_HINTS`,
-    else Z; ``X/Z/U*`` (reference sequences) -> U, i.e. keep the sequence and
+    else Z when allowed, else X; ``X/Z/U*`` (reference sequences) -> U, i.e. keep the sequence and
     replace the UIDs inside it.  Replacing by Z or D is never weaker than X for
     confidentiality: the value is gone either way.
     """
@@ -130,4 +130,4 @@ def resolve_compound(code: str, tag: int, is_sequence: bool) -> str:
         return "Z"
     if tag in TYPE1_HINTS and "D" in code:
         return "D"
-    return "Z"
+    return "Z" if "Z" in code else "X"
