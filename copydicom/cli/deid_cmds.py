@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING
 
 import yaml
 
@@ -28,7 +29,7 @@ def _files(paths: list[str]) -> Iterator[Path]:
             yield p
 
 
-def _profile(args: argparse.Namespace) -> "DeidProfile":
+def _profile(args: argparse.Namespace) -> DeidProfile:
     from copydicom.stages.deid import DeidProfile, profiles_from_config
 
     if args.config:
@@ -118,7 +119,7 @@ def cmd_map_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the de-identification commands."""
     p = subparsers.add_parser("deidentify", help="de-identify DICOM files into a folder (PS3.15)")
     p.add_argument("inputs", nargs="+", metavar="IN", help="files or folders (recursively)")

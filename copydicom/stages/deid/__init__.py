@@ -40,7 +40,18 @@ from copydicom.stages.deid._stage import DeidStage
 from copydicom.stages.deid._tables import EDITION, OPTIONS
 
 __all__ = [
-    "DeidProfile", "PatientMap", "DeidStage", "MappingStore", "load_key", "profiles_from_config",
-    "scan_dataset", "scan_file", "Finding", "keyed_uid", "keyed_pseudonym", "is_valid_uid",
-    "EDITION", "OPTIONS",
+    "EDITION",
+    "OPTIONS",
+    "DeidProfile",
+    "DeidStage",
+    "Finding",
+    "MappingStore",
+    "PatientMap",
+    "is_valid_uid",
+    "keyed_pseudonym",
+    "keyed_uid",
+    "load_key",
+    "profiles_from_config",
+    "scan_dataset",
+    "scan_file",
 ]

@@ -31,7 +31,7 @@ def is_well_known(uid: str) -> bool:
 
 
 def _mac(key: bytes, label: str, value: str) -> bytes:
-    return hmac.new(key, f"{label}\x00{value}".encode("utf-8"), hashlib.sha256).digest()
+    return hmac.new(key, f"{label}\x00{value}".encode(), hashlib.sha256).digest()
 
 
 def keyed_uid(key: bytes, uid: str) -> str:

@@ -12,8 +12,8 @@ import os
 import sqlite3
 import threading
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from copydicom.errors import LedgerError
 

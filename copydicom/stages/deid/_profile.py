@@ -22,9 +22,10 @@ Configuration (YAML, top-level ``profiles:``)::
 from __future__ import annotations
 
 import csv
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from copydicom.errors import ConfigError
 from copydicom.secrets import check_private_file, expand_env
@@ -58,7 +59,7 @@ class PatientMap:
     names: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
-    def from_mapping(cls, data: Any, *, where: str) -> "PatientMap":
+    def from_mapping(cls, data: Any, *, where: str) -> PatientMap:
         if not isinstance(data, Mapping):
             raise ConfigError(f"{where}: expected a mapping with 'csv' and 'missing'")
         unknown = set(data) - {"csv", "id_column", "research_id_column", "name_column", "missing"}
@@ -132,14 +133,14 @@ class DeidProfile:
     pseudonym_prefix: str = "ANON"
 
     @classmethod
-    def default(cls) -> "DeidProfile":
+    def default(cls) -> DeidProfile:
         """The documented default: Basic Profile + Retain Longitudinal Temporal
         Information with Modified Dates + Clean Structured Content; keyed
         pseudonyms; free text replaced; risky pixels quarantined."""
         return cls()
 
     @classmethod
-    def from_mapping(cls, name: str, data: Mapping[str, Any] | None, *, where: str) -> "DeidProfile":
+    def from_mapping(cls, name: str, data: Mapping[str, Any] | None, *, where: str) -> DeidProfile:
         """Build a profile from its config mapping; raises ConfigError naming the key."""
         if data is None:
             data = {}

@@ -31,7 +31,8 @@ import datetime as _dt
 import io
 import logging
 import re
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from pydicom import Dataset, dcmread
 from pydicom.datadict import dictionary_VR
@@ -52,6 +53,7 @@ from copydicom.stages.deid._keyed import (
 )
 from copydicom.stages.deid._mapping import MappingStore
 from copydicom.stages.deid._profile import DeidProfile
+from copydicom.stages.deid._writer import write_part10
 from copydicom.stages.deid._tables import CID_7050, edition, resolve_compound, row_action, rows, safe_private
 
 log = logging.getLogger(__name__)
@@ -119,7 +121,7 @@ def _known(tag: int) -> bool:
 class _Ctx:
     """Per-instance state: date offset, identifiers to scrub, audit, UID pairs."""
 
-    __slots__ = ("offset", "idents", "audit", "seen", "uids", "invalid_dates")
+    __slots__ = ("audit", "idents", "invalid_dates", "offset", "seen", "uids")
 
     def __init__(self, offset: int, idents: list[str]) -> None:
         self.offset = offset
@@ -458,10 +460,7 @@ class DeidStage:
         meta.TransferSyntaxUID = UID(str(ts or "1.2.840.10008.1.2.1"))
         meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
         meta.ImplementationVersionName = "COPYDICOM"
-        ds.file_meta = meta
-        buffer = io.BytesIO()
-        ds.save_as(buffer, enforce_file_format=True)
-        return buffer.getvalue()
+        return write_part10(ds, meta)
 
     def _validate(self, data: bytes, ds: Dataset) -> None:
         """Validation gate: the output must re-parse and keep its Type 1 identity."""
@@ -540,4 +539,4 @@ def _shift(value: Any, vr: str, offset: int) -> tuple[bool, Any]:
     return ok, out if len(out) > 1 else out[0]
 
 
-__all__ = ["DeidStage", "build_actions", "BaseTag"]
+__all__ = ["BaseTag", "DeidStage", "build_actions"]

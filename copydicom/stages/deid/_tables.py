@@ -9,10 +9,11 @@ edition they came from (:data:`EDITION`).
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
-from typing import Any, Iterable
+from typing import Any
 
 #: Option names, in the order of the columns of PS3.15 Table E.1-1.
 OPTIONS: tuple[str, ...] = (

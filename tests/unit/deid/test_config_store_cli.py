@@ -14,7 +14,14 @@ from pydicom import dcmread
 from copydicom.cli import main
 from copydicom.errors import ConfigError, DeidentificationError, InvalidInstance, PixelRiskError
 from copydicom.model import Instance, InstanceRef
-from copydicom.stages.deid import DeidProfile, DeidStage, MappingStore, keyed_uid, load_key, profiles_from_config
+from copydicom.stages.deid import (
+    DeidProfile,
+    DeidStage,
+    MappingStore,
+    keyed_uid,
+    load_key,
+    profiles_from_config,
+)
 from copydicom.testbench.synthetic import ct_dataset, to_bytes
 
 KEY = b"cli-key-0123456789abcdef-0123456"
