@@ -21,6 +21,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "copydicom.cli.replicate_cmds",
     "copydicom.cli.demo_cmds",
     "copydicom.cli.dose_cmds",
+    "copydicom.cli.deid_cmds",
 )
 
 

@@ -1,0 +1,226 @@
+"""De-identification profiles: PS3.15 options plus copydicom settings.
+
+Configuration (YAML, top-level ``profiles:``)::
+
+    profiles:
+      research:
+        options: [retain_long_modified_dates, clean_structured_content]
+        key_file: /etc/copydicom/deid.key     # owner-only (chmod 600)
+        patient_map:                          # optional
+          csv: /etc/copydicom/patients.csv    # owner-only; columns below
+          id_column: patient_id               # default "patient_id"
+          research_id_column: research_id     # default "research_id"
+          name_column: research_name          # optional; default: the research ID
+          missing: quarantine                 # or "pseudonym"
+        accept_pixel_risk: false
+        pixel_risk_modalities: [US]           # default
+        free_text: replace                    # or "scrub"
+        date_shift_days: [-3650, -1]          # per-patient offset range (modified dates)
+        pseudonym_prefix: ANON
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from copydicom.errors import ConfigError
+from copydicom.secrets import check_private_file, expand_env
+from copydicom.stages.deid._tables import OPTIONS
+
+#: Secondary Capture SOP classes (PS3.4 B.5): pixels often are screenshots.
+SECONDARY_CAPTURE_CLASSES: frozenset[str] = frozenset(
+    {
+        "1.2.840.10008.5.1.4.1.1.7",
+        "1.2.840.10008.5.1.4.1.1.7.1",
+        "1.2.840.10008.5.1.4.1.1.7.2",
+        "1.2.840.10008.5.1.4.1.1.7.3",
+        "1.2.840.10008.5.1.4.1.1.7.4",
+        "1.2.840.10008.5.1.4.1.1.104.1",  # Encapsulated PDF
+    }
+)
+
+_KNOWN_KEYS = {
+    "options", "key_file", "patient_map", "accept_pixel_risk", "pixel_risk_modalities",
+    "pixel_risk_sop_classes", "free_text", "date_shift_days", "pseudonym_prefix", "description",
+}
+
+
+@dataclass(frozen=True)
+class PatientMap:
+    """Original PatientID -> research ID (and optional research name), from a CSV file."""
+
+    path: str
+    missing: str = "quarantine"
+    ids: Mapping[str, str] = field(default_factory=dict)
+    names: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_mapping(cls, data: Any, *, where: str) -> PatientMap:
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"{where}: expected a mapping with 'csv' and 'missing'")
+        unknown = set(data) - {"csv", "id_column", "research_id_column", "name_column", "missing"}
+        if unknown:
+            raise ConfigError(f"{where}.{sorted(unknown)[0]}: unknown key")
+        if "csv" not in data:
+            raise ConfigError(f"{where}.csv: required")
+        missing = str(data.get("missing", "quarantine"))
+        if missing not in ("quarantine", "pseudonym"):
+            raise ConfigError(f"{where}.missing: must be 'quarantine' or 'pseudonym', not {missing!r}")
+        path = expand_env(str(data["csv"]), where=f"{where}.csv")
+        p = check_private_file(path, where=f"{where}.csv")
+        id_col = str(data.get("id_column", "patient_id"))
+        rid_col = str(data.get("research_id_column", "research_id"))
+        name_col = data.get("name_column")
+        ids: dict[str, str] = {}
+        names: dict[str, str] = {}
+        with open(p, newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            cols = reader.fieldnames or []
+            for col in (id_col, rid_col) + ((str(name_col),) if name_col else ()):
+                if col not in cols:
+                    raise ConfigError(f"{where}.csv: column {col!r} not in {p.name} (has {cols})")
+            for n, rec in enumerate(reader, start=2):
+                old, new = (rec[id_col] or "").strip(), (rec[rid_col] or "").strip()
+                if not new:
+                    raise ConfigError(f"{where}.csv: {p.name} line {n}: empty {rid_col}")
+                ids[old] = new
+                if name_col:
+                    names[old] = (rec[str(name_col)] or "").strip() or new
+        return cls(path=str(p), missing=missing, ids=ids, names=names)
+
+
+@dataclass(frozen=True)
+class DeidProfile:
+    """A named de-identification profile.
+
+    Attributes
+    ----------
+    name
+        The profile's name in ``profiles:``.
+    options
+        PS3.15 Table E.1-1 option columns applied on top of the Basic Profile.
+    key_file
+        Path of the owner-only project key (see :func:`load_key`), if configured.
+    patient_map
+        CSV mapping of PatientIDs; ``None`` means keyed pseudonyms for all.
+    accept_pixel_risk
+        Send instances whose pixels may show identity (else quarantine them).
+    pixel_risk_modalities, pixel_risk_sop_classes
+        What counts as risky besides Burned In Annotation = YES.
+    free_text
+        How action C cleans free text (descriptors, SR TEXT): ``replace`` puts a
+        fixed marker; ``scrub`` keeps the text minus the instance's own
+        identifiers (names, IDs, dates) and long digit runs.
+    date_shift_days
+        Range ``(low, high)`` of the per-patient date offset in days.
+    pseudonym_prefix
+        Prefix of keyed patient pseudonyms.
+    """
+
+    name: str = "default"
+    options: tuple[str, ...] = ("retain_long_modified_dates", "clean_structured_content")
+    key_file: str | None = None
+    patient_map: PatientMap | None = None
+    accept_pixel_risk: bool = False
+    pixel_risk_modalities: frozenset[str] = frozenset({"US", "IVUS", "XC", "OT", "DOC"})
+    pixel_risk_sop_classes: frozenset[str] = SECONDARY_CAPTURE_CLASSES
+    free_text: str = "replace"
+    date_shift_days: tuple[int, int] = (-3650, -1)
+    pseudonym_prefix: str = "ANON"
+
+    @classmethod
+    def default(cls) -> DeidProfile:
+        """The documented default: Basic Profile + Retain Longitudinal Temporal
+        Information with Modified Dates + Clean Structured Content; keyed
+        pseudonyms; free text replaced; risky pixels quarantined."""
+        return cls()
+
+    @classmethod
+    def from_mapping(cls, name: str, data: Mapping[str, Any] | None, *, where: str) -> DeidProfile:
+        """Build a profile from its config mapping; raises ConfigError naming the key."""
+        if data is None:
+            data = {}
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"{where}: expected a mapping")
+        unknown = set(data) - _KNOWN_KEYS
+        if unknown:
+            raise ConfigError(f"{where}.{sorted(unknown)[0]}: unknown key (known: {sorted(_KNOWN_KEYS)})")
+        base = cls.default()
+        opts_raw = data.get("options", list(base.options))
+        if not isinstance(opts_raw, (list, tuple)):
+            raise ConfigError(f"{where}.options: expected a list of option names")
+        opts: list[str] = []
+        for i, o in enumerate(opts_raw):
+            o = str(o).strip().replace("-", "_")
+            if o not in OPTIONS:
+                raise ConfigError(f"{where}.options[{i}]: unknown option {o!r} (known: {', '.join(OPTIONS)})")
+            if o not in opts:
+                opts.append(o)
+        if "retain_long_full_dates" in opts and "retain_long_modified_dates" in opts:
+            raise ConfigError(f"{where}.options: retain_long_full_dates and retain_long_modified_dates exclude each other")
+        key_file = data.get("key_file")
+        pmap = None
+        if data.get("patient_map") is not None:
+            pmap = PatientMap.from_mapping(data["patient_map"], where=f"{where}.patient_map")
+        accept = data.get("accept_pixel_risk", False)
+        if not isinstance(accept, bool):
+            raise ConfigError(f"{where}.accept_pixel_risk: expected true or false")
+        free_text = str(data.get("free_text", base.free_text))
+        if free_text not in ("replace", "scrub"):
+            raise ConfigError(f"{where}.free_text: must be 'replace' or 'scrub'")
+        shift = data.get("date_shift_days", list(base.date_shift_days))
+        try:
+            lo, hi = (int(v) for v in shift)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}.date_shift_days: expected [low, high] integers") from None
+        if lo > hi or (lo <= 0 <= hi and lo == hi == 0):
+            raise ConfigError(f"{where}.date_shift_days: low must be <= high and the range not only 0")
+        mods = data.get("pixel_risk_modalities", sorted(base.pixel_risk_modalities))
+        classes = data.get("pixel_risk_sop_classes", sorted(base.pixel_risk_sop_classes))
+        if not isinstance(mods, (list, tuple)) or not isinstance(classes, (list, tuple)):
+            raise ConfigError(f"{where}.pixel_risk_modalities/pixel_risk_sop_classes: expected lists")
+        prefix = str(data.get("pseudonym_prefix", base.pseudonym_prefix))
+        if not prefix or len(prefix) > 16 or "\\" in prefix:
+            raise ConfigError(f"{where}.pseudonym_prefix: 1 to 16 characters, no backslash")
+        return cls(
+            name=name,
+            options=tuple(opts),
+            key_file=expand_env(str(key_file), where=f"{where}.key_file") if key_file else None,
+            patient_map=pmap,
+            accept_pixel_risk=accept,
+            pixel_risk_modalities=frozenset(str(m).upper() for m in mods),
+            pixel_risk_sop_classes=frozenset(str(c) for c in classes),
+            free_text=free_text,
+            date_shift_days=(lo, hi),
+            pseudonym_prefix=prefix,
+        )
+
+
+def profiles_from_config(data: Mapping[str, Any], *, where: str = "profiles") -> dict[str, DeidProfile]:
+    """Parse the ``profiles:`` section of a config file."""
+    section = data.get("profiles", {}) if isinstance(data, Mapping) else None
+    if not isinstance(section, Mapping):
+        raise ConfigError(f"{where}: expected a mapping of profile names")
+    return {str(k): DeidProfile.from_mapping(str(k), v, where=f"{where}.{k}") for k, v in section.items()}
+
+
+def load_key(path: str | Path, *, where: str = "key_file") -> bytes:
+    """Read the project key from an owner-only file.
+
+    The key is the file's bytes without trailing whitespace; at least 16 bytes
+    (make one with ``head -c 32 /dev/urandom | base64 > deid.key; chmod 600 deid.key``).
+
+    Raises
+    ------
+    ConfigError
+        If the file is missing, group/world-accessible, or too short.
+    """
+    p = check_private_file(path, where=where)
+    key = p.read_bytes().rstrip()
+    if len(key) < 16:
+        raise ConfigError(f"{where}: {p} holds {len(key)} bytes; a key needs at least 16")
+    return key
