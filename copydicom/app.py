@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -69,12 +70,29 @@ def make_destination(type_name: str, endpoint: Any, *, pool_size: int) -> Destin
     raise ConfigError(f"endpoint {getattr(endpoint, 'name', '?')} of type {type_name} is not an image destination")
 
 
-def make_stages(profile: Any | None, *, state: Path | None, dose: bool = True) -> list[Stage]:
-    """The stages of a route: de-identification (if a profile is given), then dose extraction."""
+def make_stages(
+    profile: Any | None, *, state: Path | None, indexed: bool = False, dose: bool = True, key_file: str | None = None
+) -> list[Stage]:
+    """The stages of a route, built once at start-up (keys are read and checked here).
+
+    De-identification first (if a profile is given), so that everything after it,
+    destinations and indexes alike, sees only the de-identified instance; then,
+    for routes with indexes, dose extraction.
+    """
     stages: list[Stage] = []
     if profile is not None:
-        deid = importlib.import_module("copydicom.stages.deid")
-        stages.append(deid.DeidStage.from_profile(profile, state=state))
+        from copydicom.stages.deid import DeidStage, MappingStore, load_key
+
+        where = f"profiles.{profile.name}.key_file"
+        path = key_file or profile.key_file or os.environ.get("COPYDICOM_DEID_KEY_FILE")
+        if not path:
+            raise ConfigError(f"{where}: required (the secret project key; or set COPYDICOM_DEID_KEY_FILE)")
+        key = load_key(path, where="--key-file" if key_file else where)
+        stages.append(DeidStage(profile, key, MappingStore(state) if state is not None else None))
+    if indexed and dose:
+        from copydicom.stages.dose import DoseStage
+
+        stages.append(DoseStage())
     return stages
 
 
@@ -102,12 +120,15 @@ def build_route(
     *,
     on_outcome: Callable[[Outcome], None] | None = None,
     dry_run: bool = False,
+    key_file: str | None = None,
 ) -> RouteRuntime:
     """Build the source, stages, destinations and pipeline of a configured route."""
     source_cfg: OrthancConfig = config.endpoints[route.source]
     client = OrthancClient(source_cfg, pool_size=route.workers + 2, side="source")
     profile = config.profiles.get(route.profile) if route.profile else None
-    stages = make_stages(profile, state=config.state, dose=route.dose)
+    stages = make_stages(
+        profile, state=config.state, indexed=bool(route.indexes), dose=route.dose, key_file=key_file
+    )
     destinations = [
         make_destination(config.endpoint_types[d], config.endpoints[d], pool_size=route.workers + 2)
         for d in route.destinations

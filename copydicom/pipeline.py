@@ -347,6 +347,10 @@ class Pipeline:
     def close(self) -> None:
         self._pool.shutdown(wait=True)
         self.ledger.flush()
+        for stage in self.stages:
+            close = getattr(stage, "close", None)
+            if callable(close):
+                close()
 
 
 _QUOTED = re.compile(r"('[^']*'|\"[^\"]*\")")

@@ -116,7 +116,7 @@ def cmd_replicate(args: argparse.Namespace) -> int:
     route, app = _oneshot_route(args, config)
     ledger = Ledger(app.state)
     progress = Progress()
-    runtime = build_route(route, app, ledger, on_outcome=progress, dry_run=args.dry_run)
+    runtime = build_route(route, app, ledger, on_outcome=progress, dry_run=args.dry_run, key_file=args.key_file)
     summary = Summary()
     progress.summary = summary
     try:
@@ -304,6 +304,7 @@ def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") 
     p.add_argument("--dest", required=True, action="append", help="destination (name or URL); repeatable")
     p.add_argument("--workers", type=int, default=4, help="parallel transfers (default 4)")
     p.add_argument("--profile", help="de-identification profile (a config name, or 'default')")
+    p.add_argument("--key-file", help="de-identification key (owner-only file); overrides the profile's key_file")
     p.add_argument("--route", help="route name in the ledger (default derived from the endpoints)")
     p.add_argument("--ids", nargs="*", help="Orthanc IDs or Study/Series/SOP Instance UIDs to copy (default: all)")
     p.add_argument("--ids-file", help="file with one Orthanc ID or UID per line")

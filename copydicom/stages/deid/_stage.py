@@ -201,6 +201,11 @@ class DeidStage:
             self.uid(identity.sop_uid),
         )
 
+    def close(self) -> None:
+        """Write the mapping store's pending pairs (called when the route stops)."""
+        if self._store is not None:
+            self._store.close()
+
     # -- processing ---------------------------------------------------------------
 
     def process(self, instance: Instance) -> Instance:
