@@ -1,0 +1,220 @@
+"""Fixtures for integration tests: two real Orthanc servers, synthetic CT, the daemon as a process.
+
+The servers are started once per session on free loopback ports with
+temporary storage (``copydicom.testbench.orthanc``) and stopped by PID.
+Every test starts with both servers empty.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pytest
+import requests
+import yaml
+
+from copydicom.testbench.orthanc import OrthancServer
+from copydicom.testbench.synthetic import ct_study_files, upload_all
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="session")
+def orthanc_pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[OrthancServer, OrthancServer]]:
+    """A source and a destination Orthanc; the destination overwrites re-sent instances.
+
+    ``OverwriteInstances`` makes a re-sent instance produce a second ``NewInstance``
+    change at the destination, so "none twice" can be counted.
+    """
+    base = tmp_path_factory.mktemp("orthanc")
+    source = OrthancServer(name="SOURCE", workdir=base / "source")
+    dest = OrthancServer(name="DEST", workdir=base / "dest", extra={"OverwriteInstances": True})
+    source.start()
+    try:
+        dest.start()
+    except BaseException:
+        source.stop()
+        raise
+    try:
+        yield source, dest
+    finally:
+        dest.stop()
+        source.stop()
+
+
+@pytest.fixture
+def servers(orthanc_pair: tuple[OrthancServer, OrthancServer]) -> tuple[OrthancServer, OrthancServer]:
+    """Both servers, emptied (and running) before the test."""
+    for server in orthanc_pair:
+        if server.process is None:
+            server.start()
+        server.clear()
+        assert server.instance_ids() == []
+    return orthanc_pair
+
+
+def load_ct(server: OrthancServer, n: int, *, seed: str = "copydicom", rows: int = 64, series: int = 4) -> set[str]:
+    """Upload ``n`` small synthetic CT instances; return their Orthanc IDs."""
+    ids: set[str] = set()
+
+    def upload(data: bytes) -> None:
+        ids.add(server.upload(data)["ID"])
+
+    upload_all(upload, ct_study_files(n, series_per_study=series, rows=rows, cols=rows, seed=seed))
+    assert len(ids) == n
+    return ids
+
+
+def changes_of(server: OrthancServer, change_type: str, *, since: int = 0) -> list[dict[str, Any]]:
+    """Every change of one type in a server's ``/changes`` feed after ``since``."""
+    found: list[dict[str, Any]] = []
+    while True:
+        page = server.get("/changes", params={"since": since, "limit": 1000})
+        found.extend(c for c in page["Changes"] if c["ChangeType"] == change_type)
+        if page["Done"] or not page["Changes"]:
+            return found
+        since = page["Changes"][-1]["Seq"]
+
+
+def wait_until(predicate: Callable[[], bool], *, timeout: float, what: str, interval: float = 0.1) -> None:
+    """Poll ``predicate`` until it is true; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def write_config(
+    tmp_path: Path,
+    source: OrthancServer,
+    dest: OrthancServer,
+    *,
+    poll_seconds: float = 0.5,
+    workers: int = 4,
+    dest_retries: int = 4,
+    route: str = "copy",
+) -> Path:
+    """A daemon configuration with one changes route from ``source`` to ``dest``."""
+    data = {
+        "state": str(tmp_path / "state.db"),
+        "quarantine_dir": str(tmp_path / "quarantine"),
+        "workers": workers,
+        "endpoints": {
+            "src": {"type": "orthanc", "url": source.url, "user": source.user, "password": "${CD_TEST_SRC_PW}"},
+            "dst": {
+                "type": "orthanc", "url": dest.url, "user": dest.user, "password": "${CD_TEST_DST_PW}",
+                "retries": dest_retries,
+            },
+        },
+        "routes": [
+            {
+                "name": route,
+                "source": "src",
+                "trigger": {"changes": {"poll_seconds": poll_seconds}},
+                "destinations": ["dst"],
+            }
+        ],
+    }
+    path = tmp_path / "copydicom.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+class DaemonProcess:
+    """``copydicom run`` as a child process, stopped by its PID."""
+
+    def __init__(self, config: Path, env: dict[str, str], log_path: Path) -> None:
+        self.config = config
+        self.env = env
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> "DaemonProcess":
+        assert self.proc is None or self.proc.poll() is not None
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "copydicom.cli", "run", "--config", str(self.config)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=self.env,
+            cwd=str(REPO_ROOT),
+        )
+        log.close()
+        return self
+
+    def signal(self, sig: int) -> None:
+        assert self.proc is not None
+        os.kill(self.proc.pid, sig)
+
+    def wait(self, timeout: float) -> int:
+        assert self.proc is not None
+        return self.proc.wait(timeout)
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def kill(self) -> None:
+        if self.running():
+            assert self.proc is not None
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+
+@pytest.fixture
+def daemon_env(servers: tuple[OrthancServer, OrthancServer]) -> dict[str, str]:
+    source, dest = servers
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO_ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env["CD_TEST_SRC_PW"] = source.password
+    env["CD_TEST_DST_PW"] = dest.password
+    return env
+
+
+@pytest.fixture
+def daemon(tmp_path: Path, daemon_env: dict[str, str]) -> Iterator[Callable[[Path], DaemonProcess]]:
+    """Factory: ``daemon(config_path)`` starts ``copydicom run``; every one is killed at teardown."""
+    started: list[DaemonProcess] = []
+
+    def start(config: Path) -> DaemonProcess:
+        proc = DaemonProcess(config, daemon_env, tmp_path / "daemon.log").start()
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        proc.kill()
+
+
+def checkpoint_of(state: Path, route: str) -> int | None:
+    """The route's checkpoint, read from the ledger (a separate read-only connection)."""
+    import sqlite3
+
+    if not state.exists():
+        return None
+    db = sqlite3.connect(f"file:{state}?mode=ro", uri=True, timeout=10)
+    try:
+        row = db.execute("SELECT seq FROM checkpoints WHERE route=?", (route,)).fetchone()
+    except sqlite3.OperationalError:
+        return None
+    finally:
+        db.close()
+    return None if row is None else int(row[0])
+
+
+def last_seq(server: OrthancServer) -> int:
+    return int(requests.get(server.url + "/changes", params={"last": ""}, auth=server.auth, timeout=10).json()["Last"])
+
+
+def instance_count(server: OrthancServer) -> int:
+    return int(server.statistics()["CountInstances"])

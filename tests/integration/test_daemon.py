@@ -1,0 +1,164 @@
+"""The daemon (``copydicom run``) as a real process against two real Orthanc servers.
+
+Waits poll with a deadline (``wait_until``); nothing asserts on elapsed time
+except the 10 s stop budget the issue requires.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from copydicom.testbench.orthanc import OrthancServer
+from tests.integration.conftest import (
+    DaemonProcess,
+    changes_of,
+    checkpoint_of,
+    instance_count,
+    last_seq,
+    load_ct,
+    wait_until,
+    write_config,
+)
+
+pytestmark = pytest.mark.integration
+
+StartDaemon = Callable[[Path], DaemonProcess]
+
+
+def _caught_up(source: OrthancServer, dest: OrthancServer, state: Path, seen: list[int]) -> Callable[[], bool]:
+    """Predicate: destination holds exactly the source's instances and the checkpoint is at ``Last``.
+
+    Every checkpoint read is appended to ``seen`` (to check it never goes back).
+    """
+
+    def check() -> bool:
+        cp = checkpoint_of(state, "copy")
+        if cp is not None:
+            seen.append(cp)
+        return set(dest.instance_ids()) == set(source.instance_ids()) and cp == last_seq(source)
+
+    return check
+
+
+def _newest_instance_seq(source: OrthancServer) -> int:
+    return max(c["Seq"] for c in changes_of(source, "NewInstance"))
+
+
+def _stop(proc: DaemonProcess) -> int:
+    proc.signal(signal.SIGTERM)
+    try:
+        return proc.wait(10)
+    except subprocess.TimeoutExpired:
+        raise AssertionError("the daemon did not exit within 10 s of SIGTERM:\n" + proc.log()) from None
+
+
+def test_daemon_picks_up_new_instances_stops_on_sigterm_and_resumes(
+    servers: tuple[OrthancServer, OrthancServer], tmp_path: Path, daemon: StartDaemon
+) -> None:
+    source, dest = servers
+    dest_start = last_seq(dest)
+    state = tmp_path / "state.db"
+    config = write_config(tmp_path, source, dest)
+    seen: list[int] = []
+
+    first = load_ct(source, 10, seed="before")
+    proc = daemon(config)
+    wait_until(_caught_up(source, dest, state, seen), timeout=30, what="the first 10 instances")
+    assert set(dest.instance_ids()) == first
+
+    # Instances that arrive while the daemon runs are picked up.
+    second = load_ct(source, 12, seed="while")
+    wait_until(_caught_up(source, dest, state, seen), timeout=30, what="instances arriving while running")
+    assert set(dest.instance_ids()) == first | second
+
+    assert _stop(proc) == 0
+    stopped_at = checkpoint_of(state, "copy")
+    # Stable* changes keep arriving StableAge seconds after the uploads; every instance is covered.
+    assert stopped_at is not None and _newest_instance_seq(source) <= stopped_at <= last_seq(source)
+
+    # While it is stopped more arrive; a restart resumes from the checkpoint.
+    third = load_ct(source, 9, seed="after")
+    assert checkpoint_of(state, "copy") == stopped_at
+    proc = daemon(config)
+    wait_until(_caught_up(source, dest, state, seen), timeout=30, what="instances that arrived while stopped")
+    assert set(dest.instance_ids()) == first | second | third
+    assert _stop(proc) == 0
+
+    assert seen == sorted(seen), "the checkpoint moved backwards"
+    assert _newest_instance_seq(source) <= seen[-1] <= last_seq(source)
+    received = [c["ID"] for c in changes_of(dest, "NewInstance", since=dest_start)]
+    assert sorted(received) == sorted(first | second | third)  # nothing sent twice
+    assert "Traceback" not in proc.log()
+
+
+def test_destination_down_then_back_nothing_lost(
+    servers: tuple[OrthancServer, OrthancServer], tmp_path: Path, daemon: StartDaemon
+) -> None:
+    source, dest = servers
+    dest_start = last_seq(dest)
+    state = tmp_path / "state.db"
+    config = write_config(tmp_path, source, dest, dest_retries=1)
+    seen: list[int] = []
+
+    first = load_ct(source, 8, seed="up")
+    proc = daemon(config)
+    wait_until(_caught_up(source, dest, state, seen), timeout=30, what="the first instances")
+    held = checkpoint_of(state, "copy")
+    assert held is not None
+
+    dest.stop()
+    try:
+        second = load_ct(source, 10, seed="down")
+        # The route fails, backs off, and keeps its checkpoint.
+        wait_until(lambda: "retrying in" in proc.log(), timeout=60, what="the route to back off")
+        # The watermark may pass changes the route ignores, never an instance not delivered.
+        pending = [c["Seq"] for c in changes_of(source, "NewInstance", since=held) if c["ID"] in second]
+        assert len(pending) == len(second)
+        now = checkpoint_of(state, "copy")
+        assert now is not None and held <= now < min(pending)
+        assert proc.running()
+    finally:
+        dest.start()
+
+    # The daemon recovers by itself once the destination is back.
+    wait_until(_caught_up(source, dest, state, seen), timeout=90, what="recovery after the destination came back")
+    assert set(dest.instance_ids()) == first | second
+    assert _stop(proc) == 0
+    assert seen == sorted(seen)
+    received = [c["ID"] for c in changes_of(dest, "NewInstance", since=dest_start)]
+    assert sorted(received) == sorted(first | second)
+
+
+def test_sigkill_mid_run_then_restart_exactly_once(
+    servers: tuple[OrthancServer, OrthancServer], tmp_path: Path, daemon: StartDaemon
+) -> None:
+    source, dest = servers
+    dest_start = last_seq(dest)
+    state = tmp_path / "state.db"
+    config = write_config(tmp_path, source, dest, workers=2)
+    total = 600
+    ids = load_ct(source, total, seed="kill", series=6)
+    seen: list[int] = []
+
+    proc = daemon(config)
+    wait_until(lambda: instance_count(dest) >= 150, timeout=60, what="the run to be under way", interval=0.02)
+    proc.kill()
+    at_kill = instance_count(dest)
+    assert 150 <= at_kill < total, "the run finished before it could be killed"
+    killed_checkpoint = checkpoint_of(state, "copy")
+    assert killed_checkpoint is not None and killed_checkpoint < last_seq(source)
+
+    proc = daemon(config)
+    wait_until(_caught_up(source, dest, state, seen), timeout=120, what="the restarted run to finish")
+    assert _stop(proc) == 0
+
+    assert set(dest.instance_ids()) == ids
+    assert seen and min(seen) >= killed_checkpoint and seen == sorted(seen)
+    received = [c["ID"] for c in changes_of(dest, "NewInstance", since=dest_start)]
+    assert len(received) == total, f"{len(received) - len(set(received))} instance(s) were sent twice"
+    assert set(received) == ids

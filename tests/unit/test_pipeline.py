@@ -1,0 +1,155 @@
+"""Pipeline with in-memory fakes: dedupe, quarantine, failures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from copydicom.errors import (
+    DestinationUnavailable,
+    InvalidInstance,
+    RejectedByDestination,
+    SourceUnavailable,
+)
+from copydicom.ledger import Ledger
+from copydicom.model import InstanceRef
+from copydicom.pipeline import Pipeline, Summary, safe_reason
+from tests.unit.fakes import FakeDestination, FakeSource, RaisingStage
+
+
+@pytest.fixture
+def ledger(tmp_path: Path) -> Ledger:
+    led = Ledger(tmp_path / "state.db")
+    yield led  # type: ignore[misc]
+    led.close()
+
+
+def make(ledger: Ledger, tmp_path: Path, source: FakeSource, dests: list[FakeDestination],
+         stages: list[object] = (), workers: int = 2) -> Pipeline:  # type: ignore[assignment]
+    return Pipeline("r", source, stages, dests, ledger, quarantine_dir=tmp_path / "q", workers=workers)  # type: ignore[arg-type]
+
+
+def series_batch(ids: list[str], series: str = "S1") -> list[InstanceRef]:
+    return [InstanceRef(i, None, None, series) for i in ids]
+
+
+def kinds(summary: Summary) -> dict[str, int]:
+    return {k: v for k, v in summary.counts.items() if v}
+
+
+def test_dedupe_asks_destination_once_per_series_then_trusts_ledger(ledger: Ledger, tmp_path: Path) -> None:
+    source = FakeSource({i: i.encode() for i in ("a", "b", "c")})
+    dest = FakeDestination(held={"b"})
+    pipe = make(ledger, tmp_path, source, [dest])
+    summary = pipe.run([series_batch(["a", "b", "c"])])
+    assert kinds(summary) == {"stored": 2, "existing": 1}
+    assert dest.has_calls == [(["a", "b", "c"], "S1")]
+    assert sorted(dest.stored) == ["a", "c"]
+    assert sorted(source.fetched) == ["a", "c"]
+    pipe.close()
+
+    # A second run: the ledger answers, the destination is not asked and nothing is fetched.
+    source2 = FakeSource({})
+    pipe2 = make(ledger, tmp_path, source2, [dest])
+    summary = pipe2.run([series_batch(["a", "b", "c"])])
+    assert kinds(summary) == {"existing": 3}
+    assert dest.has_calls == [(["a", "b", "c"], "S1")]
+    assert source2.fetched == []
+    pipe2.close()
+    assert ledger.delivered_among("dest", ["a", "b", "c"]) == {"a", "b", "c"}
+
+
+def test_single_reference_is_checked_individually(ledger: Ledger, tmp_path: Path) -> None:
+    dest = FakeDestination(held={"x"})
+    source = FakeSource({"x": b"x", "y": b"y"})
+    pipe = make(ledger, tmp_path, source, [dest])
+    summary = pipe.run([[InstanceRef("x", 1)], [InstanceRef("y", 2)]])
+    pipe.close()
+    assert kinds(summary) == {"existing": 1, "stored": 1}
+    assert sorted(c[0][0] for c in dest.has_calls) == ["x", "y"]
+    assert all(hint is None for _, hint in dest.has_calls)
+    assert source.fetched == ["y"]
+
+
+def test_two_destinations_only_the_missing_one_receives(ledger: Ledger, tmp_path: Path) -> None:
+    d1 = FakeDestination("d1", held={"a", "b"})
+    d2 = FakeDestination("d2", held={"a"})
+    pipe = make(ledger, tmp_path, FakeSource({"a": b"a", "b": b"b"}), [d1, d2])
+    summary = pipe.run([series_batch(["a", "b"])])
+    pipe.close()
+    assert kinds(summary) == {"existing": 1, "stored": 1}
+    assert d1.stored == [] and d2.stored == ["b"]
+
+
+def test_skippable_stage_error_quarantines_with_bytes(ledger: Ledger, tmp_path: Path) -> None:
+    stage = RaisingStage(InvalidInstance("no SOP Instance UID"), {"b"})
+    dest = FakeDestination()
+    pipe = make(ledger, tmp_path, FakeSource({"a": b"A", "b": b"B"}), [dest], [stage])
+    summary = pipe.run([series_batch(["a", "b"])])
+    pipe.close()
+    assert kinds(summary) == {"stored": 1, "quarantined": 1}
+    assert not summary.ok
+    (entry,) = ledger.quarantined("r")
+    assert (entry.source_id, entry.code, entry.reason) == ("b", "invalid", "InvalidInstance: no SOP Instance UID")
+    assert entry.path == str(tmp_path / "q" / "r" / "b.dcm")
+    assert Path(entry.path).read_bytes() == b"B"
+    assert oct(Path(entry.path).stat().st_mode & 0o777) == "0o600"
+    assert dest.stored == ["a"]
+
+
+def test_unexpected_exception_quarantines_without_quoted_values(ledger: Ledger, tmp_path: Path) -> None:
+    stage = RaisingStage(ValueError("bad value 'DOE^JOHN' in \"1970-01-01\""), {"a"})
+    pipe = make(ledger, tmp_path, FakeSource({"a": b"A"}), [FakeDestination()], [stage])
+    summary = pipe.run([series_batch(["a"])])
+    pipe.close()
+    assert kinds(summary) == {"quarantined": 1}
+    (entry,) = ledger.quarantined()
+    assert entry.code == "invalid"
+    assert "DOE" not in entry.reason and "1970" not in entry.reason
+    assert entry.reason == "InvalidInstance: cannot process: ValueError: bad value '…' in '…'"
+
+
+def test_rejection_by_destination_quarantines(ledger: Ledger, tmp_path: Path) -> None:
+    dest = FakeDestination(fail=lambda inst: RejectedByDestination("HTTP 400") if inst.target_id == "a" else None)
+    pipe = make(ledger, tmp_path, FakeSource({"a": b"A", "b": b"B"}), [dest])
+    summary = pipe.run([series_batch(["a", "b"])])
+    pipe.close()
+    assert kinds(summary) == {"quarantined": 1, "stored": 1}
+    assert [(e.source_id, e.code) for e in ledger.quarantined()] == [("a", "rejected")]
+
+
+def test_retryable_errors_fail_without_quarantine_or_delivery(ledger: Ledger, tmp_path: Path) -> None:
+    source = FakeSource({"a": b"A", "b": b"B"}, errors={"a": SourceUnavailable("GET on pacs: HTTP 503")})
+    dest = FakeDestination(fail=lambda inst: DestinationUnavailable("down") if inst.target_id == "b" else None)
+    pipe = make(ledger, tmp_path, source, [dest])
+    summary = pipe.run([series_batch(["a", "b"])])
+    pipe.close()
+    assert kinds(summary) == {"failed": 2}
+    assert summary.first_retryable in ("GET on pacs: HTTP 503", "down")
+    assert ledger.quarantined() == []
+    assert ledger.delivered_among("dest", ["a", "b"]) == set()
+
+
+def test_dry_run_fetches_and_stores_nothing(ledger: Ledger, tmp_path: Path) -> None:
+    source = FakeSource({"a": b"A"})
+    dest = FakeDestination()
+    pipe = Pipeline("r", source, [], [dest], ledger, quarantine_dir=tmp_path / "q", dry_run=True)
+    summary = pipe.run([series_batch(["a", "b"])])
+    pipe.close()
+    assert kinds(summary) == {"stored": 2}
+    assert source.fetched == [] and dest.stored == []
+    assert ledger.delivered_among("dest", ["a", "b"]) == set()
+
+
+def test_summary_line_format() -> None:
+    s = Summary()
+    s.counts.update({"stored": 3, "existing": 2, "quarantined": 1, "failed": 4})
+    line = s.line()
+    assert line.startswith("replicated=3 skipped_existing=2 quarantined=1 failed=4 seconds=")
+    float(line.rsplit("=", 1)[1])
+
+
+def test_safe_reason_strips_quoted_values() -> None:
+    assert safe_reason(KeyError("SMITH")) == "KeyError: '…'"
+    assert safe_reason(RuntimeError("plain")) == "RuntimeError: plain"
