@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+from typing import Iterator
+
 import pytest
 import responses
 
@@ -13,6 +16,7 @@ from copydicom.errors import (
     SourceUnavailable,
 )
 from copydicom.sources.orthanc import ChangesFeed, OrthancSource
+from tests.unit.scripted_http import Scripted, ScriptedServer
 
 URL = "http://orthanc.test:8042"
 
@@ -51,15 +55,6 @@ def test_retries_exhausted_source_side() -> None:
 
 
 @responses.activate
-def test_retries_exhausted_destination_side() -> None:
-    for _ in range(2):
-        responses.post(f"{URL}/instances", status=500)
-    with pytest.raises(DestinationUnavailable, match="POST /instances on pacs: HTTP 500"):
-        client("destination", retries=1).upload(b"DICM")
-    assert len(responses.calls) == 2
-
-
-@responses.activate
 def test_connection_error_is_retryable() -> None:
     import requests
 
@@ -77,44 +72,6 @@ def test_retry_after_header_is_honoured() -> None:
     responses.get(f"{URL}/system", json={})
     assert client(retries=1).system() == {}
     assert len(responses.calls) == 2
-
-
-@responses.activate
-def test_bad_request_on_upload_is_a_permanent_rejection() -> None:
-    responses.post(f"{URL}/instances", status=400, body="Bad file format")
-    with pytest.raises(RejectedByDestination, match="HTTP 400: Bad file format"):
-        client("destination").upload(b"not dicom")
-    assert len(responses.calls) == 1
-
-
-@responses.activate
-def test_conflict_on_upload_means_already_stored() -> None:
-    responses.post(f"{URL}/instances", status=409)
-    assert client("destination").upload(b"DICM") == {"Status": "AlreadyStored"}
-
-
-@responses.activate
-def test_upload_success_and_already_stored_status() -> None:
-    responses.post(f"{URL}/instances", json={"ID": "a", "Status": "AlreadyStored"})
-    assert client("destination").upload(b"DICM")["Status"] == "AlreadyStored"
-    assert responses.calls[0].request.headers["Content-Type"] == "application/dicom"
-
-
-@responses.activate
-def test_download_asks_for_identity_encoding() -> None:
-    body = b"\0" * 128 + b"DICM" + b"x" * 1000
-    responses.get(f"{URL}/instances/abc/file", body=body)
-    assert client().download("abc") == body
-    assert responses.calls[0].request.headers["Accept-Encoding"] == "identity"
-
-
-@responses.activate
-def test_download_cut_short_is_retryable() -> None:
-    responses.get(
-        f"{URL}/instances/abc/file", body=b"short", headers={"Content-Length": "5000"}, auto_calculate_content_length=False
-    )
-    with pytest.raises(SourceUnavailable):
-        client(retries=0).download("abc")
 
 
 @responses.activate
@@ -170,3 +127,73 @@ def test_from_url_parses_credentials_and_strips_them() -> None:
     assert "s@cret" not in repr(cfg)
     with pytest.raises(ConfigError, match="not an Orthanc URL"):
         OrthancConfig.from_url("ftp://host")
+
+
+# -- data plane (file bodies over http.client): a real loopback server -------------------
+
+
+@pytest.fixture
+def scripted() -> Iterator[ScriptedServer]:
+    with ScriptedServer() as server:
+        yield server
+
+
+def loopback_client(server: ScriptedServer, side: str = "source", retries: int = 2) -> OrthancClient:
+    cfg = OrthancConfig(name="pacs", url=server.url, user="u", password="p", retries=retries, backoff_base=0.0)
+    return OrthancClient(cfg, side=side)
+
+
+def test_retries_exhausted_destination_side(scripted: ScriptedServer) -> None:
+    scripted.script("POST", "/instances", Scripted(500), Scripted(500))
+    with pytest.raises(DestinationUnavailable, match="POST /instances on pacs: HTTP 500"):
+        loopback_client(scripted, "destination", retries=1).upload(b"DICM")
+    assert len(scripted.requests) == 2
+
+
+def test_upload_503_then_success_is_retried(scripted: ScriptedServer) -> None:
+    scripted.script("POST", "/instances", Scripted(503), Scripted(200, b'{"ID": "a", "Status": "Success"}'))
+    assert loopback_client(scripted, "destination").upload(b"DICM")["Status"] == "Success"
+    assert [r.body for r in scripted.requests] == [b"DICM", b"DICM"]
+
+
+def test_bad_request_on_upload_is_a_permanent_rejection(scripted: ScriptedServer) -> None:
+    scripted.script("POST", "/instances", Scripted(400, b"Bad file format"))
+    with pytest.raises(RejectedByDestination, match="HTTP 400: Bad file format"):
+        loopback_client(scripted, "destination").upload(b"not dicom")
+    assert len(scripted.requests) == 1
+
+
+def test_conflict_on_upload_means_already_stored(scripted: ScriptedServer) -> None:
+    scripted.script("POST", "/instances", Scripted(409))
+    assert loopback_client(scripted, "destination").upload(b"DICM") == {"Status": "AlreadyStored"}
+
+
+def test_upload_sends_dicom_with_basic_auth(scripted: ScriptedServer) -> None:
+    scripted.script("POST", "/instances", Scripted(200, b'{"ID": "a", "Status": "AlreadyStored"}'))
+    assert loopback_client(scripted, "destination").upload(b"DICM")["Status"] == "AlreadyStored"
+    sent = scripted.requests[0]
+    assert sent.headers["Content-Type"] == "application/dicom"
+    assert sent.headers["Authorization"] == "Basic " + base64.b64encode(b"u:p").decode()
+    assert sent.body == b"DICM"
+
+
+def test_download_asks_for_identity_encoding(scripted: ScriptedServer) -> None:
+    body = b"\0" * 128 + b"DICM" + b"x" * 100_000
+    scripted.script("GET", "/instances/abc/file", Scripted(200, body))
+    assert loopback_client(scripted).download("abc") == body
+    assert scripted.requests[0].headers["Accept-Encoding"] == "identity"
+
+
+def test_download_cut_short_is_retryable(scripted: ScriptedServer) -> None:
+    scripted.script("GET", "/instances/abc/file", Scripted(200, b"short", claim_length=5000))
+    with pytest.raises(SourceUnavailable, match="download of abc from pacs"):
+        loopback_client(scripted, retries=0).download("abc")
+    assert len(scripted.requests) == 1
+
+
+def test_download_keeps_the_connection_alive(scripted: ScriptedServer) -> None:
+    for _ in range(3):
+        scripted.script("GET", "/instances/abc/file", Scripted(200, b"DICM"))
+    c = loopback_client(scripted)
+    assert [c.download("abc") for _ in range(3)] == [b"DICM"] * 3
+    assert len(c._keepalive._all) == 1
