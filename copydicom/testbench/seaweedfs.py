@@ -20,7 +20,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import stat
 import subprocess
 import sys
@@ -163,7 +162,7 @@ class SeaweedFSServer:
             "-s3.autoCreateBucket=false",
         ]
 
-    def start(self, timeout: float = 60.0) -> "SeaweedFSServer":
+    def start(self, timeout: float = 60.0) -> SeaweedFSServer:
         """Start ``weed server`` and wait until the S3 gateway accepts signed requests."""
         if self.workdir is None:
             self.workdir = Path(tempfile.mkdtemp(prefix="copydicom-seaweedfs-"))
@@ -264,7 +263,7 @@ class SeaweedFSServer:
         if self._own_workdir and self.workdir is not None:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
-    def __enter__(self) -> "SeaweedFSServer":
+    def __enter__(self) -> SeaweedFSServer:
         return self.start() if self.process is None else self
 
     def __exit__(self, *exc: object) -> None:
