@@ -1,4 +1,9 @@
-"""A small Orthanc REST client over one pooled :class:`requests.Session`.
+"""A small Orthanc REST client: JSON over a pooled :class:`requests.Session`, files over keep-alive.
+
+The control plane (listings, changes, look-ups) uses one ``requests.Session``
+whose pool is sized to the worker count.  DICOM file bodies (download and
+upload) go through :mod:`copydicom.clients._keepalive`, which spends a third
+of the client CPU per instance (see that module for the measurement).
 
 Every status code is mapped to the exception tree in one place
 (:meth:`OrthancClient._check`, via :func:`copydicom.errors.classify_http_status`).
@@ -13,16 +18,20 @@ slower on a 2-core machine.
 
 from __future__ import annotations
 
+import http.client
+import json
 import logging
 import random
+import ssl
 import time
 from dataclasses import dataclass, field, replace
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping, TypeVar
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import requests
 from requests.adapters import HTTPAdapter
 
+from copydicom.clients._keepalive import KeepAlive, Reply
 from copydicom.errors import (
     ConfigError,
     DestinationUnavailable,
@@ -33,6 +42,7 @@ from copydicom.errors import (
 from copydicom.secrets import expand_env, resolve_secret
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 _DICOM = {"Content-Type": "application/dicom"}
 _IDENTITY = {"Accept-Encoding": "identity"}
@@ -156,8 +166,45 @@ class OrthancClient:
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
         self._timeout = (config.connect_timeout, config.read_timeout)
+        self._keepalive = KeepAlive(
+            config.url,
+            user=config.user,
+            password=config.password,
+            timeout=max(config.connect_timeout, config.read_timeout),
+            ca_bundle=config.ca_bundle,
+            insecure=config.insecure_skip_verify,
+        )
 
     # -- transport ---------------------------------------------------------------------
+
+    def _retrying(self, what: str, attempt_once: Callable[[], _T]) -> _T:
+        """Run ``attempt_once`` until it succeeds, backing off on retryable errors.
+
+        ``attempt_once`` raises :class:`RetryableError` (or another
+        :class:`~copydicom.errors.CopyDicomError`, which is not retried).
+        Backoff is exponential with full jitter, or the server's ``Retry-After``.
+        """
+        attempt = 0
+        while True:
+            try:
+                return attempt_once()
+            except RetryableError as error:
+                if attempt >= self.config.retries:
+                    raise
+                delay = error.retry_after
+                if delay is None:
+                    delay = random.uniform(0, min(self.config.backoff_max, self.config.backoff_base * 2**attempt))
+                log.info("%s; retry %d/%d in %.1f s", error, attempt + 1, self.config.retries, delay)
+                time.sleep(delay)
+                attempt += 1
+
+    def _check(self, what: str, status: int, body: str, retry_after: str | None) -> None:
+        """The one place where this client maps an HTTP status to an error."""
+        classified = classify_http_status(
+            status, what=what, retryable=self._retryable, body=body, retry_after=_parse_retry_after(retry_after)
+        )
+        if classified is not None:
+            raise classified
 
     def _request(
         self,
@@ -167,38 +214,42 @@ class OrthancClient:
         ok404: bool = False,
         **kwargs: Any,
     ) -> requests.Response | None:
-        """Send one request with retries; return the response, or ``None`` for an allowed 404."""
+        """Control plane: one JSON request with retries; ``None`` for an allowed 404."""
         url = self.config.url + path
         what = f"{method} {path.split('?')[0]} on {self.name}"
-        attempt = 0
-        while True:
-            error: Exception
+
+        def once() -> requests.Response | None:
             try:
                 reply = self.session.request(method, url, timeout=self._timeout, **kwargs)
             except requests.exceptions.SSLError as exc:
                 raise ConfigError(f"{what}: TLS error: {exc}") from None
             except (requests.ConnectionError, requests.Timeout) as exc:
-                error = self._retryable(f"{what}: {type(exc).__name__}")
-            else:
-                if reply.status_code == 404 and ok404:
-                    return None
-                classified = classify_http_status(
-                    reply.status_code,
-                    what=what,
-                    retryable=self._retryable,
-                    body=reply.text if reply.status_code >= 400 else "",
-                    retry_after=_retry_after(reply),
-                )
-                if classified is None:
-                    return reply
-                error = classified
-            if not isinstance(error, RetryableError) or attempt >= self.config.retries:
-                raise error
-            delay = error.retry_after or min(self.config.backoff_max, self.config.backoff_base * 2**attempt)
-            delay = random.uniform(0, delay) if error.retry_after is None else delay
-            log.info("%s; retry %d/%d in %.1f s", error, attempt + 1, self.config.retries, delay)
-            time.sleep(delay)
-            attempt += 1
+                raise self._retryable(f"{what}: {type(exc).__name__}") from None
+            if reply.status_code == 404 and ok404:
+                return None
+            self._check(what, reply.status_code, reply.text if reply.status_code >= 400 else "",
+                        reply.headers.get("Retry-After"))
+            return reply
+
+        return self._retrying(what, once)
+
+    def _data(self, method: str, path: str, what: str, body: bytes | None, headers: dict[str, str]) -> Reply:
+        """Data plane: one file request over the keep-alive transport, with retries."""
+
+        def once() -> Reply:
+            try:
+                reply = self._keepalive.request(method, path, body, headers)
+            except ssl.SSLError as exc:
+                raise ConfigError(f"{what}: TLS error: {exc}") from None
+            except (OSError, http.client.HTTPException) as exc:
+                raise self._retryable(f"{what}: {type(exc).__name__}") from None
+            if reply.content_length is not None and reply.content_length != len(reply.body):
+                raise self._retryable(f"{what}: reply cut short")
+            text = reply.body[:300].decode("utf-8", "replace") if reply.status >= 400 else ""
+            self._check(what, reply.status, text, reply.retry_after)
+            return reply
+
+        return self._retrying(what, once)
 
     def get_json(self, path: str, *, ok404: bool = False, **params: Any) -> Any:
         """GET a JSON resource; ``None`` if ``ok404`` and it does not exist."""
@@ -254,27 +305,17 @@ class OrthancClient:
     # -- instances ---------------------------------------------------------------------
 
     def download(self, instance_id: str) -> bytes:
-        """The DICOM file of one instance, uncompressed on the wire."""
-        reply = self._request("GET", f"/instances/{quote(instance_id)}/file", headers=_IDENTITY, stream=True)
-        assert reply is not None
-        try:
-            data: bytes = reply.raw.read(decode_content=True)
-        except (requests.ConnectionError, OSError) as exc:
-            raise self._retryable(f"GET /instances/{{id}}/file on {self.name}: {exc}") from None
-        finally:
-            reply.close()
-        expected = reply.headers.get("Content-Length")
-        if expected is not None and int(expected) != len(data):
-            raise self._retryable(f"download of {instance_id} from {self.name} was cut short")
-        return data
+        """The DICOM file of one instance, uncompressed on the wire (``Accept-Encoding: identity``)."""
+        reply = self._data("GET", f"/instances/{quote(instance_id)}/file", f"download of {instance_id} from {self.name}",
+                           None, _IDENTITY)
+        return reply.body
 
     def upload(self, data: bytes) -> dict[str, Any]:
         """POST one DICOM file; returns Orthanc's answer (``Status``: Success or AlreadyStored)."""
-        reply = self._request("POST", "/instances", data=data, headers=_DICOM)
-        assert reply is not None
-        if reply.status_code == 409:
+        reply = self._data("POST", "/instances", f"POST /instances on {self.name}", data, _DICOM)
+        if reply.status == 409:
             return {"Status": "AlreadyStored"}
-        result: dict[str, Any] = reply.json()
+        result: dict[str, Any] = json.loads(reply.body)
         return result
 
     def has_instance(self, instance_id: str) -> bool:
@@ -295,10 +336,10 @@ class OrthancClient:
 
     def close(self) -> None:
         self.session.close()
+        self._keepalive.close()
 
 
-def _retry_after(reply: requests.Response) -> float | None:
-    value = reply.headers.get("Retry-After")
+def _parse_retry_after(value: str | None) -> float | None:
     if not value:
         return None
     try:
