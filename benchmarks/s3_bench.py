@@ -29,18 +29,19 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from copydicom.model import Instance, InstanceRef  # noqa: E402
-from copydicom.sinks.s3 import S3Config, S3Destination  # noqa: E402
-from copydicom.testbench.orthanc import OrthancServer  # noqa: E402
-from copydicom.testbench.seaweedfs import SeaweedFSServer  # noqa: E402
-from copydicom.testbench.synthetic import ct_study_files, upload_all  # noqa: E402
+from copydicom.model import Instance, InstanceRef
+from copydicom.sinks.s3 import S3Config, S3Destination
+from copydicom.testbench.orthanc import OrthancServer
+from copydicom.testbench.seaweedfs import SeaweedFSServer
+from copydicom.testbench.synthetic import ct_study_files, upload_all
 
 
 def _run_copydicom(args: list[str], env: dict[str, str]) -> tuple[float, str]:

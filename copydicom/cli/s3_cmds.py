@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from copydicom.app import make_destination, make_stages, resolve_endpoint
 from copydicom.cli.replicate_cmds import Progress, default_state
@@ -138,7 +139,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dry-run", action="store_true", help="decide what would be sent; send nothing")
 
 
-def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``restore`` and ``import``."""
     p = subparsers.add_parser(
         "restore",

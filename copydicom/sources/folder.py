@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from copydicom.errors import ConfigError, InvalidInstance
 from copydicom.model import InstanceRef

@@ -11,7 +11,8 @@ the key template starts that way (the default does).
 from __future__ import annotations
 
 import logging
-from typing import Any, Iterable, Iterator
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 from copydicom.errors import ConfigError, SourceUnavailable
 from copydicom.model import InstanceRef

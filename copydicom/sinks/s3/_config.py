@@ -24,8 +24,9 @@ On the command line the same endpoint is a URL (credentials never go in URLs)::
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from copydicom.errors import ConfigError
@@ -124,7 +125,7 @@ class S3Config:
         return f"s3://{self.bucket}/{self.prefix}"
 
     @classmethod
-    def from_mapping(cls, name: str, data: Mapping[str, Any], *, where: str) -> "S3Config":
+    def from_mapping(cls, name: str, data: Mapping[str, Any], *, where: str) -> S3Config:
         """Build from a YAML mapping; raise :class:`ConfigError` naming the bad key."""
         if not isinstance(data, Mapping):
             raise ConfigError(f"{where}: expected a mapping")
@@ -182,7 +183,7 @@ class S3Config:
         )
 
     @classmethod
-    def from_url(cls, url: str, *, name: str | None = None, where: str = "--dest") -> "S3Config":
+    def from_url(cls, url: str, *, name: str | None = None, where: str = "--dest") -> S3Config:
         """Build from ``s3://bucket/prefix/?endpoint_url=...&region=...``.
 
         Query parameters are the mapping keys except credentials, which come

@@ -36,9 +36,10 @@ import io
 import logging
 import threading
 from collections import OrderedDict, defaultdict
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from string import Formatter
-from typing import Any, Iterable
+from typing import Any
 
 from botocore.exceptions import ClientError
 from pydicom import dcmread

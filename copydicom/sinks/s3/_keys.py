@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import re
 import string
-from typing import Mapping
+from collections.abc import Mapping
 
 from copydicom.errors import ConfigError, InvalidInstance
 from copydicom.model import Identity, orthanc_id

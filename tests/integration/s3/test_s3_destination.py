@@ -11,9 +11,9 @@ import pytest
 from copydicom.errors import ConfigError, DestinationUnavailable
 from copydicom.model import Identity, Instance, InstanceRef
 from copydicom.sinks.s3 import S3Config, S3Destination
+from copydicom.testbench.orthanc import free_port
 from copydicom.testbench.seaweedfs import SeaweedFSServer
 from copydicom.testbench.synthetic import ct_dataset, to_bytes
-from copydicom.testbench.orthanc import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -159,7 +159,7 @@ def test_the_server_checks_the_sha256_and_a_mismatch_is_retried(
 
     class WrongHashlib:
         @staticmethod
-        def sha256(data: bytes) -> "hashlib._Hash":
+        def sha256(data: bytes) -> hashlib._Hash:
             return hashlib.sha256(data + b"corrupted in transit")
 
     monkeypatch.setattr(module, "hashlib", WrongHashlib)
