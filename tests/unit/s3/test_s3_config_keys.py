@@ -113,3 +113,10 @@ def test_escaping_never_adds_or_climbs_segments() -> None:
 def test_missing_uid_is_an_invalid_instance() -> None:
     with pytest.raises(InvalidInstance, match="no SOPInstanceUID"):
         object_key(DEFAULT_KEY_TEMPLATE, "", Identity("P", "1.2", "1.2.3", ""))
+
+
+def test_head_before_put_needs_conditional_put() -> None:
+    with pytest.raises(ConfigError, match="head_before_put: can be false only with conditional_put: true"):
+        S3Config.from_mapping("a", {"bucket": "research", "head_before_put": False, "conditional_put": False},
+                              where=W)
+    assert S3Config.from_url("s3://research/?head_before_put=false").head_before_put is False

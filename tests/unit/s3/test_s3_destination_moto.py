@@ -158,3 +158,13 @@ def test_deidentification_method_values() -> None:
     assert deidentification_method(ds) == "unspecified"
     ds.DeidentificationMethod = "Basic Appl. Conf. Prof. \u00e9"
     assert deidentification_method(ds) == "Basic Appl. Conf. Prof. ?"
+
+
+def test_without_head_the_conditional_put_still_refuses_to_overwrite(s3: Any) -> None:
+    dest = _dest(head_before_put=False)
+    instance = _instance(21)
+    assert dest.store(instance) == "stored"
+    calls = _calls(dest)
+    assert dest.store(Instance(instance.ref, instance.data + b"\0\0")) == "existing"
+    assert calls == Counter({"PutObject": 1})
+    assert s3.get_object(Bucket=BUCKET, Key=_key(instance))["Body"].read() == instance.data
