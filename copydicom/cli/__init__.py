@@ -22,6 +22,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "copydicom.cli.demo_cmds",
     "copydicom.cli.dose_cmds",
     "copydicom.cli.deid_cmds",
+    "copydicom.cli.s3_cmds",
 )
 
 

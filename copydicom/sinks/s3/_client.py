@@ -1,0 +1,65 @@
+"""A boto3 S3 client for one configured endpoint."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from copydicom.errors import ConfigError, DestinationUnavailable, RetryableError
+from copydicom.sinks.s3._config import S3Config
+from copydicom.sinks.s3._errors import error_code, http_status, s3_errors
+
+
+def make_client(config: S3Config) -> Any:
+    """Return a thread-safe boto3 S3 client for ``config``.
+
+    Credentials come from the configuration when given, else from the boto3
+    chain (environment, shared files, instance roles).  Retries use botocore's
+    "standard" mode (exponential back-off with jitter, retry quota) with
+    ``config.max_attempts`` attempts.  Endpoints given by URL use path-style
+    addressing (``http://host/bucket/key``), which S3-compatible stores expect.
+    """
+    import boto3
+    from botocore.config import Config
+
+    session = boto3.session.Session(
+        aws_access_key_id=config.access_key_id,
+        aws_secret_access_key=config.secret_access_key,
+        aws_session_token=config.session_token,
+        region_name=config.region,
+        profile_name=config.profile,
+    )
+    botocore_config = Config(
+        retries={"mode": "standard", "max_attempts": config.max_attempts},
+        connect_timeout=config.connect_timeout,
+        read_timeout=config.read_timeout,
+        max_pool_connections=max(10, config.max_concurrency * 2),
+        s3={"addressing_style": "path" if config.endpoint_url else "auto"},
+        # We send our own SHA-256 checksum; no extra CRC32 trailer on top of it.
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
+    )
+    try:
+        return session.client(
+            "s3",
+            endpoint_url=config.endpoint_url,
+            config=botocore_config,
+            verify=config.verify_tls,
+        )
+    except Exception as exc:  # ProfileNotFound, invalid endpoint URL...
+        raise ConfigError(f"{config.name}: cannot set up the S3 client: {type(exc).__name__}: {exc}") from None
+
+
+def check_bucket(
+    client: Any, config: S3Config, *, retryable: type[RetryableError] = DestinationUnavailable
+) -> None:
+    """``HEAD`` the bucket: a missing bucket or refused credentials are configuration errors."""
+    from botocore.exceptions import ClientError
+
+    what = f"HEAD {config.location} on {config.name}"
+    with s3_errors(what, retryable=retryable):
+        try:
+            client.head_bucket(Bucket=config.bucket)
+        except ClientError as exc:
+            if http_status(exc) == 404 or error_code(exc) in ("404", "NoSuchBucket"):
+                raise ConfigError(f"{what}: the bucket does not exist") from None
+            raise

@@ -1,0 +1,28 @@
+"""Fixtures: one private SeaweedFS S3 server per test session, a fresh bucket per test."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+
+import pytest
+
+from copydicom.testbench.seaweedfs import SeaweedFSServer
+
+_counter = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def seaweedfs() -> Iterator[SeaweedFSServer]:
+    """A running SeaweedFS (master, volume, filer, S3 with signature checks) on loopback."""
+    server = SeaweedFSServer().start()
+    try:
+        yield server
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture
+def bucket(seaweedfs: SeaweedFSServer) -> str:
+    """A new, empty bucket on the session's SeaweedFS."""
+    return seaweedfs.create_bucket(f"copydicom-test-{next(_counter)}")

@@ -1,0 +1,170 @@
+"""The S3 destination against moto's in-process S3 (fast; the real server is in tests/integration)."""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from copydicom.errors import InvalidInstance
+from copydicom.model import Destination, Identity, Instance, InstanceRef
+from copydicom.sinks.s3 import S3Config, S3Destination, deidentification_method
+from copydicom.testbench.synthetic import ct_dataset, to_bytes
+
+BUCKET = "research-archive"
+
+
+@pytest.fixture
+def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(name, "testing")
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    with mock_aws():
+        client = boto3.client("s3", region_name="us-east-1")
+        client.create_bucket(Bucket=BUCKET)
+        yield client
+
+
+def _dest(**extra: Any) -> S3Destination:
+    return S3Destination(S3Config.from_mapping("archive", {"bucket": BUCKET, "region": "us-east-1", **extra},
+                                               where="destinations.archive"))
+
+
+def _calls(dest: S3Destination) -> Counter[str]:
+    counter: Counter[str] = Counter()
+    dest._client.meta.events.register("before-call.s3", lambda model, **kw: counter.update([model.name]))
+    return counter
+
+
+def _instance(i: int, *, deid: bool = False, with_dataset: bool = False, rows: int = 16) -> Instance:
+    ds = ct_dataset(1, 0, i % 2, i, rows=rows, cols=16)
+    if deid:
+        ds.PatientIdentityRemoved = "YES"
+        ds.DeidentificationMethod = ["copydicom basic profile", "PS3.15 E.1.1"]
+    data = to_bytes(ds)
+    return Instance(InstanceRef(f"src-{i}"), data, dataset=ds if with_dataset else None,
+                    identity=Identity.from_dataset(ds) if with_dataset else None)
+
+
+def _key(instance: Instance, prefix: str = "") -> str:
+    i = int(instance.ref.source_id[4:])
+    ds = ct_dataset(1, 0, i % 2, i, rows=1, cols=1)
+    return f"{prefix}{ds.StudyInstanceUID}/{ds.SeriesInstanceUID}/{ds.SOPInstanceUID}.dcm"
+
+
+def test_is_a_destination(s3: Any) -> None:
+    assert isinstance(_dest(), Destination)
+
+
+def test_store_parses_identity_from_bytes_and_records_metadata(s3: Any) -> None:
+    instance = _instance(0, deid=True)
+    assert _dest(prefix="p/").store(instance) == "stored"
+    head = s3.head_object(Bucket=BUCKET, Key=_key(instance, "p/"))
+    assert head["ContentType"] == "application/dicom"
+    assert head["Metadata"] == {
+        "sha256": hashlib.sha256(instance.data).hexdigest(),
+        "deidentification-method": "copydicom basic profile; PS3.15 E.1.1",
+    }
+
+
+def test_store_uses_the_given_identity_and_dataset(s3: Any) -> None:
+    instance = _instance(1, deid=True, with_dataset=True)
+    assert instance.identity is not None
+    instance.identity = Identity("X", "9.8", "9.8.7", "9.8.7.6")  # as if de-identified
+    dest = _dest()
+    calls = _calls(dest)
+    assert dest.store(instance) == "stored"
+    assert s3.get_object(Bucket=BUCKET, Key="9.8/9.8.7/9.8.7.6.dcm")["Body"].read() == instance.data
+    assert calls == Counter({"HeadBucket": 1, "HeadObject": 1, "PutObject": 1})
+
+
+def test_second_store_is_existing_without_upload(s3: Any) -> None:
+    dest = _dest()
+    instance = _instance(2)
+    assert dest.store(instance) == "stored"
+    calls = _calls(dest)
+    assert dest.store(Instance(instance.ref, instance.data + b"\0\0")) == "existing"
+    assert calls == Counter({"HeadObject": 1})
+    assert s3.get_object(Bucket=BUCKET, Key=_key(instance))["Body"].read() == instance.data
+
+
+def test_sse_and_storage_class(s3: Any) -> None:
+    instance = _instance(3)
+    _dest(sse="AES256", storage_class="STANDARD_IA").store(instance)
+    head = s3.head_object(Bucket=BUCKET, Key=_key(instance))
+    assert (head["ServerSideEncryption"], head["StorageClass"]) == ("AES256", "STANDARD_IA")
+
+
+def test_not_dicom_is_invalid(s3: Any) -> None:
+    with pytest.raises(InvalidInstance, match="not readable as DICOM"):
+        _dest().store(Instance(InstanceRef("x"), b"hello, not dicom"))
+
+
+def test_multipart_above_the_threshold(s3: Any) -> None:
+    dest = _dest(multipart_threshold_mb=5, multipart_chunk_mb=5)
+    ds = ct_dataset(1, 0, 0, 4, rows=1800, cols=1600)
+    instance = Instance(InstanceRef("src-4"), to_bytes(ds))
+    calls = _calls(dest)
+    assert dest.store(instance) == "stored"
+    assert calls["CreateMultipartUpload"] == 1 and calls["UploadPart"] == 2 and calls["PutObject"] == 0
+    assert s3.get_object(Bucket=BUCKET, Key=_key(instance))["Body"].read() == instance.data
+
+
+def test_has_identities_lists_a_series_once_and_heads_stragglers(s3: Any) -> None:
+    dest = _dest()
+    instances = [_instance(i) for i in range(10)]  # series 0: even, series 1: odd
+    for instance in instances[:3]:
+        dest.store(instance)
+    identities = [Identity.from_dataset(ct_dataset(1, 0, i % 2, i, rows=1, cols=1)) for i in range(10)]
+    fresh = _dest()
+    fresh.check()
+    calls = _calls(fresh)
+    found = fresh.has_identities(identities)
+    assert found == {identities[0].orthanc_id, identities[1].orthanc_id, identities[2].orthanc_id}
+    assert calls == Counter({"ListObjectsV2": 2})
+    calls.clear()
+    assert fresh.has_identities(identities[:2]) == {identities[0].orthanc_id, identities[1].orthanc_id}
+    assert calls == Counter({"HeadObject": 2})
+    calls.clear()
+    assert fresh.has([i.orthanc_id for i in identities] + ["unknown"]) == found
+    assert calls == Counter({"ListObjectsV2": 2})
+
+
+def test_has_by_orthanc_id_when_the_template_allows(s3: Any) -> None:
+    dest = _dest(key_template="{prefix}{OrthancID}.dcm")
+    instance = _instance(20)
+    dest.store(instance)
+    target = Identity.from_dataset(ct_dataset(1, 0, 0, 20, rows=1, cols=1)).orthanc_id
+    assert _dest(key_template="{prefix}{OrthancID}.dcm").has([target, "0" * 8]) == {target}
+    assert s3.list_objects_v2(Bucket=BUCKET)["Contents"][0]["Key"] == f"{target}.dcm"
+
+
+def test_unknown_ids_are_absent_without_requests(s3: Any) -> None:
+    dest = _dest()
+    calls = _calls(dest)
+    assert dest.has(["a", "b"]) == set()
+    assert calls == Counter()
+
+
+def test_deidentification_method_values() -> None:
+    ds = ct_dataset(rows=1, cols=1)
+    assert deidentification_method(ds) == "none"
+    ds.PatientIdentityRemoved = "YES"
+    assert deidentification_method(ds) == "unspecified"
+    ds.DeidentificationMethod = "Basic Appl. Conf. Prof. \u00e9"
+    assert deidentification_method(ds) == "Basic Appl. Conf. Prof. ?"
+
+
+def test_without_head_the_conditional_put_still_refuses_to_overwrite(s3: Any) -> None:
+    dest = _dest(head_before_put=False)
+    instance = _instance(21)
+    assert dest.store(instance) == "stored"
+    calls = _calls(dest)
+    assert dest.store(Instance(instance.ref, instance.data + b"\0\0")) == "existing"
+    assert calls == Counter({"PutObject": 1})
+    assert s3.get_object(Bucket=BUCKET, Key=_key(instance))["Body"].read() == instance.data
