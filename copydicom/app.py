@@ -133,7 +133,10 @@ def build_route(
         make_destination(config.endpoint_types[d], config.endpoints[d], pool_size=route.workers + 2)
         for d in route.destinations
     ]
-    source = OrthancSource(client, want_identity=profile is not None)
+    # Identities are read from the source's index (no download) when de-identification
+    # changes them or a destination addresses objects by them (S3 keys).
+    by_identity = profile is not None or any(config.endpoint_types[d] == "s3" for d in route.destinations)
+    source = OrthancSource(client, want_identity=by_identity)
     pipeline = Pipeline(
         route.name,
         source,

@@ -164,6 +164,19 @@ class Destination(Protocol):
 
 
 @runtime_checkable
+class IdentityAddressed(Protocol):
+    """A destination whose storage address needs the identity (S3 keys by UIDs).
+
+    The pipeline asks it with the identities of what will be sent, so that a
+    run with an empty ledger still sends nothing the destination holds.
+    """
+
+    def has_identities(self, identities: Iterable[Identity]) -> set[str]:
+        """Orthanc IDs of the identities already stored."""
+        ...
+
+
+@runtime_checkable
 class IndexSink(Protocol):
     """A document index (Splunk, Elasticsearch, SQLite)."""
 

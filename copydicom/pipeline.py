@@ -41,7 +41,15 @@ from copydicom.errors import (
     SkippableError,
 )
 from copydicom.ledger import Ledger
-from copydicom.model import Destination, Identity, IdentityTransform, Instance, InstanceRef, Stage
+from copydicom.model import (
+    Destination,
+    Identity,
+    IdentityAddressed,
+    IdentityTransform,
+    Instance,
+    InstanceRef,
+    Stage,
+)
 
 log = logging.getLogger(__name__)
 
@@ -102,10 +110,12 @@ class Summary:
 
 @dataclass
 class _Planned:
+    """An instance to process: the destinations that lack it, and those not asked yet."""
+
     ref: InstanceRef
     target_id: str
     needed: list[Destination]
-    check_each: bool
+    unasked: list[Destination]
 
 
 class Pipeline:
@@ -168,13 +178,19 @@ class Pipeline:
 
     # -- planning (dedupe) ---------------------------------------------------------------
 
+    def _sent_identity(self, ref: InstanceRef) -> Identity | None:
+        """The identity of what will be sent, if it can be known before the download."""
+        if ref.identity is None:
+            return None
+        return ref.identity if self.transform is None else self.transform.transform_identity(ref.identity)
+
     def _target(self, ref: InstanceRef) -> tuple[str, str | None]:
         """Dedupe key (Orthanc ID of what will be sent) and its series ID at the destination."""
         if self.transform is None:
             return ref.source_id, ref.series_id
-        if ref.identity is None:
+        sent = self._sent_identity(ref)
+        if sent is None:
             return ref.source_id, None  # decided after the stages ran
-        sent: Identity = self.transform.transform_identity(ref.identity)
         return sent.orthanc_id, sent.series_orthanc_id
 
     def plan(self, batch: list[InstanceRef]) -> tuple[list[_Planned], list[Outcome]]:
@@ -184,12 +200,21 @@ class Pipeline:
         series_hints = {t[1] for t in targets}
         batch_hint = series_hints.pop() if len(series_hints) == 1 else None
         missing: dict[str, list[Destination]] = {i: [] for i in ids}
-        check_each = batch_hint is None or len(batch) == 1
+        unasked: list[Destination] = []
+        per_series = batch_hint is not None and len(batch) > 1
+        sent = [self._sent_identity(ref) for ref in batch]
         for dest in self.destinations:
             known = self.ledger.delivered_among(dest.name, ids)
             rest = [i for i in ids if i not in known]
-            if rest and not check_each:
-                present = dest.has(rest, series_hint=batch_hint)
+            by_identity = isinstance(dest, IdentityAddressed) and all(sent)
+            if rest and not (by_identity or per_series):
+                unasked.append(dest)  # asked per instance, in parallel, by the workers
+            elif rest:
+                if isinstance(dest, IdentityAddressed) and by_identity:
+                    wanted = set(rest)
+                    present = dest.has_identities(i for i in sent if i is not None and i.orthanc_id in wanted)
+                else:
+                    present = dest.has(rest, series_hint=batch_hint)
                 source_of = {t[0]: ref.source_id for ref, t in zip(batch, targets)}
                 for target_id in present:
                     self.ledger.record_delivered(dest.name, target_id, source_of[target_id], self.route, "existing")
@@ -200,7 +225,8 @@ class Pipeline:
         done: list[Outcome] = []
         for ref, (target_id, _) in zip(batch, targets):
             if missing[target_id]:
-                planned.append(_Planned(ref, target_id, missing[target_id], check_each))
+                needed = missing[target_id]
+                planned.append(_Planned(ref, target_id, needed, [d for d in needed if d in unasked]))
             else:
                 done.append(Outcome(ref, "existing"))
         return planned, done
@@ -211,11 +237,11 @@ class Pipeline:
         ref = item.ref
         needed = item.needed
         try:
-            if item.check_each and self.transform is None:
-                needed = [d for d in needed if item.target_id not in d.has([item.target_id])]
-                for dest in item.needed:
-                    if dest not in needed:
-                        self.ledger.record_delivered(dest.name, item.target_id, ref.source_id, self.route, "existing")
+            if item.unasked and (self.transform is None or ref.identity is not None):
+                present = [d for d in item.unasked if item.target_id in d.has([item.target_id])]
+                for dest in present:
+                    self.ledger.record_delivered(dest.name, item.target_id, ref.source_id, self.route, "existing")
+                needed = [d for d in needed if d not in present]
                 if not needed:
                     return Outcome(ref, "existing")
             if self.dry_run:
