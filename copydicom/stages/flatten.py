@@ -27,8 +27,8 @@ from __future__ import annotations
 
 import io
 import math
-import struct
 import re
+import struct
 from functools import lru_cache
 from typing import Any
 
@@ -108,7 +108,7 @@ def _scalar(v: Any, vr: str) -> Any:
         return tag_key(int(v))
     if isinstance(v, (bytes, bytearray)):
         return bytes(v).decode("latin-1", errors="replace").strip(" \x00")
-    return str(v)
+    return str(v).rstrip(" \x00")
 
 
 def _resolved_vr(ds: Dataset, tag: int, item: RawDataElement | DataElement) -> str:
