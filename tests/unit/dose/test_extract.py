@@ -337,3 +337,16 @@ def test_dose_stage_appends_documents_and_passes_others() -> None:
     assert DoseStage().process(other).documents == []
     parsed = Instance(InstanceRef("c"), b"", dataset=report)
     assert len(DoseStage().process(parsed).documents) == 2
+
+
+def test_malformed_content_tree_gives_summary_with_warning(monkeypatch: pytest.MonkeyPatch) -> None:
+    from copydicom.stages.dose import _templates
+
+    def broken(*args: object) -> None:
+        raise KeyError("boom")
+
+    monkeypatch.setattr(_templates.CtIrradiationEvent, "from_item", broken)
+    docs = extract_dose(b.ct_report([b.ct_event("1.2.3.99")]))
+    assert [d["doc_type"] for d in docs] == ["dose_summary"]
+    assert docs[0]["quality"]["warnings"] == [
+        "template: content tree unreadable (KeyError); no events extracted"]
