@@ -77,6 +77,8 @@ def _row(path: str, doc: dict[str, Any]) -> list[str]:
         else:
             p = doc.get("projection", {})
             values = f"DAP {_fmt(p.get('dap_gy_m2'))} Gy.m2  RP {_fmt(p.get('dose_rp_mgy'))} mGy"
+            if p.get("plane") in ("A", "B"):
+                values = f"plane {p['plane']}: " + values
             if doc.get("mammo"):
                 values += f"  AGD {_fmt(doc['mammo'].get('agd_mgy'))} mGy"
         what = f"event {ev['index']}: {ev.get('protocol') or '(no protocol)'}"

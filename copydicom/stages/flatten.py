@@ -28,6 +28,7 @@ from __future__ import annotations
 import io
 import math
 import re
+import struct
 from functools import lru_cache
 from typing import Any
 
@@ -107,7 +108,7 @@ def _scalar(v: Any, vr: str) -> Any:
         return tag_key(int(v))
     if isinstance(v, (bytes, bytearray)):
         return bytes(v).decode("latin-1", errors="replace").strip(" \x00")
-    return str(v)
+    return str(v).rstrip(" \x00")
 
 
 def _resolved_vr(ds: Dataset, tag: int, item: RawDataElement | DataElement) -> str:
@@ -120,11 +121,55 @@ def _resolved_vr(ds: Dataset, tag: int, item: RawDataElement | DataElement) -> s
         return _public_names(tag)[2] or "UN"
 
 
-def _element_value(ds: Dataset, tag: int, scheme: str, item: RawDataElement | DataElement) -> Any:
+_ASCII_VRS = frozenset({"IS", "DS", "DA", "TM", "DT", "AE", "AS", "CS", "UI"})
+_TEXT_VRS = frozenset({"SH", "LO", "ST", "LT", "UT", "PN", "UC"})
+_STRUCT = {"US": "H", "SS": "h", "UL": "L", "SL": "l", "FL": "f", "FD": "d"}
+#: Character sets whose text decodes with one Python codec (PS3.3 C.12.1.1.2).
+_SIMPLE_CHARSETS = {"": "latin-1", "ISO_IR 6": "latin-1", "ISO_IR 100": "latin-1", "ISO_IR 192": "utf-8"}
+
+
+def _fast_raw(item: RawDataElement, vr: str, codec: str | None) -> tuple[bool, Any]:
+    """Convert a raw element without pydicom's per-element machinery, when it is simple.
+
+    Returns ``(False, None)`` when the slow path must be taken.
+    """
+    value = item.value
+    if value is None or len(value) == 0:
+        return True, None
+    if vr in _ASCII_VRS:
+        text = value.decode("latin-1")
+        if vr == "UI":
+            text = text.rstrip("\x00 ")
+        return True, _typed_strings(text.strip(" \x00") or None, vr)
+    if vr in _TEXT_VRS and codec is not None:
+        try:
+            text = value.decode(codec)
+        except UnicodeDecodeError:
+            return False, None
+        text = text.rstrip(" \x00") if vr in ("ST", "LT", "UT") else text.strip(" \x00")
+        return True, _typed_strings(text or None, vr)
+    fmt = _STRUCT.get(vr)
+    if fmt is not None:
+        size = struct.calcsize(fmt)
+        if len(value) % size:
+            return False, None
+        values = struct.unpack(("<" if item.is_little_endian else ">") + fmt * (len(value) // size), value)
+        converted = [_scalar(v, vr) for v in values]
+        return True, converted[0] if len(converted) == 1 else converted
+    return False, None
+
+
+def _element_value(
+    ds: Dataset, tag: int, scheme: str, item: RawDataElement | DataElement, codec: str | None = None
+) -> Any:
     """The JSON value of one element (never raises on bad content)."""
     vr = _resolved_vr(ds, tag, item)
     if tag in _PIXEL_TAGS or vr in BINARY_VRS:
         return _binary_marker(vr, item.value, getattr(item, "length", None))
+    if isinstance(item, RawDataElement):
+        done, fast = _fast_raw(item, vr, codec)
+        if done:
+            return fast
     if vr in ("IS", "DS", "DA", "TM", "DT"):
         # Read the raw text: pydicom raises on invalid IS/DS when converting.
         return _typed_strings(_item_text(ds, item), vr)
@@ -134,7 +179,7 @@ def _element_value(ds: Dataset, tag: int, scheme: str, item: RawDataElement | Da
         return _typed_strings(_item_text(ds, item), vr)
     value = elem.value
     if vr == "SQ":
-        return [flatten(child, scheme) for child in (value or [])]
+        return [_flatten(child, scheme, codec) for child in (value or [])]
     if value is None or value == "" or value == b"":
         return None
     if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
@@ -173,7 +218,31 @@ def flatten(ds: Dataset, scheme: str = "keyword", *, include_meta: bool = False)
     if include_meta:
         meta = getattr(ds, "file_meta", None)
         if meta is not None and len(meta):
-            out["FileMetaInformation"] = flatten(meta, scheme)
+            out["FileMetaInformation"] = _flatten(meta, scheme, "latin-1")
+    out.update(_flatten(ds, scheme, None))
+    return out
+
+
+def _codec(ds: Dataset, inherited: str | None) -> str | None:
+    """The single Python codec of the dataset's Specific Character Set, if it has one."""
+    item = ds.get_item(0x00080005)
+    if item is None:
+        return inherited if inherited is not None else "latin-1"
+    value = item.value
+    if isinstance(value, (bytes, bytearray)):
+        name = bytes(value).decode("latin-1").strip(" \x00")
+    elif value is None:
+        name = ""
+    elif isinstance(value, str):
+        name = value.strip()
+    else:
+        return None  # several character sets (ISO 2022 code extensions): pydicom decodes
+    return _SIMPLE_CHARSETS.get(name)
+
+
+def _flatten(ds: Dataset, scheme: str, inherited: str | None) -> dict[str, Any]:
+    codec = _codec(ds, inherited)
+    out: dict[str, Any] = {}
     for base_tag in sorted(ds.keys()):
         tag = int(base_tag)
         item = ds.get_item(tag)
@@ -183,7 +252,7 @@ def flatten(ds: Dataset, scheme: str = "keyword", *, include_meta: bool = False)
         if group & 1:
             key = tag_key(tag)
             if 0x0010 <= element <= 0x00FF:  # private creator
-                out[key] = _element_value(ds, tag, scheme, item)
+                out[key] = _element_value(ds, tag, scheme, item, codec)
                 continue
             creator = None
             if element >= 0x1000:
@@ -192,7 +261,7 @@ def flatten(ds: Dataset, scheme: str = "keyword", *, include_meta: bool = False)
             out[key] = {
                 "creator": creator,
                 "vr": _resolved_vr(ds, tag, item),
-                "value": _element_value(ds, tag, scheme, item),
+                "value": _element_value(ds, tag, scheme, item, codec),
             }
             continue
         if scheme == "tag":
@@ -201,7 +270,7 @@ def flatten(ds: Dataset, scheme: str = "keyword", *, include_meta: bool = False)
             keyword, spaceless, _vr = _public_names(tag)
             name = keyword if scheme == "keyword" else spaceless
             key = name or tag_key(tag)
-        out[key] = _element_value(ds, tag, scheme, item)
+        out[key] = _element_value(ds, tag, scheme, item, codec)
     return out
 
 

@@ -29,7 +29,9 @@ has ``raw``: ``{"ctdivol_mgy": {"value": "12.3", "unit": "mGy"}}`` with the
 Numeric Value text and UCUM code as written.  A missing item is ``None`` with
 no raw entry (a scout with no dose is null, never 0); an unreadable value or
 unit is ``None`` with its raw entry and a warning.  Coded values are
-``{"code", "scheme", "meaning"}`` as written in the report.
+``{"code", "scheme", "meaning", "concept"}``: the first three as written in the
+report, ``concept`` normalised to ``"SCHEME:value"`` with SRT mapped to SCT
+(``"SCT:116152004"`` for both ``P5-08001/SRT`` and ``116152004/SCT``).
 """
 
 from __future__ import annotations

@@ -47,14 +47,22 @@ def code_of(ds: Dataset | None) -> Concept | None:
 
 
 def coded_dict(ds: Dataset | None) -> dict[str, Any] | None:
-    """``{"code", "scheme", "meaning"}`` of a code item, as written in the report."""
+    """``{"code", "scheme", "meaning", "concept"}`` of a code item.
+
+    ``code``, ``scheme`` and ``meaning`` are as written in the report; ``concept``
+    is the normalised ``"SCHEME:value"`` (SRT mapped to SCT) to group on.
+    """
     if ds is None:
         return None
     value = ds.get("CodeValue") or ds.get("LongCodeValue") or ds.get("URNCodeValue")
+    code = (str(value).strip() or None) if value is not None else None
+    scheme = str(ds.get("CodingSchemeDesignator", "") or "").strip() or None
+    normalised = concept(code, scheme)
     return {
-        "code": (str(value).strip() or None) if value is not None else None,
-        "scheme": str(ds.get("CodingSchemeDesignator", "") or "").strip() or None,
+        "code": code,
+        "scheme": scheme,
         "meaning": str(ds.get("CodeMeaning", "") or "").strip() or None,
+        "concept": f"{normalised.scheme}:{normalised.value}" if normalised else None,
     }
 
 

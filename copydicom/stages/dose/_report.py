@@ -166,7 +166,13 @@ def extract_dose(ds: Dataset) -> list[dict[str, Any]]:
     if note:
         ctx.warnings.append(note)
     header = _header(ds, ctx, template_cls.TEMPLATE if template_cls else None)
-    report = template_cls.from_root(root, ctx) if template_cls is not None else None  # type: ignore[attr-defined]
+    report: DoseReport | None = None
+    if template_cls is not None:
+        try:
+            report = template_cls.from_root(root, ctx)  # type: ignore[attr-defined]
+        except Exception as exc:  # noqa: BLE001 - a malformed tree must not stop the pipeline
+            ctx.warnings.append(f"template: content tree unreadable ({type(exc).__name__}); no events extracted")
+            report = None
     docs: list[dict[str, Any]] = []
     if report is not None:
         for event, sections, warnings in report.events:

@@ -301,7 +301,7 @@ class RadiopharmaceuticalRadiationDose(DoseReport):
                 "radionuclide": nuclide.code_dict() if nuclide else None,
             }
             if agent is not None and agent.value_type == "TEXT":
-                data["agent"] = {"code": None, "scheme": None, "meaning": agent.text(ctx, path)}
+                data["agent"] = {"code": None, "scheme": None, "meaning": agent.text(ctx, path), "concept": None}
             put_number(data, "administered_activity_mbq", admin.search(c.ADMINISTERED_ACTIVITY), "mbq", ctx, path)
             put_number(data, "effective_dose_msv", admin.search(c.EFFECTIVE_DOSE) or root.search(c.EFFECTIVE_DOSE),
                        "msv", ctx, path)

@@ -42,15 +42,18 @@ def test_ct_report_fields_and_ids() -> None:
     assert ev["event"]["uid"] == "1.2.3.1"
     assert ev["event"]["index"] == 0
     assert ev["event"]["protocol"] == "Chest routine"
-    assert ev["event"]["target_region"] == {"code": "51185008", "scheme": "SCT", "meaning": "Chest"}
-    assert ev["event"]["type"] == {"code": "P5-08001", "scheme": "SRT", "meaning": "Spiral Acquisition"}
+    assert ev["event"]["target_region"] == {"code": "51185008", "scheme": "SCT", "meaning": "Chest",
+                                             "concept": "SCT:51185008"}
+    assert ev["event"]["type"] == {"code": "P5-08001", "scheme": "SRT", "meaning": "Spiral Acquisition",
+                                    "concept": "SCT:116152004"}
     ct = ev["ct"]
     assert ct["ctdivol_mgy"] == 12.3
     assert ct["dlp_mgy_cm"] == 456.7
     assert ct["scan_length_mm"] == 350.0
     assert ct["pitch"] == 0.984
     assert ct["number_of_sources"] == 1
-    assert ct["phantom"] == {"code": "113691", "scheme": "DCM", "meaning": "IEC Body Dosimetry Phantom"}
+    assert ct["phantom"] == {"code": "113691", "scheme": "DCM", "meaning": "IEC Body Dosimetry Phantom",
+                            "concept": "DCM:113691"}
     assert ct["raw"]["ctdivol_mgy"] == {"value": "12.3", "unit": "mGy"}
     assert ct["raw"]["dlp_mgy_cm"] == {"value": "456.7", "unit": "mGy.cm"}
     assert ev["quality"] == {"warnings": []}
@@ -116,7 +119,8 @@ def test_empty_code_values() -> None:
     # A content item whose concept name has an empty code value is ignored, not matched by meaning.
     ev.ContentSequence.append(b.num(("", "DCM", "Mean CTDIvol"), "99", "mGy"))
     [e] = events(extract_dose(b.ct_report([ev])))
-    assert e["event"]["target_region"] == {"code": None, "scheme": "SCT", "meaning": "Chest"}
+    assert e["event"]["target_region"] == {"code": None, "scheme": "SCT", "meaning": "Chest",
+                                             "concept": None}
     assert "event.target_region: empty code value" in e["quality"]["warnings"]
     assert e["ct"]["ctdivol_mgy"] == 12.3
 
@@ -206,7 +210,8 @@ def test_two_plane_fluoroscopy() -> None:
     assert e1["projection"]["pulse_rate_per_s"] == 15.0
     assert e1["projection"]["number_of_pulses"] == 30
     assert e1["projection"]["pulse_width_ms"] == 8.0
-    assert e1["event"]["type"] == {"code": "P5-06000", "scheme": "SRT", "meaning": "Fluoroscopy"}
+    assert e1["event"]["type"] == {"code": "P5-06000", "scheme": "SRT", "meaning": "Fluoroscopy",
+                                    "concept": "SCT:44491008"}
     totals = summary(docs)["totals"]
     assert totals["dap_gy_m2"] is None  # not stated for both planes together: never re-summed
     a, bp = totals["by_plane"]["A"], totals["by_plane"]["B"]
@@ -302,8 +307,10 @@ def test_radiopharmaceutical_report() -> None:
     s = docs[0]
     assert s["report"]["template"] == "TID 10021"
     rp = s["radiopharmaceutical"]
-    assert rp["agent"] == {"code": "C-B1031", "scheme": "SRT", "meaning": "Fluorodeoxyglucose F^18^"}
-    assert rp["radionuclide"] == {"code": "C-111A1", "scheme": "SRT", "meaning": "^18^Fluorine"}
+    assert rp["agent"] == {"code": "C-B1031", "scheme": "SRT", "meaning": "Fluorodeoxyglucose F^18^",
+                           "concept": "SRT:C-B1031"}
+    assert rp["radionuclide"] == {"code": "C-111A1", "scheme": "SRT", "meaning": "^18^Fluorine",
+                                 "concept": "SRT:C-111A1"}
     assert rp["administered_activity_mbq"] == 370.0
     assert rp["raw"]["administered_activity_mbq"] == {"value": "10", "unit": "mCi"}
     assert rp["effective_dose_msv"] == 7.0
@@ -337,3 +344,24 @@ def test_dose_stage_appends_documents_and_passes_others() -> None:
     assert DoseStage().process(other).documents == []
     parsed = Instance(InstanceRef("c"), b"", dataset=report)
     assert len(DoseStage().process(parsed).documents) == 2
+
+
+def test_malformed_content_tree_gives_summary_with_warning(monkeypatch: pytest.MonkeyPatch) -> None:
+    from copydicom.stages.dose import _templates
+
+    def broken(*args: object) -> None:
+        raise KeyError("boom")
+
+    monkeypatch.setattr(_templates.CtIrradiationEvent, "from_item", broken)
+    docs = extract_dose(b.ct_report([b.ct_event("1.2.3.99")]))
+    assert [d["doc_type"] for d in docs] == ["dose_summary"]
+    assert docs[0]["quality"]["warnings"] == [
+        "template: content tree unreadable (KeyError); no events extracted"]
+
+
+def test_event_type_concept_is_the_same_for_srt_and_sct() -> None:
+    srt = events(extract_dose(b.ct_report([b.ct_event("1.2.3.100", acq_type=b.SPIRAL)])))[0]
+    sct = events(extract_dose(b.ct_report([b.ct_event(
+        "1.2.3.101", acq_type=("116152004", "SCT", "Spiral acquisition"))])))[0]
+    assert srt["event"]["type"]["concept"] == sct["event"]["type"]["concept"] == "SCT:116152004"
+    assert (srt["event"]["type"]["scheme"], sct["event"]["type"]["scheme"]) == ("SRT", "SCT")

@@ -163,3 +163,39 @@ def test_include_meta_and_stage() -> None:
     assert inst.documents == []
     with pytest.raises(InvalidInstance):
         FlattenStage().process(Instance(InstanceRef("bad"), b""))
+
+
+def test_fast_path_matches_pydicom_values() -> None:
+    ds = Dataset()
+    ds.SpecificCharacterSet = "ISO_IR 192"
+    ds.PatientName = "Ödön^Zoë"
+    ds.ImageType = ["ORIGINAL", "PRIMARY"]
+    ds.SOPInstanceUID = "1.2.3.4"
+    ds.Rows = 64
+    ds.add_new(0x00280106, "US", 0)  # SmallestImagePixelValue
+    ds.WindowCenter = ["40", "400"]
+    ds.add_new(0x00189306, "FD", 1.5)  # SingleCollimationWidth
+    ds.add_new(0x00181310, "US", [0, 64, 64, 0])  # AcquisitionMatrix
+    ds.StudyComments = "line one\r\nline two  "
+    ds.ReferencedImageSequence = Sequence([Dataset()])
+    ds.ReferencedImageSequence[0].ReferencedSOPInstanceUID = "1.2.5"
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=False)
+    read = pydicom.dcmread(io.BytesIO(buf.getvalue()), force=True)
+    out = flatten(read)
+    assert out == {
+        "SpecificCharacterSet": "ISO_IR 192",
+        "ImageType": ["ORIGINAL", "PRIMARY"],
+        "SOPInstanceUID": "1.2.3.4",
+        "StudyComments": "line one\r\nline two",
+        "PatientName": "Ödön^Zoë",
+        "SingleCollimationWidth": 1.5,
+        "AcquisitionMatrix": [0, 64, 64, 0],
+        "Rows": 64,
+        "SmallestImagePixelValue": 0,
+        "WindowCenter": [40.0, 400.0],
+        "ReferencedImageSequence": [{"ReferencedSOPInstanceUID": "1.2.5"}],
+    }
+    assert flatten(read) == flatten(ds)  # raw (fast) and converted (in-memory) paths agree
