@@ -59,12 +59,14 @@ def write_part10(ds: Dataset, meta: FileMetaDataset) -> bytes:
             and elem.is_implicit_VR == implicit
             and elem.is_little_endian
             and not elem.is_buffered
-            and elem.VR != "SQ"
         ):
             value = elem.value or b""
             group, element = tag >> 16, tag & 0xFFFF
             if implicit:
                 fp.write(_PACK_IMPLICIT(group, element, len(value)))
+            elif elem.VR is None:
+                write_data_element(fp, ds[tag], encodings)
+                continue
             elif elem.VR in _LONG_VRS:
                 fp.write(_PACK_EXPLICIT_LONG(group, element, elem.VR.encode(), len(value)))
             else:

@@ -86,6 +86,8 @@ def test_invalid_and_partial_dates_cleaned_and_noted() -> None:
     ds.SeriesDate = "20241341"
     out = DeidStage(DeidProfile.default(), KEY).process(Instance(InstanceRef("x"), to_bytes(ds)))
     assert out.dataset is not None
-    assert out.dataset.StudyDate is None and out.dataset.SeriesDate is None
+    again = dcmread(io.BytesIO(out.data))
+    assert again.StudyDate == "" and again.SeriesDate == ""
+    assert again.AcquisitionDateTime == ""
     assert ["(0008,0020)", "Z(invalid date)"] in out.audit["deid"]
     assert ["(0008,0021)", "Z(invalid date)"] in out.audit["deid"]
