@@ -38,9 +38,9 @@ from pydicom import Dataset, dcmread
 from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import FileMetaDataset
+from pydicom.errors import InvalidDicomError
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_dataset
-from pydicom.errors import InvalidDicomError
 from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID
@@ -55,8 +55,8 @@ from copydicom.stages.deid._keyed import (
 )
 from copydicom.stages.deid._mapping import MappingStore
 from copydicom.stages.deid._profile import DeidProfile
-from copydicom.stages.deid._writer import write_part10
 from copydicom.stages.deid._tables import CID_7050, edition, resolve_compound, row_action, rows, safe_private
+from copydicom.stages.deid._writer import write_part10
 
 log = logging.getLogger(__name__)
 
@@ -228,7 +228,7 @@ class DeidStage:
             data = self._write(out_ds)
         except (DeidentificationError, PixelRiskError, InvalidInstance):
             raise
-        except Exception as exc:  # a malformed element must quarantine, not crash the pipeline
+        except Exception as exc:  # noqa: BLE001 - a malformed element must quarantine, not crash the pipeline
             raise DeidentificationError(f"de-identification failed: {type(exc).__name__}") from None
         self._validate(data, out_ds, sop_class)
         if self._store is not None:
@@ -536,7 +536,7 @@ class DeidStage:
         """Validation gate: the output must re-parse and keep its Type 1 identity."""
         try:
             check = dcmread(io.BytesIO(data), stop_before_pixels=True)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any parse failure quarantines
             raise InvalidInstance(f"de-identified output is not readable: {type(exc).__name__}") from None
         if str(check.get("SOPClassUID", "")) != sop_class:
             raise InvalidInstance("SOP Class UID changed or missing after de-identification")
