@@ -215,7 +215,21 @@ class DeidStage:
     # -- processing ---------------------------------------------------------------
 
     def process(self, instance: Instance) -> Instance:
-        """De-identify one instance; raise a SkippableError to quarantine it."""
+        """De-identify one instance; raise a SkippableError to quarantine it.
+
+        Uses ``instance.dataset`` if set (and modifies it in place: the
+        returned instance carries it), else parses ``instance.data``.
+
+        Raises
+        ------
+        InvalidInstance
+            Unreadable input, or the output failed the validation gate.
+        PixelRiskError
+            Pixels may show identity and the profile does not accept the risk.
+        DeidentificationError
+            PatientID missing from the patient map (policy quarantine), or an
+            element could not be processed.
+        """
         ds = instance.dataset
         if ds is None:
             try:
