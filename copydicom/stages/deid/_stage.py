@@ -31,6 +31,7 @@ import datetime as _dt
 import io
 import logging
 import re
+import warnings
 from collections.abc import Iterable
 from typing import Any
 
@@ -121,6 +122,21 @@ def _known(tag: int) -> bool:
         return False
 
 
+class _NoValueMessages(logging.Filter):
+    """Drop pydicom messages that quote element values (they may be patient data)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Invalid value for VR" not in record.getMessage()
+
+
+def quiet_pydicom_values() -> None:
+    """Keep pydicom's "Invalid value for VR XX: '<value>'" out of logs and warnings (idempotent)."""
+    pylog = logging.getLogger("pydicom")
+    if not any(isinstance(f, _NoValueMessages) for f in pylog.filters):
+        pylog.addFilter(_NoValueMessages())
+        warnings.filterwarnings("ignore", message="Invalid value for VR")
+
+
 class _Ctx:
     """Per-instance state: date offset, identifiers to scrub, audit, UID pairs."""
 
@@ -159,6 +175,7 @@ class DeidStage:
     def __init__(self, profile: DeidProfile, key: bytes, mapping_store: MappingStore | None = None) -> None:
         if len(key) < 16:
             raise ValueError("de-identification key must have at least 16 bytes")
+        quiet_pydicom_values()
         self.profile = profile
         self._key = key
         self._store = mapping_store
