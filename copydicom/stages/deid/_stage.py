@@ -31,6 +31,7 @@ import datetime as _dt
 import io
 import logging
 import re
+import struct
 import warnings
 from collections.abc import Iterable
 from typing import Any
@@ -250,8 +251,11 @@ class DeidStage:
         ds = instance.dataset
         if ds is None:
             try:
-                ds = dcmread(io.BytesIO(instance.data), force=False)
-            except (InvalidDicomError, EOFError, ValueError, TypeError) as exc:
+                try:
+                    ds = dcmread(io.BytesIO(instance.data), force=False)
+                except InvalidDicomError:  # no Part 10 preamble: a bare dataset, written out as Part 10
+                    ds = dcmread(io.BytesIO(instance.data), force=True)
+            except (InvalidDicomError, EOFError, ValueError, TypeError, struct.error) as exc:
                 raise InvalidInstance(f"not readable as DICOM: {type(exc).__name__}") from None
         try:
             sop_class = _peek(ds, 0x00080016)

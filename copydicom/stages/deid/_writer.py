@@ -18,7 +18,7 @@ from pydicom import Dataset
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import FileMetaDataset
 from pydicom.filebase import DicomBytesIO
-from pydicom.filewriter import write_data_element, write_file_meta_info
+from pydicom.filewriter import correct_ambiguous_vr_element, write_data_element, write_file_meta_info
 from pydicom.uid import UID
 
 _LONG_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV"})
@@ -73,7 +73,10 @@ def write_part10(ds: Dataset, meta: FileMetaDataset) -> bytes:
                 fp.write(_PACK_EXPLICIT_SHORT(group, element, str(elem.VR).encode(), len(value)))
             fp.write(value)
         else:
-            write_data_element(fp, ds[tag], encodings)
+            converted = ds[tag]
+            if converted.VR and " or " in converted.VR:
+                correct_ambiguous_vr_element(converted, ds, True)
+            write_data_element(fp, converted, encodings)
     parts.append(fp.getvalue())
     ds.file_meta = meta
     return b"".join(parts)

@@ -8,6 +8,7 @@ import pytest
 from pydicom import dcmread
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
+from copydicom.errors import InvalidInstance
 from copydicom.model import Instance, InstanceRef
 from copydicom.stages.deid import DeidProfile, DeidStage
 from copydicom.testbench.synthetic import ct_dataset, to_bytes
@@ -35,3 +36,18 @@ def test_fast_writer_matches_pydicom(ts: str) -> None:
     assert [(e.tag, e.VR, e.value) for e in fast] == [(e.tag, e.VR, e.value) for e in slow]
     assert fast.PixelData == ds.PixelData
     assert [i.CodeValue for i in fast.DeidentificationMethodCodeSequence] == ["113100", "113107", "113104"]
+
+
+def test_in_memory_dataset_and_bare_dataset_inputs() -> None:
+    stage = DeidStage(DeidProfile.default(), KEY)
+    ds = ct_dataset(3, rows=8, cols=8)
+    from_memory = stage.process(Instance(InstanceRef("m"), b"", dataset=ct_dataset(3, rows=8, cols=8)))
+    bare = io.BytesIO()
+    ct_dataset(3, rows=8, cols=8).save_as(bare, implicit_vr=True, little_endian=True)
+    from_bare = stage.process(Instance(InstanceRef("b"), bare.getvalue()))
+    from_file = stage.process(Instance(InstanceRef("f"), to_bytes(ds)))
+    assert from_memory.identity == from_bare.identity == from_file.identity
+    again = dcmread(io.BytesIO(from_bare.data))
+    assert again.PixelData == ds.PixelData and again.PatientID == from_file.identity.patient_id  # type: ignore[union-attr]
+    with pytest.raises(InvalidInstance):
+        stage.process(Instance(InstanceRef("t"), to_bytes(ds)[:400]))
