@@ -41,7 +41,6 @@ from copydicom.stages.deid._tables import EDITION, OPTIONS
 
 __all__ = [
     "EDITION",
-    "quiet_pydicom_values",
     "OPTIONS",
     "DeidProfile",
     "DeidStage",
@@ -53,6 +52,7 @@ __all__ = [
     "keyed_uid",
     "load_key",
     "profiles_from_config",
+    "quiet_pydicom_values",
     "scan_dataset",
     "scan_file",
 ]
