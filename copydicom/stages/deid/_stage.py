@@ -312,6 +312,8 @@ class DeidStage:
         modality = _peek(ds, 0x00080060).upper()
         if has_pixels and modality in self.profile.pixel_risk_modalities:
             raise PixelRiskError(f"modality {modality} often carries burned-in text")
+        if has_pixels and "SCREEN SAVE" in _peek(ds, 0x00080008).upper():
+            raise PixelRiskError("Image Type SCREEN SAVE (a screenshot, e.g. a dose page)")
         if sop_class in self.profile.pixel_risk_sop_classes:
             raise PixelRiskError(f"SOP class {sop_class} (secondary capture/document) may show identity")
 
