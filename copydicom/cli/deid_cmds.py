@@ -94,7 +94,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
     for path in _files(args.paths):
         try:
             findings = scan_file(path)
-        except Exception as exc:  # not DICOM: say so, keep scanning
+        except Exception as exc:  # noqa: BLE001 - not DICOM: say so, keep scanning
             print(f"{path}: not readable as DICOM ({type(exc).__name__})")
             continue
         for f in findings:

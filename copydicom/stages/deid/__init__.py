@@ -36,7 +36,7 @@ from copydicom.stages.deid._keyed import is_valid_uid, keyed_pseudonym, keyed_ui
 from copydicom.stages.deid._mapping import MappingStore
 from copydicom.stages.deid._profile import DeidProfile, PatientMap, load_key, profiles_from_config
 from copydicom.stages.deid._scan import Finding, scan_dataset, scan_file
-from copydicom.stages.deid._stage import DeidStage
+from copydicom.stages.deid._stage import DeidStage, quiet_pydicom_values
 from copydicom.stages.deid._tables import EDITION, OPTIONS
 
 __all__ = [
@@ -52,6 +52,7 @@ __all__ = [
     "keyed_uid",
     "load_key",
     "profiles_from_config",
+    "quiet_pydicom_values",
     "scan_dataset",
     "scan_file",
 ]

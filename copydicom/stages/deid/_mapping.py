@@ -88,9 +88,10 @@ class MappingStore:
 
     def pairs(self, kind: str) -> list[tuple[str, str]]:
         """All committed and pending pairs of one kind, sorted by old value."""
-        self.flush()
-        cur = self._db.execute("SELECT id_old, id_new FROM deid_map WHERE kind = ? ORDER BY id_old", (kind,))
-        return [(str(a), str(b)) for a, b in cur.fetchall()]
+        with self._lock:
+            self._flush_locked()
+            cur = self._db.execute("SELECT id_old, id_new FROM deid_map WHERE kind = ? ORDER BY id_old", (kind,))
+            return [(str(a), str(b)) for a, b in cur.fetchall()]
 
     def export(self, out_dir: str | Path) -> dict[str, Path]:
         """Write ``uids.csv`` and ``patient_ids.csv`` (header ``id_old,id_new``), owner-only."""

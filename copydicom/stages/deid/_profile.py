@@ -64,7 +64,7 @@ class PatientMap:
             raise ConfigError(f"{where}: expected a mapping with 'csv' and 'missing'")
         unknown = set(data) - {"csv", "id_column", "research_id_column", "name_column", "missing"}
         if unknown:
-            raise ConfigError(f"{where}.{sorted(unknown)[0]}: unknown key")
+            raise ConfigError(f"{where}.{min(unknown)}: unknown key")
         if "csv" not in data:
             raise ConfigError(f"{where}.csv: required")
         missing = str(data.get("missing", "quarantine"))
@@ -148,7 +148,7 @@ class DeidProfile:
             raise ConfigError(f"{where}: expected a mapping")
         unknown = set(data) - _KNOWN_KEYS
         if unknown:
-            raise ConfigError(f"{where}.{sorted(unknown)[0]}: unknown key (known: {sorted(_KNOWN_KEYS)})")
+            raise ConfigError(f"{where}.{min(unknown)}: unknown key (known: {sorted(_KNOWN_KEYS)})")
         base = cls.default()
         opts_raw = data.get("options", list(base.options))
         if not isinstance(opts_raw, (list, tuple)):

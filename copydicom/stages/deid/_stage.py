@@ -31,14 +31,18 @@ import datetime as _dt
 import io
 import logging
 import re
+import struct
+import warnings
 from collections.abc import Iterable
 from typing import Any
 
 from pydicom import Dataset, dcmread
 from pydicom.datadict import dictionary_VR
-from pydicom.dataelem import DataElement
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import FileMetaDataset
 from pydicom.errors import InvalidDicomError
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_dataset
 from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID
@@ -53,8 +57,8 @@ from copydicom.stages.deid._keyed import (
 )
 from copydicom.stages.deid._mapping import MappingStore
 from copydicom.stages.deid._profile import DeidProfile
-from copydicom.stages.deid._writer import write_part10
 from copydicom.stages.deid._tables import CID_7050, edition, resolve_compound, row_action, rows, safe_private
+from copydicom.stages.deid._writer import write_part10
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +66,7 @@ PATIENT_ID = 0x00100020
 PATIENT_NAME = 0x00100010
 CONTENT_SEQUENCE = 0x0040A730
 TEXT_VALUE = 0x0040A160
+METHOD_CODES = 0x00120064
 PIXEL_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)
 FREE_TEXT_MARKER = "CLEANED"
 _TEXT_VRS = frozenset({"SH", "LO", "ST", "LT", "UT", "UC", "CS", "AE", "UR"})
@@ -118,6 +123,21 @@ def _known(tag: int) -> bool:
         return False
 
 
+class _NoValueMessages(logging.Filter):
+    """Drop pydicom messages that quote element values (they may be patient data)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Invalid value for VR" not in record.getMessage()
+
+
+def quiet_pydicom_values() -> None:
+    """Keep pydicom's "Invalid value for VR XX: '<value>'" out of logs and warnings (idempotent)."""
+    pylog = logging.getLogger("pydicom")
+    if not any(isinstance(f, _NoValueMessages) for f in pylog.filters):
+        pylog.addFilter(_NoValueMessages())
+        warnings.filterwarnings("ignore", message="Invalid value for VR")
+
+
 class _Ctx:
     """Per-instance state: date offset, identifiers to scrub, audit, UID pairs."""
 
@@ -156,6 +176,7 @@ class DeidStage:
     def __init__(self, profile: DeidProfile, key: bytes, mapping_store: MappingStore | None = None) -> None:
         if len(key) < 16:
             raise ValueError("de-identification key must have at least 16 bytes")
+        quiet_pydicom_values()
         self.profile = profile
         self._key = key
         self._store = mapping_store
@@ -166,6 +187,14 @@ class DeidStage:
         self._full_dates = "retain_long_full_dates" in profile.options
         self._safe = safe_private() if self._private == "C" else frozenset()
         self._method = self._method_items()
+        self._codes = {imp: self._encoded_codes(imp) for imp in (False, True)}
+        temporal = "UNMODIFIED" if self._full_dates else "MODIFIED" if self._modified_dates else "REMOVED"
+        self._marks: dict[int, tuple[str, str]] = {
+            0x00120062: ("CS", "YES"),
+            0x00120063: ("LO", f"copydicom {profile.name}; {edition()} E.1-1"[:64]),
+            METHOD_CODES: ("SQ", ""),
+            0x00280303: ("CS", temporal),
+        }
 
     # -- identity -----------------------------------------------------------------
 
@@ -209,25 +238,44 @@ class DeidStage:
     # -- processing ---------------------------------------------------------------
 
     def process(self, instance: Instance) -> Instance:
-        """De-identify one instance; raise a SkippableError to quarantine it."""
+        """De-identify one instance; raise a SkippableError to quarantine it.
+
+        Uses ``instance.dataset`` if set (and modifies it in place: the
+        returned instance carries it), else parses ``instance.data``.
+
+        Raises
+        ------
+        InvalidInstance
+            Unreadable input, or the output failed the validation gate.
+        PixelRiskError
+            Pixels may show identity and the profile does not accept the risk.
+        DeidentificationError
+            PatientID missing from the patient map (policy quarantine), or an
+            element could not be processed.
+        """
         ds = instance.dataset
         if ds is None:
             try:
-                ds = dcmread(io.BytesIO(instance.data), force=False)
-            except (InvalidDicomError, EOFError, ValueError, TypeError) as exc:
+                try:
+                    ds = dcmread(io.BytesIO(instance.data), force=False)
+                except InvalidDicomError:  # no Part 10 preamble: a bare dataset, written out as Part 10
+                    ds = dcmread(io.BytesIO(instance.data), force=True)
+            except (InvalidDicomError, EOFError, ValueError, TypeError, struct.error) as exc:
                 raise InvalidInstance(f"not readable as DICOM: {type(exc).__name__}") from None
         try:
+            sop_class = _peek(ds, 0x00080016)
             out_ds, audit, uids, pid_pair = self._deidentify(ds)
             data = self._write(out_ds)
         except (DeidentificationError, PixelRiskError, InvalidInstance):
             raise
-        except Exception as exc:  # a malformed element must quarantine, not crash the pipeline
+        except Exception as exc:  # noqa: BLE001 - a malformed element must quarantine, not crash the pipeline
             raise DeidentificationError(f"de-identification failed: {type(exc).__name__}") from None
-        self._validate(data, out_ds)
+        self._validate(data, out_ds, sop_class)
         if self._store is not None:
             self._store.record_many("uid", uids.items())
             self._store.record_many("patient_id", [pid_pair])
-        identity = Identity.from_dataset(out_ds)
+        identity = Identity(pid_pair[1], _peek(out_ds, 0x0020000D), _peek(out_ds, 0x0020000E),
+                            _peek(out_ds, 0x00080018))
         return Instance(
             ref=instance.ref,
             data=data,
@@ -243,17 +291,17 @@ class DeidStage:
         return out, audit
 
     def _deidentify(self, ds: Dataset) -> tuple[Dataset, list[list[str]], dict[str, str], tuple[str, str]]:
-        sop_class = str(ds.get("SOPClassUID", "") or "")
-        if not sop_class or "SOPInstanceUID" not in ds:
+        sop_class = _peek(ds, 0x00080016)
+        if not sop_class or 0x00080018 not in ds._dict:
             raise InvalidInstance("no SOP Class UID or SOP Instance UID")
         self._pixel_gate(ds, sop_class)
-        old_pid = str(ds.get("PatientID", "") or "")
+        old_pid = _peek(ds, PATIENT_ID)
         new_pid, new_name = self.pseudonym(old_pid)
         lo, hi = self.profile.date_shift_days
         ctx = _Ctx(date_offset_days(self._key, old_pid, lo, hi), self._identifiers(ds))
         self._walk(ds, ctx, "")
-        ds.PatientID = new_pid
-        ds.PatientName = new_name
+        _set_text(ds, PATIENT_ID, "LO", new_pid)
+        _set_text(ds, PATIENT_NAME, "PN", new_name)
         ctx.note(_fmt(PATIENT_ID), "Z")
         ctx.note(_fmt(PATIENT_NAME), "Z")
         self._mark(ds)
@@ -262,13 +310,15 @@ class DeidStage:
     def _pixel_gate(self, ds: Dataset, sop_class: str) -> None:
         if self.profile.accept_pixel_risk:
             return
-        burned = str(ds.get("BurnedInAnnotation", "") or "").upper()
+        burned = _peek(ds, 0x00280301).upper()
         if burned == "YES":
             raise PixelRiskError("Burned In Annotation is YES")
         has_pixels = any(t in ds for t in PIXEL_TAGS)
-        modality = str(ds.get("Modality", "") or "").upper()
+        modality = _peek(ds, 0x00080060).upper()
         if has_pixels and modality in self.profile.pixel_risk_modalities:
             raise PixelRiskError(f"modality {modality} often carries burned-in text")
+        if has_pixels and "SCREEN SAVE" in _peek(ds, 0x00080008).upper():
+            raise PixelRiskError("Image Type SCREEN SAVE (a screenshot, e.g. a dose page)")
         if sop_class in self.profile.pixel_risk_sop_classes:
             raise PixelRiskError(f"SOP class {sop_class} (secondary capture/document) may show identity")
 
@@ -335,6 +385,11 @@ class DeidStage:
             del ds[tag]
             ctx.note(where, "X")
             return
+        if isinstance(raw, RawDataElement):
+            done = self._apply_raw(ds, tag, raw, action, ctx)
+            if done is not None:
+                ctx.note(where, done)
+                return
         elem = ds[tag]
         vr = elem.VR
         if vr == "SQ":
@@ -356,6 +411,50 @@ class DeidStage:
         elif action == "C":
             action = self._clean(ds, tag, vr, ctx, path)
         ctx.note(where, action)
+
+    def _apply_raw(self, ds: Dataset, tag: int, raw: RawDataElement, action: str, ctx: _Ctx) -> str | None:
+        """Apply an action on undecoded bytes (ASCII-only VRs); ``None``: use the decoded path."""
+        vr = _vr_of(tag, raw)
+        if vr == "SQ" or raw.length == 0xFFFFFFFF or raw.is_buffered or not raw.is_little_endian:
+            return None
+        new: bytes
+        if action == "Z":
+            new = b""
+        elif action == "U" or (action == "D" and vr == "UI") or (action == "C" and vr == "UI"):
+            if vr != "UI":
+                return None
+            values = (raw.value or b"").decode("ascii", "replace").strip("\x00 ").split("\\")
+            out = []
+            for v in values:
+                old = v.strip("\x00 ")
+                n = keyed_uid(self._key, old) if old else old
+                if n != old:
+                    ctx.uids[old] = n
+                out.append(n)
+            new = _pad("\\".join(out).encode("ascii"), b"\x00")
+        elif action == "D":
+            dummy = _RAW_DUMMY.get(vr)
+            if dummy is None:
+                return None
+            new = dummy
+        elif action == "C" and vr in ("DA", "DT") and self._modified_dates:
+            text = (raw.value or b"").decode("ascii", "replace").rstrip("\x00 ")
+            ok, value = _shift(text.split("\\") if "\\" in text else text, vr, ctx.offset)
+            if value is None:
+                new = b""
+            else:
+                new = _pad(("\\".join(value) if isinstance(value, list) else value).encode("ascii"), b" ")
+            ds._dict[BaseTag(tag)] = raw._replace(length=len(new), value=new)
+            if not ok:
+                ctx.invalid_dates += 1
+                return "Z(invalid date)"
+            return "C"
+        elif action == "C" and vr == "TM":
+            return "C"
+        else:
+            return None
+        ds._dict[BaseTag(tag)] = raw._replace(length=len(new), value=new)
+        return action
 
     def _replace_uids(self, elem: DataElement, ctx: _Ctx) -> None:
         value = elem.value
@@ -445,35 +544,43 @@ class DeidStage:
         return Sequence(items)
 
     def _mark(self, ds: Dataset) -> None:
-        ds.PatientIdentityRemoved = "YES"
-        method = f"copydicom {self.profile.name}; {edition()} E.1-1"
-        ds.DeidentificationMethod = method[:64]
-        ds.DeidentificationMethodCodeSequence = Sequence([Dataset(i) for i in self._method])
-        if self._full_dates:
-            ds.LongitudinalTemporalInformationModified = "UNMODIFIED"
-        elif self._modified_dates:
-            ds.LongitudinalTemporalInformationModified = "MODIFIED"
-        else:
-            ds.LongitudinalTemporalInformationModified = "REMOVED"
+        implicit = _is_implicit(ds)
+        for tag, (vr, value) in self._marks.items():
+            if tag == METHOD_CODES:
+                ds._dict[BaseTag(tag)] = RawDataElement(
+                    BaseTag(tag), None if implicit else "SQ", len(self._codes[implicit]), self._codes[implicit],
+                    0, implicit, True, True, False)
+            else:
+                _set_text(ds, tag, vr, value)
+
+    def _encoded_codes(self, implicit: bool) -> bytes:
+        """The items of the De-identification Method Code Sequence, encoded once."""
+        fp = DicomBytesIO()
+        fp.is_little_endian = True
+        fp.is_implicit_VR = implicit
+        holder = Dataset()
+        holder.DeidentificationMethodCodeSequence = self._method
+        write_dataset(fp, holder)
+        return fp.getvalue()[8 if implicit else 12:]
 
     def _write(self, ds: Dataset) -> bytes:
         old_meta = getattr(ds, "file_meta", None)
         ts = old_meta.get("TransferSyntaxUID") if old_meta is not None else None
         meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = ds.SOPClassUID
-        meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        meta.MediaStorageSOPClassUID = UID(_peek(ds, 0x00080016))
+        meta.MediaStorageSOPInstanceUID = UID(_peek(ds, 0x00080018))
         meta.TransferSyntaxUID = UID(str(ts or "1.2.840.10008.1.2.1"))
         meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
         meta.ImplementationVersionName = "COPYDICOM"
         return write_part10(ds, meta)
 
-    def _validate(self, data: bytes, ds: Dataset) -> None:
+    def _validate(self, data: bytes, ds: Dataset, sop_class: str) -> None:
         """Validation gate: the output must re-parse and keep its Type 1 identity."""
         try:
             check = dcmread(io.BytesIO(data), stop_before_pixels=True)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any parse failure quarantines
             raise InvalidInstance(f"de-identified output is not readable: {type(exc).__name__}") from None
-        if str(check.get("SOPClassUID", "")) != str(ds.SOPClassUID):
+        if str(check.get("SOPClassUID", "")) != sop_class:
             raise InvalidInstance("SOP Class UID changed or missing after de-identification")
         for kw in ("SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID"):
             if not is_valid_uid(str(check.get(kw, "") or "")):
@@ -508,6 +615,49 @@ def _dummy(vr: str) -> Any:
     if vr == "AT":
         return 0
     return "ANONYMIZED"
+
+
+def _peek(ds: Dataset, tag: int) -> str:
+    """The string value of a top-level element without converting a raw ASCII element."""
+    elem = ds._dict.get(BaseTag(tag))
+    if elem is None:
+        return ""
+    if isinstance(elem, RawDataElement) and elem.is_little_endian:
+        data = elem.value or b""
+        if data.isascii():
+            return data.decode("ascii").strip("\x00 ")
+    value = ds[tag].value
+    return "" if value is None else str(value).strip("\x00 ")
+
+
+def _is_implicit(ds: Dataset) -> bool:
+    meta = getattr(ds, "file_meta", None)
+    ts = meta.get("TransferSyntaxUID") if meta is not None else None
+    return bool(ts is not None and UID(str(ts)).is_implicit_VR)
+
+
+def _set_text(ds: Dataset, tag: int, vr: str, value: str) -> None:
+    """Set an element; ASCII values go in as raw bytes (no charset encoding needed)."""
+    if value.isascii() and "\\" not in value:
+        data = _pad(value.encode("ascii"), b" ")
+        ds._dict[BaseTag(tag)] = RawDataElement(BaseTag(tag), vr, len(data), data, 0, _is_implicit(ds), True, True,
+                                                False)
+    else:
+        ds.add_new(tag, vr, value)
+
+
+def _pad(value: bytes, pad: bytes) -> bytes:
+    return value + pad if len(value) % 2 else value
+
+
+_RAW_DUMMY: dict[str, bytes] = {
+    "PN": b"ANONYMOUS ", "DA": b"19000101", "DT": b"19000101000000", "TM": b"000000", "AS": b"000Y",
+    "DS": b"0 ", "IS": b"0 ", "SH": b"ANONYMIZED", "LO": b"ANONYMIZED", "ST": b"ANONYMIZED",
+    "LT": b"ANONYMIZED", "UT": b"ANONYMIZED", "UC": b"ANONYMIZED", "CS": b"ANONYMIZED", "AE": b"ANONYMIZED",
+    "US": b"\x00\x00", "SS": b"\x00\x00", "UL": b"\x00" * 4, "SL": b"\x00" * 4, "FL": b"\x00" * 4,
+    "FD": b"\x00" * 8, "UV": b"\x00" * 8, "SV": b"\x00" * 8, "AT": b"\x00" * 4,
+    "OB": b"\x00\x00", "OW": b"\x00\x00", "UN": b"\x00\x00",
+}
 
 
 def _shift_one(text: str, vr: str, offset: int) -> str | None:

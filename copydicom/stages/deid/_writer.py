@@ -18,7 +18,7 @@ from pydicom import Dataset
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import FileMetaDataset
 from pydicom.filebase import DicomBytesIO
-from pydicom.filewriter import write_data_element, write_file_meta_info
+from pydicom.filewriter import correct_ambiguous_vr_element, write_data_element, write_file_meta_info
 from pydicom.uid import UID
 
 _LONG_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV"})
@@ -59,19 +59,24 @@ def write_part10(ds: Dataset, meta: FileMetaDataset) -> bytes:
             and elem.is_implicit_VR == implicit
             and elem.is_little_endian
             and not elem.is_buffered
-            and elem.VR != "SQ"
         ):
             value = elem.value or b""
             group, element = tag >> 16, tag & 0xFFFF
             if implicit:
                 fp.write(_PACK_IMPLICIT(group, element, len(value)))
+            elif elem.VR is None:
+                write_data_element(fp, ds[tag], encodings)
+                continue
             elif elem.VR in _LONG_VRS:
                 fp.write(_PACK_EXPLICIT_LONG(group, element, elem.VR.encode(), len(value)))
             else:
                 fp.write(_PACK_EXPLICIT_SHORT(group, element, str(elem.VR).encode(), len(value)))
             fp.write(value)
         else:
-            write_data_element(fp, ds[tag], encodings)
+            converted = ds[tag]
+            if converted.VR and " or " in converted.VR:
+                correct_ambiguous_vr_element(converted, ds, True)
+            write_data_element(fp, converted, encodings)
     parts.append(fp.getvalue())
     ds.file_meta = meta
     return b"".join(parts)

@@ -92,6 +92,10 @@ def test_pixel_gate_and_invalid_input() -> None:
     sc.SOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
     with pytest.raises(PixelRiskError):
         stage.process(Instance(InstanceRef("x"), to_bytes(sc)))
+    shot = ct_dataset(1, rows=8, cols=8)
+    shot.ImageType = ["DERIVED", "SECONDARY", "SCREEN SAVE"]
+    with pytest.raises(PixelRiskError, match="SCREEN SAVE"):
+        stage.process(Instance(InstanceRef("x"), to_bytes(shot)))
     accepting = DeidStage(DeidProfile(accept_pixel_risk=True), KEY)
     assert accepting.process(Instance(InstanceRef("x"), to_bytes(us))).dataset is not None
     with pytest.raises(InvalidInstance):

@@ -27,8 +27,11 @@ BASE_TAGS = {0x00080016, 0x00080018, 0x0020000D, 0x0020000E, 0x00100020, 0x00100
 
 
 def test_table_loaded_whole() -> None:
+    from copydicom.stages.deid._tables import edition
+
     assert len(ROWS) == 656
     assert len(SINGLE) == 652
+    assert edition() == "DICOM PS3.15 2026c"
 
 
 def _vr(tag: int) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydicom import dcmread
@@ -86,6 +87,23 @@ def test_invalid_and_partial_dates_cleaned_and_noted() -> None:
     ds.SeriesDate = "20241341"
     out = DeidStage(DeidProfile.default(), KEY).process(Instance(InstanceRef("x"), to_bytes(ds)))
     assert out.dataset is not None
-    assert out.dataset.StudyDate is None and out.dataset.SeriesDate is None
+    again = dcmread(io.BytesIO(out.data))
+    assert again.StudyDate == "" and again.SeriesDate == ""
+    assert again.AcquisitionDateTime == ""
     assert ["(0008,0020)", "Z(invalid date)"] in out.audit["deid"]
     assert ["(0008,0021)", "Z(invalid date)"] in out.audit["deid"]
+
+
+def test_invalid_values_not_logged(caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    from pydicom import Dataset
+
+    data = to_bytes(ct_dataset(1, rows=8, cols=8))
+    stage = DeidStage(DeidProfile(options=("clean_descriptors", "retain_long_modified_dates")), KEY)
+    bad = Dataset()
+    bad.add_new(0x00080020, "DA", "SECRET99")  # invalid DA quoting a value
+    with caplog.at_level(logging.DEBUG):
+        _ = bad[0x00080020].value
+        stage.process(Instance(InstanceRef("x"), data))
+    assert "SECRET99" not in caplog.text
