@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -45,6 +46,7 @@ class FakeHTTPServer:
         self._thread: threading.Thread | None = None
         self.lock = threading.RLock()
         self.requests: list[tuple[str, str]] = []
+        self._connections: set[Any] = set()
 
     def handle(self, request: Request) -> Reply:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -63,6 +65,16 @@ class FakeHTTPServer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+
+            def setup(self) -> None:
+                super().setup()
+                with fake.lock:
+                    fake._connections.add(self.connection)
+
+            def finish(self) -> None:
+                with fake.lock:
+                    fake._connections.discard(self.connection)
+                super().finish()
 
             def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - silence
                 return
@@ -101,6 +113,13 @@ class FakeHTTPServer:
         if self._httpd is not None:
             self._httpd.shutdown()
             self._httpd.server_close()
+            with self.lock:
+                connections, self._connections = list(self._connections), set()
+            for conn in connections:  # a stopped server drops its keep-alive connections too
+                try:
+                    conn.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
             self._httpd = None
         if self._thread is not None:
             self._thread.join(timeout=5)
