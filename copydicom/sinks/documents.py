@@ -90,11 +90,29 @@ def iso_datetime(date: Any, time: Any = None) -> str | None:
     return out
 
 
+def _split_datetime(value: str) -> tuple[str, str | None]:
+    """Split a DICOM DT (``YYYYMMDDHHMMSS.F+ZZZZ``) or ISO 8601 date-time into date and time, dropping the zone."""
+    if len(value) >= 10 and value[4] == "-":
+        date, _, time = value[:10], "", value[11:]
+    else:
+        date, time = value[:8], value[8:]
+    for sep in ("+", "-", "Z"):
+        time = time.split(sep)[0]
+    return date, time or None
+
+
 def event_time(flat: Mapping[str, Any]) -> str | None:
-    """The instance's own time: AcquisitionDateTime, else acquisition, content, series, study date/time."""
+    """The instance's own time: AcquisitionDateTime, else acquisition, content, series, study date/time.
+
+    Accepts DICOM forms (DA ``YYYYMMDD``, TM ``HHMMSS``, DT) and the ISO forms of
+    :func:`copydicom.stages.flatten.flatten` (``YYYY-MM-DD``, ``HH:MM:SS``).
+    """
     adt = str(scalar(flat.get("AcquisitionDateTime")) or "")
     if len(adt) >= 8:
-        return iso_datetime(adt[:8], adt[8:].split("+")[0].split("-")[0] or None)
+        date, time = _split_datetime(adt)
+        value = iso_datetime(date, time)
+        if value is not None:
+            return value
     for date_kw, time_kw in _TIME_SOURCES:
         value = iso_datetime(flat.get(date_kw), flat.get(time_kw))
         if value is not None:
@@ -153,23 +171,85 @@ def instance_document(
     return doc
 
 
+def _path(doc: Mapping[str, Any], dotted: str) -> Any:
+    cur: Any = doc
+    for part in dotted.split("."):
+        if not isinstance(cur, Mapping):
+            return None
+        cur = cur.get(part)
+    return cur
+
+
+def _text(value: Any) -> Any:
+    """A coded value ``{"code", "scheme", "meaning"}`` becomes its meaning."""
+    if isinstance(value, Mapping):
+        return value.get("meaning") or value.get("code")
+    return value
+
+
+def dose_fields(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """Flat summary fields of a dose document, the same in every index and dashboard.
+
+    From the extractor's nested form (``event.protocol``, ``ct.ctdivol_mgy``,
+    ``ct.dlp_mgy_cm``, ``projection.dap_gy_m2``, ``totals.*``; PS3.16 TID 10011,
+    TID 10001): ``protocol``, ``procedure``, ``event_kind`` (``CT``, ``projection``,
+    ``mammography``, ``screen``), ``ctdivol`` (mGy), ``dlp`` (mGy.cm), ``dap`` (Gy.m2),
+    ``total_dlp``, ``total_dap``, ``StudyInstanceUID``, ``StudyDate``.
+    """
+    kind = doc.get("doc_type")
+    out: dict[str, Any] = {
+        "StudyInstanceUID": _path(doc, "report.study_instance_uid"),
+        "StudyDate": _path(doc, "study.date"),
+        "procedure": _text(_path(doc, "study.description")),
+        "Manufacturer": _path(doc, "equipment.manufacturer"),
+    }
+    if kind == "irradiation_event":
+        out["protocol"] = _text(_path(doc, "event.protocol"))
+        if isinstance(doc.get("ct"), Mapping):
+            out["event_kind"] = "CT"
+            out["ctdivol"] = _path(doc, "ct.ctdivol_mgy")
+            out["dlp"] = _path(doc, "ct.dlp_mgy_cm")
+        elif isinstance(doc.get("mammo"), Mapping):
+            out["event_kind"] = "mammography"
+            out["dap"] = _path(doc, "projection.dap_gy_m2")
+        elif isinstance(doc.get("projection"), Mapping):
+            out["event_kind"] = "projection"
+            out["dap"] = _path(doc, "projection.dap_gy_m2")
+    elif kind == "dose_summary":
+        out["total_dlp"] = _path(doc, "totals.ct_dlp_mgy_cm")
+        out["total_dap"] = _path(doc, "totals.dap_gy_m2")
+        if out["total_dap"] is None:
+            out["total_dap"] = _path(doc, "totals.fluoro_dap_gy_m2")
+    elif kind == "dose_screen":
+        out["event_kind"] = "screen"
+    return {k: v for k, v in out.items() if v is not None}
+
+
 def dose_documents(
     docs: Iterable[Mapping[str, Any]],
     *,
     orthanc: Mapping[str, str],
     route: str,
     deidentified: bool,
+    flat: Mapping[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
-    """Pass dose documents through, adding route, de-identification flag and the source instance ``ID``.
-
-    The ``_id`` and ``doc_type`` set by the dose extractor are kept.
+    """Pass dose documents through, adding route, de-identification flag, the source instance ``ID``,
+    the event ``timestamp`` of the report instance (from ``flat``, its flattened tags) and
+    :func:`dose_fields`.  The ``_id`` and ``doc_type`` set by the dose extractor are kept.
     """
+    when = event_time(flat) if flat is not None else None
     out: list[dict[str, Any]] = []
     for d in docs:
         doc = dict(d)
+        for key, value in dose_fields(d).items():
+            doc.setdefault(key, value)
         doc.setdefault("ID", orthanc["instance"])
         doc["route"] = route
         doc["deidentified"] = bool(deidentified)
+        if when is not None:
+            doc.setdefault("timestamp", when)
+        elif "timestamp" not in doc and doc.get("StudyDate"):
+            doc["timestamp"] = iso_datetime(doc["StudyDate"])
         out.append(doc)
     return out
 

@@ -49,6 +49,13 @@ def index_template(index: str) -> dict[str, Any]:
         "protocol": _KEYWORD, "procedure": _KEYWORD, "event_kind": _KEYWORD,
         "ctdivol": _FLOAT, "dlp": _FLOAT, "dap": _FLOAT, "total_dlp": _FLOAT, "total_dap": _FLOAT,
         "tags": {"type": "flattened", "ignore_above": 1024, "depth_limit": 20},
+        # dose documents of copydicom.stages.dose (PS3.16 TID 10011 / 10001): numbers as floats
+        "event": {"properties": {"uid": _KEYWORD, "protocol": _KEYWORD, "index": {"type": "integer"}}},
+        "ct": {"properties": {"ctdivol_mgy": _FLOAT, "dlp_mgy_cm": _FLOAT}},
+        "projection": {"properties": {"dap_gy_m2": _FLOAT, "dose_rp_mgy": _FLOAT}},
+        "totals": {"properties": {"ct_dlp_mgy_cm": _FLOAT, "dap_gy_m2": _FLOAT, "fluoro_dap_gy_m2": _FLOAT}},
+        "report": {"properties": {"study_instance_uid": _KEYWORD, "sop_instance_uid": _KEYWORD}},
+        "study": {"properties": {"date": {"type": "date", "format": "strict_date||basic_date"}}},
     }
     return {
         "index_patterns": [index, f"{index}-*"],
@@ -58,6 +65,9 @@ def index_template(index: str) -> dict[str, Any]:
             "mappings": {
                 "dynamic": True,
                 "dynamic_templates": [
+                    # values as written in the report ({"value": "12.3", "unit": "mGy"}): kept, not indexed
+                    {"raw_values_not_indexed": {"path_match": "*raw", "match_mapping_type": "object",
+                                                "mapping": {"type": "object", "enabled": False}}},
                     {"strings_as_keywords": {"match_mapping_type": "string", "mapping": _KEYWORD}},
                     {"numbers_as_floats": {"match_mapping_type": "long", "mapping": {"type": "double"}}},
                 ],

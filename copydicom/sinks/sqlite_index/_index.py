@@ -82,6 +82,14 @@ CREATE TABLE IF NOT EXISTS dose_summaries (
     timestamp  TEXT,
     document   TEXT
 );
+CREATE TABLE IF NOT EXISTS other_documents (
+    _id        TEXT PRIMARY KEY,            -- dose screens and any other document type
+    doc_type   TEXT,
+    orthanc_id TEXT,
+    route      TEXT,
+    timestamp  TEXT,
+    document   TEXT
+);
 CREATE INDEX IF NOT EXISTS studies_by_day ON studies(study_date);
 CREATE INDEX IF NOT EXISTS series_by_modality ON series(modality, study_uid);
 CREATE INDEX IF NOT EXISTS series_by_study ON series(study_uid);
@@ -223,7 +231,7 @@ class SqliteIndex:
                  _pick(doc, "procedure"), _number(_pick(doc, "total_dlp")), _number(_pick(doc, "total_dap")),
                  ts, body),
             )
-        elif isinstance(kind, str) and kind.startswith("dose"):
+        elif kind in ("irradiation_event", "dose_event"):
             c.execute(
                 "INSERT OR REPLACE INTO dose_events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (doc_id, doc.get("ID"), scalar(doc.get("StudyInstanceUID")), doc.get("route"),
@@ -231,15 +239,18 @@ class SqliteIndex:
                  _number(_pick(doc, "ctdivol")), _number(_pick(doc, "dlp")), _number(_pick(doc, "dap")),
                  ts, body),
             )
+        elif isinstance(kind, str) and kind:
+            c.execute("INSERT OR REPLACE INTO other_documents VALUES (?, ?, ?, ?, ?, ?)",
+                      (doc_id, kind, doc.get("ID"), doc.get("route"), ts, body))
         else:
-            raise InvalidInstance(f"index document {doc_id}: unknown doc_type {kind!r}")
+            raise InvalidInstance(f"index document {doc_id}: no doc_type")
 
     # -- reading -----------------------------------------------------------------------------------
     def has(self, doc_ids: list[str]) -> set[str]:
         """Return the subset of ``doc_ids`` present in any document table."""
         found: set[str] = set()
         with self._lock:
-            for table in ("instances", "dose_events", "dose_summaries"):
+            for table in ("instances", "dose_events", "dose_summaries", "other_documents"):
                 for i in range(0, len(doc_ids), 500):
                     chunk = doc_ids[i : i + 500]
                     marks = ",".join("?" * len(chunk))

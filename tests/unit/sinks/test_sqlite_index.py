@@ -77,7 +77,7 @@ def test_document_without_id_is_rejected(index: SqliteIndex) -> None:
     with pytest.raises(InvalidInstance):
         index.send([{"doc_type": "instance"}])
     with pytest.raises(InvalidInstance):
-        index.send([{"_id": "x", "doc_type": "weird"}])
+        index.send([{"_id": "x"}])
     conn = sqlite3.connect(str(index.config.path))
     assert conn.execute("SELECT count(*) FROM instances").fetchone() == (0,)
     conn.close()
