@@ -74,8 +74,24 @@ class FlushResult:
     error: str | None = None
 
 
+def spool_sizes(conn: sqlite3.Connection) -> dict[str, int]:
+    """Pending documents per index sink, read from any connection to the spool database.
+
+    Returns ``{}`` when the spool tables do not exist (no index configured yet).
+    """
+    try:
+        rows = conn.execute("SELECT sink, count(*) FROM spool_pending GROUP BY sink ORDER BY sink").fetchall()
+    except sqlite3.OperationalError:
+        return {}
+    return {str(sink): int(n) for sink, n in rows}
+
+
 class Spool:
-    """The spool database, shared by all sinks of a process (one connection, one lock)."""
+    """The spool database, shared by all sinks of a process (one connection, one lock).
+
+    ``path`` may be the ledger's own database file: the spool opens its own
+    connection and only touches tables prefixed ``spool_``.
+    """
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
