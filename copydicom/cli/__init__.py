@@ -19,6 +19,7 @@ from copydicom.errors import ConfigError, CopyDicomError
 #: Modules that add sub-commands; each has ``register(subparsers) -> None``.
 COMMAND_MODULES: tuple[str, ...] = (
     "copydicom.cli.replicate_cmds",
+    "copydicom.cli.demo_cmds",
 )
 
 

@@ -1,0 +1,358 @@
+"""The pipeline: batches of references -> dedupe -> fetch -> stages -> destinations and indexes.
+
+A :class:`Pipeline` is one route at run time. It is fed batches of
+:class:`~copydicom.model.InstanceRef` by a source and reports, for every
+reference, one :class:`Outcome`.  It knows nothing of where references come
+from; the daemon and the one-shot commands drive it.
+
+Per instance::
+
+    dedupe (ledger, then destination)  -- all destinations have it --> "existing"
+      | fetch bytes from the source
+      | stages in order (de-identify, dose, tags...)  -- SkippableError --> quarantine
+      | store at each destination that lacks it       -- SkippableError --> quarantine
+      | documents to each index spool                 (never blocks images)
+      v
+    "stored"                                           -- RetryableError --> "failed"
+
+Work runs on a bounded pool (``workers`` threads, at most ``2 * workers``
+instances in flight: back-pressure on the source).  ``stop`` lets in-flight
+instances finish and submits no more.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+import time
+from collections import Counter
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Literal, Protocol, Sequence
+
+from copydicom.errors import (
+    ConfigError,
+    FatalError,
+    InvalidInstance,
+    RetryableError,
+    SkippableError,
+)
+from copydicom.ledger import Ledger
+from copydicom.model import Destination, Identity, IdentityTransform, Instance, InstanceRef, Stage
+
+log = logging.getLogger(__name__)
+
+OutcomeKind = Literal["stored", "existing", "quarantined", "failed"]
+
+
+class Fetcher(Protocol):
+    name: str
+
+    def fetch(self, ref: InstanceRef) -> bytes: ...
+
+
+class DocumentSpool(Protocol):
+    """Where index documents go: durable, never blocking image replication."""
+
+    name: str
+
+    def submit(self, documents: list[dict[str, Any]]) -> None: ...
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What happened to one reference."""
+
+    ref: InstanceRef
+    kind: OutcomeKind
+    reason: str = ""
+
+
+@dataclass
+class Summary:
+    """Counts of one run; :meth:`line` is the last line every command prints."""
+
+    counts: Counter[str] = field(default_factory=Counter)
+    started: float = field(default_factory=time.monotonic)
+    first_retryable: str = ""
+
+    def add(self, outcome: Outcome) -> None:
+        self.counts[outcome.kind] += 1
+        if outcome.kind == "failed" and not self.first_retryable:
+            self.first_retryable = outcome.reason
+
+    @property
+    def seconds(self) -> float:
+        return time.monotonic() - self.started
+
+    @property
+    def ok(self) -> bool:
+        return not (self.counts["quarantined"] or self.counts["failed"])
+
+    def line(self) -> str:
+        c = self.counts
+        return (
+            f"replicated={c['stored']} skipped_existing={c['existing']} "
+            f"quarantined={c['quarantined']} failed={c['failed']} seconds={self.seconds:.1f}"
+        )
+
+
+@dataclass
+class _Planned:
+    ref: InstanceRef
+    target_id: str
+    needed: list[Destination]
+    check_each: bool
+
+
+class Pipeline:
+    """One route at run time.
+
+    Parameters
+    ----------
+    route
+        The route's name (ledger key).
+    source
+        Fetches bytes for a reference.
+    stages
+        Applied in order; one that implements
+        :class:`~copydicom.model.IdentityTransform` predicts the identity of
+        what will be sent, which is the dedupe key.
+    destinations
+        Image destinations.
+    ledger
+        The state database.
+    quarantine_dir
+        Where quarantined instances' bytes are kept (created 0700).
+    indexes
+        Spools of index sinks that receive ``instance.documents``.
+    workers
+        Worker threads.
+    on_outcome
+        Called in the driving thread for every outcome (progress, metrics).
+    dry_run
+        Decide and report, but fetch and store nothing.
+    """
+
+    def __init__(
+        self,
+        route: str,
+        source: Fetcher,
+        stages: Sequence[Stage],
+        destinations: Sequence[Destination],
+        ledger: Ledger,
+        *,
+        quarantine_dir: Path,
+        indexes: Sequence[DocumentSpool] = (),
+        workers: int = 4,
+        on_outcome: Callable[[Outcome], None] | None = None,
+        dry_run: bool = False,
+    ) -> None:
+        self.route = route
+        self.source = source
+        self.stages = list(stages)
+        self.destinations = list(destinations)
+        self.ledger = ledger
+        self.quarantine_dir = quarantine_dir
+        self.indexes = list(indexes)
+        self.workers = max(1, workers)
+        self.on_outcome = on_outcome
+        self.dry_run = dry_run
+        self.stop_event = threading.Event()
+        transforms = [s for s in self.stages if isinstance(s, IdentityTransform)]
+        self.transform: IdentityTransform | None = transforms[0] if transforms else None
+        self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix=f"copydicom-{route}")
+
+    # -- planning (dedupe) ---------------------------------------------------------------
+
+    def _target(self, ref: InstanceRef) -> tuple[str, str | None]:
+        """Dedupe key (Orthanc ID of what will be sent) and its series ID at the destination."""
+        if self.transform is None:
+            return ref.source_id, ref.series_id
+        if ref.identity is None:
+            return ref.source_id, None  # decided after the stages ran
+        sent: Identity = self.transform.transform_identity(ref.identity)
+        return sent.orthanc_id, sent.series_orthanc_id
+
+    def plan(self, batch: list[InstanceRef]) -> tuple[list[_Planned], list[Outcome]]:
+        """Split a batch into work to do and references every destination already holds."""
+        targets = [self._target(ref) for ref in batch]
+        ids = [t[0] for t in targets]
+        series_hints = {t[1] for t in targets}
+        batch_hint = series_hints.pop() if len(series_hints) == 1 else None
+        missing: dict[str, list[Destination]] = {i: [] for i in ids}
+        check_each = batch_hint is None or len(batch) == 1
+        for dest in self.destinations:
+            known = self.ledger.delivered_among(dest.name, ids)
+            rest = [i for i in ids if i not in known]
+            if rest and not check_each:
+                present = dest.has(rest, series_hint=batch_hint)
+                source_of = {t[0]: ref.source_id for ref, t in zip(batch, targets)}
+                for target_id in present:
+                    self.ledger.record_delivered(dest.name, target_id, source_of[target_id], self.route, "existing")
+                rest = [i for i in rest if i not in present]
+            for target_id in rest:
+                missing[target_id].append(dest)
+        planned: list[_Planned] = []
+        done: list[Outcome] = []
+        for ref, (target_id, _) in zip(batch, targets):
+            if missing[target_id]:
+                planned.append(_Planned(ref, target_id, missing[target_id], check_each))
+            else:
+                done.append(Outcome(ref, "existing"))
+        return planned, done
+
+    # -- one instance --------------------------------------------------------------------
+
+    def _process(self, item: _Planned) -> Outcome:
+        ref = item.ref
+        needed = item.needed
+        try:
+            if item.check_each and self.transform is None:
+                needed = [d for d in needed if item.target_id not in d.has([item.target_id])]
+                for dest in item.needed:
+                    if dest not in needed:
+                        self.ledger.record_delivered(dest.name, item.target_id, ref.source_id, self.route, "existing")
+                if not needed:
+                    return Outcome(ref, "existing")
+            if self.dry_run:
+                return Outcome(ref, "stored", "dry run")
+            data = self.source.fetch(ref)
+        except SkippableError as exc:
+            return self._quarantine(ref, None, exc)
+        except RetryableError as exc:
+            return Outcome(ref, "failed", str(exc))
+        instance = Instance(ref, data)
+        try:
+            for stage in self.stages:
+                instance = stage.process(instance)
+            if self.transform is not None:
+                needed = self._recheck_after_transform(instance, needed, item.target_id)
+                if not needed:
+                    return Outcome(ref, "existing")
+            outcomes = []
+            for dest in needed:
+                outcome = dest.store(instance)
+                outcomes.append(outcome)
+                self.ledger.record_delivered(dest.name, instance.target_id, ref.source_id, self.route, outcome)
+        except SkippableError as exc:
+            return self._quarantine(ref, data, exc)
+        except RetryableError as exc:
+            return Outcome(ref, "failed", str(exc))
+        except (ConfigError, FatalError):
+            raise
+        except Exception as exc:  # a malformed file tripped a stage: quarantine, keep running
+            log.debug("unexpected error on instance %s", ref.source_id, exc_info=True)
+            return self._quarantine(ref, data, InvalidInstance(f"cannot process: {safe_reason(exc)}"))
+        for stage_name, actions in instance.audit.items():
+            self.ledger.record_audit(self.route, instance.target_id, stage_name, actions)
+        if instance.documents:
+            for spool in self.indexes:
+                spool.submit(instance.documents)
+        kind: OutcomeKind = "stored" if "stored" in outcomes else "existing"
+        return Outcome(ref, kind)
+
+    def _recheck_after_transform(
+        self, instance: Instance, needed: list[Destination], predicted: str
+    ) -> list[Destination]:
+        actual = instance.target_id
+        if actual != predicted and instance.ref.identity is not None:
+            log.warning("instance %s: predicted and actual de-identified IDs differ", instance.ref.source_id)
+        if actual == predicted and instance.ref.identity is not None:
+            return needed
+        still: list[Destination] = []
+        for dest in needed:
+            if self.ledger.delivered_among(dest.name, [actual]) or actual in dest.has([actual]):
+                self.ledger.record_delivered(dest.name, actual, instance.ref.source_id, self.route, "existing")
+            else:
+                still.append(dest)
+        return still
+
+    def _quarantine(self, ref: InstanceRef, data: bytes | None, exc: SkippableError) -> Outcome:
+        path: str | None = None
+        if data is not None:
+            folder = self.quarantine_dir / self.route
+            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+            safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in ref.source_id)[-120:]
+            target = folder / f"{safe}.dcm"
+            fd = os.open(target, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+            path = str(target)
+        reason = f"{type(exc).__name__}: {exc}"
+        self.ledger.quarantine(self.route, ref.source_id, exc.code, reason, path)
+        log.warning("instance %s quarantined on route %s: %s", ref.source_id, self.route, reason)
+        return Outcome(ref, "quarantined", reason)
+
+    # -- driving -------------------------------------------------------------------------
+
+    def run(self, batches: Iterable[list[InstanceRef]], summary: Summary | None = None) -> Summary:
+        """Process every batch; stop early only when :attr:`stop_event` is set."""
+        summary = summary if summary is not None else Summary()
+        for outcome in self.stream(batches):
+            summary.add(outcome)
+        self.ledger.flush()
+        return summary
+
+    def stream(self, batches: Iterable[list[InstanceRef]]) -> Iterable[Outcome]:
+        """Yield outcomes as they complete (not in submission order)."""
+        in_flight: set[Future[Outcome]] = set()
+        limit = 2 * self.workers
+        last_flush = time.monotonic()
+        for batch in batches:
+            if self.stop_event.is_set():
+                break
+            if not batch:
+                continue
+            try:
+                planned, done = self.plan(batch)
+            except RetryableError as exc:
+                planned, done = [], [Outcome(ref, "failed", str(exc)) for ref in batch]
+            for outcome in done:
+                yield self._report(outcome)
+            for item in planned:
+                if self.stop_event.is_set():
+                    break
+                while len(in_flight) >= limit:
+                    finished, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
+                    for future in finished:
+                        yield self._report(self._result(future))
+                in_flight.add(self._pool.submit(self._process, item))
+            if time.monotonic() - last_flush > 1.0:
+                self.ledger.flush()
+                last_flush = time.monotonic()
+        while in_flight:
+            finished, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
+            for future in finished:
+                yield self._report(self._result(future))
+
+    def _result(self, future: Future[Outcome]) -> Outcome:
+        exc = future.exception()
+        if exc is None:
+            return future.result()
+        self.stop_event.set()  # configuration or fatal error: stop submitting, let it surface
+        raise exc
+
+    def _report(self, outcome: Outcome) -> Outcome:
+        if self.on_outcome is not None:
+            self.on_outcome(outcome)
+        return outcome
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+        self.ledger.flush()
+
+
+_QUOTED = re.compile(r"('[^']*'|\"[^\"]*\")")
+
+
+def safe_reason(exc: BaseException) -> str:
+    """An exception's type and message with quoted values removed (they may be patient data)."""
+    text = _QUOTED.sub("'…'", str(exc))[:300]
+    return f"{type(exc).__name__}: {text}"

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Install everything, then run the demo: two private Orthanc servers on loopback, a generated sample,
+# one replication, the summary.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+exec "${COPYDICOM_VENV:-.venv}/bin/copydicom" demo "$@"
