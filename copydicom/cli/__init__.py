@@ -20,6 +20,7 @@ from copydicom.errors import ConfigError, CopyDicomError
 COMMAND_MODULES: tuple[str, ...] = (
     "copydicom.cli.replicate_cmds",
     "copydicom.cli.demo_cmds",
+    "copydicom.cli.index_cmds",
 )
 
 

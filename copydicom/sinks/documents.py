@@ -193,7 +193,7 @@ def dose_fields(doc: Mapping[str, Any]) -> dict[str, Any]:
     From the extractor's nested form (``event.protocol``, ``ct.ctdivol_mgy``,
     ``ct.dlp_mgy_cm``, ``projection.dap_gy_m2``, ``totals.*``; PS3.16 TID 10011,
     TID 10001): ``protocol``, ``procedure``, ``event_kind`` (``CT``, ``projection``,
-    ``mammography``, ``screen``), ``ctdivol`` (mGy), ``dlp`` (mGy.cm), ``dap`` (Gy.m2),
+    ``fluoro``, ``mammography``, ``screen``), ``ctdivol`` (mGy), ``dlp`` (mGy.cm), ``dap`` (Gy.m2),
     ``total_dlp``, ``total_dap``, ``StudyInstanceUID``, ``StudyDate``.
     """
     kind = doc.get("doc_type")
@@ -213,7 +213,8 @@ def dose_fields(doc: Mapping[str, Any]) -> dict[str, Any]:
             out["event_kind"] = "mammography"
             out["dap"] = _path(doc, "projection.dap_gy_m2")
         elif isinstance(doc.get("projection"), Mapping):
-            out["event_kind"] = "projection"
+            ev_type = str(_text(_path(doc, "event.type")) or "").lower()
+            out["event_kind"] = "fluoro" if "fluoro" in ev_type else "projection"
             out["dap"] = _path(doc, "projection.dap_gy_m2")
     elif kind == "dose_summary":
         out["total_dlp"] = _path(doc, "totals.ct_dlp_mgy_cm")
