@@ -59,9 +59,14 @@ CREATE INDEX IF NOT EXISTS spool_pending_order ON spool_pending(sink, seq);
 """
 
 
+def canonical_json(doc: dict[str, Any]) -> str:
+    """The canonical JSON text of a document (keys sorted, no spaces): stored and hashed."""
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"), default=str)
+
+
 def document_hash(doc: dict[str, Any]) -> str:
-    """SHA-1 of the canonical JSON of a document (keys sorted)."""
-    return hashlib.sha1(json.dumps(doc, sort_keys=True, separators=(",", ":"), default=str).encode()).hexdigest()
+    """SHA-1 of the canonical JSON of a document."""
+    return hashlib.sha1(canonical_json(doc).encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -132,7 +137,8 @@ class Spool:
                 doc_id = doc.get("_id")
                 if not isinstance(doc_id, str) or not doc_id:
                     raise ConfigError("spool: an index document has no string _id")
-                digest = document_hash(doc)
+                body = canonical_json(doc)
+                digest = hashlib.sha1(body.encode()).hexdigest()
                 row = self._conn.execute("SELECT doc_hash FROM spool_delivered WHERE sink = ? AND doc_id = ?",
                                          (sink, doc_id)).fetchone()
                 if row is not None and row[0] == digest:
@@ -140,7 +146,7 @@ class Spool:
                 self._conn.execute(
                     "INSERT INTO spool_pending (sink, doc_id, doc_hash, body, queued_at) VALUES (?, ?, ?, ?, ?) "
                     "ON CONFLICT(sink, doc_id) DO UPDATE SET doc_hash = excluded.doc_hash, body = excluded.body",
-                    (sink, doc_id, digest, json.dumps(doc, sort_keys=True, default=str), now))
+                    (sink, doc_id, digest, body, now))
                 queued += 1
             return queued
 

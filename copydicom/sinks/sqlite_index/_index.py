@@ -55,7 +55,7 @@ CREATE TABLE IF NOT EXISTS instances (
     deidentified INTEGER,
     timestamp    TEXT,
     tags         TEXT,                      -- flattened tag tree, JSON
-    document     TEXT                       -- whole document, JSON
+    document     TEXT                       -- the document without "tags", JSON
 );
 CREATE TABLE IF NOT EXISTS dose_events (
     _id        TEXT PRIMARY KEY,            -- Irradiation Event UID based
@@ -179,10 +179,10 @@ class SqliteIndex:
         if not isinstance(doc_id, str) or not doc_id:
             raise InvalidInstance("index document without a string _id")
         kind = doc.get("doc_type")
-        body = json.dumps(doc, sort_keys=True, default=str)
         ts = document_time(doc)
         c = self._conn
         if kind == "instance":
+            body = json.dumps({k: v for k, v in doc.items() if k != "tags"}, sort_keys=True, default=str)
             patient_key = doc.get("ParentPatient") or doc.get("PatientID")
             study_uid = doc.get("StudyInstanceUID")
             series_uid = doc.get("SeriesInstanceUID")
@@ -224,7 +224,9 @@ class SqliteIndex:
                  int(bool(doc.get("deidentified"))), ts,
                  json.dumps(doc.get("tags", {}), sort_keys=True, default=str), body),
             )
-        elif kind == "dose_summary":
+            return
+        body = json.dumps(doc, sort_keys=True, default=str)
+        if kind == "dose_summary":
             c.execute(
                 "INSERT OR REPLACE INTO dose_summaries VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (doc_id, doc.get("ID"), scalar(doc.get("StudyInstanceUID")), doc.get("route"),
