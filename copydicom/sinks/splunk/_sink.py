@@ -57,8 +57,12 @@ class SplunkIndex:
         return round(dt.astimezone(timezone.utc).timestamp(), 6)
 
     def _event(self, doc: dict[str, Any]) -> bytes:
-        body = {k: v for k, v in doc.items() if k != "_id"}
-        body["doc_id"] = doc["_id"]
+        # doc_id and the top-level fields first, the tag tree last: Splunk's automatic JSON field
+        # extraction stops at limits.conf [kv] maxchars (10240 by default).
+        body: dict[str, Any] = {"doc_id": doc["_id"]}
+        body.update((k, v) for k, v in doc.items() if k not in ("_id", "tags"))
+        if "tags" in doc:
+            body["tags"] = doc["tags"]
         event: dict[str, Any] = {"host": self.config.host, "source": self.config.source,
                                  "sourcetype": self.config.sourcetype, "index": self.config.index, "event": body}
         t = self.event_time(doc)
