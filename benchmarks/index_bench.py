@@ -16,8 +16,9 @@ import json
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from copydicom.model import Identity
 from copydicom.sinks.documents import instance_document

@@ -116,7 +116,7 @@ def cmd_replicate_tags(args: argparse.Namespace) -> int:
                     log.warning("instance %s not indexed: %s", iid, exc)
                 except CopyDicomError:
                     raise  # source down, bad configuration: stop, the spool keeps what was read
-                except Exception as exc:  # unreadable file: count it, never stop the run
+                except Exception as exc:  # noqa: BLE001 - unreadable file: count it, never stop the run
                     failed += 1
                     log.warning("instance %s not indexed: %s", iid, type(exc).__name__)
             index.submit(docs)
@@ -137,7 +137,7 @@ def _default_state() -> Path:
     return default_state()
 
 
-def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``search``, ``report`` and ``replicate-tags``."""
     p = subparsers.add_parser(
         "search", help="query an index (SQL SELECT for sqlite, Lucene/JSON DSL for Elasticsearch, SPL for Splunk)",

@@ -9,7 +9,8 @@ Elasticsearch and ``SeriesDescription="Dose Record"`` in Splunk work.
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from copydicom.model import orthanc_id
 

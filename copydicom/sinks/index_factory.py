@@ -14,7 +14,8 @@ environment (``COPYDICOM_ES_*``, ``COPYDICOM_SPLUNK_*``) instead of the URL.
 from __future__ import annotations
 
 import importlib
-from typing import Any, Iterator, Mapping, Protocol
+from collections.abc import Iterator, Mapping
+from typing import Any, Protocol
 
 from copydicom.errors import ConfigError
 from copydicom.model import IndexSink

@@ -60,7 +60,7 @@ class FakeHTTPServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, port: int = 0) -> "FakeHTTPServer":
+    def start(self, port: int = 0) -> FakeHTTPServer:
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -76,7 +76,7 @@ class FakeHTTPServer:
                     fake._connections.discard(self.connection)
                 super().finish()
 
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - silence
+            def log_message(self, format: str, *args: Any) -> None:
                 return
 
             def _serve(self) -> None:
@@ -87,7 +87,7 @@ class FakeHTTPServer:
                     fake.requests.append((req.method, req.path))
                 try:
                     reply = fake.handle(req)
-                except Exception as exc:  # a bug in the fake: answer 500 like a crashed server
+                except Exception as exc:  # noqa: BLE001 - a bug in the fake: answer 500 like a crashed server
                     reply = Reply(500, {"error": f"fake server error: {exc!r}"})
                 self.send_response(reply.status)
                 self.send_header("Content-Type", reply.content_type)
@@ -125,7 +125,7 @@ class FakeHTTPServer:
             self._thread.join(timeout=5)
             self._thread = None
 
-    def __enter__(self) -> "FakeHTTPServer":
+    def __enter__(self) -> FakeHTTPServer:  # noqa: PYI034
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

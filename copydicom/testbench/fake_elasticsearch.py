@@ -26,7 +26,8 @@ import fnmatch
 import json
 import re
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from copydicom.testbench._httpfake import FakeHTTPServer, Reply, Request
 

@@ -47,7 +47,8 @@ import re
 import shlex
 import threading
 import uuid
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 from urllib.parse import parse_qs
 from xml.sax.saxutils import escape
 
@@ -121,7 +122,7 @@ class FakeSplunk:
         self.mgmt = _Part(self._handle_mgmt, close_connection=True)
 
     # -- lifecycle -------------------------------------------------------------------------------
-    def start(self) -> "FakeSplunk":
+    def start(self) -> FakeSplunk:
         self.hec.start()
         self.mgmt.start()
         return self

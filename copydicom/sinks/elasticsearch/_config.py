@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
 
 from copydicom.errors import ConfigError
@@ -50,7 +51,7 @@ class ElasticsearchConfig:
         return f"ElasticsearchConfig(name={self.name!r}, url={self.url!r}, index={self.index!r})"
 
     @classmethod
-    def from_mapping(cls, name: str, data: Mapping[str, Any], *, where: str) -> "ElasticsearchConfig":
+    def from_mapping(cls, name: str, data: Mapping[str, Any], *, where: str) -> ElasticsearchConfig:
         """Read ``{type: elasticsearch, url, index, username, password|password_file|api_key...}``."""
         unknown = set(data) - _KEYS
         if unknown:
@@ -82,7 +83,7 @@ class ElasticsearchConfig:
             raise ConfigError(f"{where}: {exc}") from None
 
     @classmethod
-    def from_url(cls, url: str, *, name: str | None = None) -> "ElasticsearchConfig":
+    def from_url(cls, url: str, *, name: str | None = None) -> ElasticsearchConfig:
         """Parse ``es+https://user:pass@host:9200/index?ca_certs=/path&verify_certs=false``.
 
         Without credentials in the URL, ``COPYDICOM_ES_API_KEY`` or ``COPYDICOM_ES_USERNAME`` and

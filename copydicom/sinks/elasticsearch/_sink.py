@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from copydicom.errors import ConfigError, DocumentsRejected, IndexUnavailable
 from copydicom.sinks.elasticsearch._config import ElasticsearchConfig
@@ -78,6 +79,13 @@ def index_template(index: str) -> dict[str, Any]:
     }
 
 
+def _es_errors() -> tuple[type[Exception], ...]:
+    """The client's exception classes that :meth:`ElasticsearchIndex._map` translates."""
+    import elasticsearch
+
+    return (elasticsearch.ApiError, elasticsearch.TransportError, elasticsearch.UnsupportedProductError)
+
+
 class ElasticsearchIndex:
     """An :class:`~copydicom.model.IndexSink` on Elasticsearch."""
 
@@ -131,7 +139,7 @@ class ElasticsearchIndex:
             self.client.indices.put_index_template(
                 name=f"copydicom-{self.config.index}", index_patterns=body["index_patterns"],
                 priority=body["priority"], template=body["template"], meta=body["_meta"])
-        except Exception as exc:
+        except _es_errors() as exc:
             raise self._map(exc, "PUT index template") from None
         self._template_ready = True
 
@@ -169,7 +177,7 @@ class ElasticsearchIndex:
                 error = result.get("error")
                 reason = error.get("type", "error") if isinstance(error, dict) else str(error)
                 (retry if status in (408, 429) or status >= 500 else rejected)[str(result.get("_id"))] = reason
-        except Exception as exc:
+        except _es_errors() as exc:
             raise self._map(exc, "bulk") from None
         if retry:
             raise IndexUnavailable(f"elasticsearch {self.name}: {len(retry)} of {len(documents)} documents "
@@ -199,7 +207,7 @@ class ElasticsearchIndex:
                 kwargs: dict[str, Any] = {"search_after": after} if after is not None else {}
                 resp = self.client.search(index=self.config.index, query=clause, size=self.config.page_size,
                                           sort=[{"doc_id": "asc"}], track_total_hits=False, **kwargs)
-            except Exception as exc:
+            except _es_errors() as exc:
                 raise self._map(exc, "search") from None
             hits = resp["hits"]["hits"]
             for hit in hits:
@@ -215,7 +223,7 @@ class ElasticsearchIndex:
         """Make recent writes searchable (tests, ``replicate-tags`` before a search)."""
         try:
             self.client.indices.refresh(index=self.config.index)
-        except Exception as exc:
+        except _es_errors() as exc:
             raise self._map(exc, "refresh") from None
 
     def close(self) -> None:

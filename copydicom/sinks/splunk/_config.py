@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
 
 from copydicom.errors import ConfigError
@@ -62,7 +63,7 @@ class SplunkConfig:
         return f"SplunkConfig(name={self.name!r}, hec_url={self.hec_url!r}, index={self.index!r})"
 
     @classmethod
-    def from_mapping(cls, name: str, data: Mapping[str, Any], *, where: str) -> "SplunkConfig":
+    def from_mapping(cls, name: str, data: Mapping[str, Any], *, where: str) -> SplunkConfig:
         """Read ``{type: splunk, url, username, password, hec_url, hec_token, index, ...}``."""
         unknown = set(data) - _KEYS
         if unknown:
@@ -91,7 +92,7 @@ class SplunkConfig:
             from zoneinfo import ZoneInfo
 
             ZoneInfo(str(data.get("timezone", "UTC")))
-        except Exception:
+        except (KeyError, ValueError):  # ZoneInfoNotFoundError is a KeyError
             raise ConfigError(f"{where}.timezone: unknown time zone {data.get('timezone')!r}") from None
         try:
             return cls(
@@ -111,7 +112,7 @@ class SplunkConfig:
             raise ConfigError(f"{where}: {exc}") from None
 
     @classmethod
-    def from_url(cls, url: str, *, name: str | None = None) -> "SplunkConfig":
+    def from_url(cls, url: str, *, name: str | None = None) -> SplunkConfig:
         """Parse ``splunk+https://user:pass@host:8089?hec=https://host:8088&hec_token=...&index=dicom``.
 
         Missing secrets come from ``COPYDICOM_SPLUNK_PASSWORD`` and ``COPYDICOM_SPLUNK_HEC_TOKEN``.

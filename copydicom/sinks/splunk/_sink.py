@@ -13,8 +13,9 @@ import logging
 import ssl
 import time
 import uuid
+from collections.abc import Iterator
 from datetime import datetime, timezone
-from typing import Any, Iterator
+from typing import Any
 from urllib.parse import urlparse
 from zoneinfo import ZoneInfo
 

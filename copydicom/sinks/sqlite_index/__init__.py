@@ -3,4 +3,4 @@
 from copydicom.sinks.sqlite_index._config import SqliteIndexConfig
 from copydicom.sinks.sqlite_index._index import SqliteIndex, readonly_query
 
-__all__ = ["SqliteIndexConfig", "SqliteIndex", "readonly_query"]
+__all__ = ["SqliteIndex", "SqliteIndexConfig", "readonly_query"]

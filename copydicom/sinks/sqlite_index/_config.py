@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 from urllib.parse import urlparse
 
 from copydicom.errors import ConfigError
@@ -27,7 +28,7 @@ class SqliteIndexConfig:
     path: Path
 
     @classmethod
-    def from_mapping(cls, name: str, data: Mapping[str, Any], *, where: str) -> "SqliteIndexConfig":
+    def from_mapping(cls, name: str, data: Mapping[str, Any], *, where: str) -> SqliteIndexConfig:
         """Read ``{type: sqlite, path: ...}``; raises ConfigError naming the key."""
         path = data.get("path")
         if not isinstance(path, str) or not path:
@@ -38,7 +39,7 @@ class SqliteIndexConfig:
         return cls(name=name, path=Path(expand_env(path, where=f"{where}.path")).expanduser())
 
     @classmethod
-    def from_url(cls, url: str, *, name: str | None = None) -> "SqliteIndexConfig":
+    def from_url(cls, url: str, *, name: str | None = None) -> SqliteIndexConfig:
         """Parse ``sqlite:///abs/path.db`` (absolute) or ``sqlite://rel/path.db`` (relative)."""
         parsed = urlparse(url)
         if parsed.scheme != "sqlite":

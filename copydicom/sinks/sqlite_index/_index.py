@@ -12,8 +12,9 @@ import json
 import logging
 import sqlite3
 import threading
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 from copydicom.errors import ConfigError, IndexUnavailable, InvalidInstance
 from copydicom.sinks.documents import document_time, scalar

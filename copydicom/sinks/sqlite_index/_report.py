@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import datetime as _dt
 import html
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from copydicom.sinks.sqlite_index._index import readonly_query
 
@@ -56,8 +57,8 @@ def bar_chart(labels: Sequence[str], series: dict[str, Sequence[float]], *, titl
     group_h = bar_height * len(names) + pad
     height = 40 + group_h * max(len(labels), 1) + 20 * len(names)
     plot_w = width - label_w - 90
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
-             f'aria-label="{_esc(title)}"><title>{_esc(title)}</title>']
+    parts = [(f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
+              f'aria-label="{_esc(title)}"><title>{_esc(title)}</title>')]
     y = 30
     for i, label in enumerate(labels):
         parts.append(f'<text x="{label_w - 8}" y="{y + group_h / 2}" text-anchor="end" font-size="12" '
@@ -89,8 +90,8 @@ def stacked_days_chart(rows: list[dict[str, Any]], *, width: int = 760, height: 
     left, bottom, top = 40, 40, 20
     plot_w, plot_h = width - left - 130, height - bottom - top
     col_w = plot_w / max(len(days), 1)
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
-             f'aria-label="Studies by modality by day"><title>Studies by modality by day</title>',
+    parts = [(f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
+              f'aria-label="Studies by modality by day"><title>Studies by modality by day</title>'),
              f'<line x1="{left}" y1="{top + plot_h}" x2="{left + plot_w}" y2="{top + plot_h}" stroke="#999"/>',
              f'<text x="{left - 6}" y="{top + 4}" text-anchor="end" font-size="11">{peak}</text>']
     for i, day in enumerate(days):

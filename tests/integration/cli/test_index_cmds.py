@@ -10,8 +10,7 @@ import requests
 from copydicom.cli import main
 from copydicom.sinks.sqlite_index import SqliteIndex, SqliteIndexConfig
 from copydicom.testbench.orthanc import OrthancServer
-from copydicom.testbench.synthetic import ct_study_files, to_bytes
-
+from copydicom.testbench.synthetic import ct_study_files
 from tests.unit.dose import builder as b
 from tests.unit.sinks.docs_helpers import dose_event, instance_doc
 

@@ -11,7 +11,6 @@ from copydicom.sinks.splunk import SplunkConfig, SplunkIndex
 from copydicom.sinks.spool import Spool, SpooledIndex
 from copydicom.testbench.fake_elasticsearch import FakeElasticsearch
 from copydicom.testbench.fake_splunk import FakeSplunk
-
 from tests.unit.sinks.docs_helpers import instance_doc
 
 pytestmark = pytest.mark.integration

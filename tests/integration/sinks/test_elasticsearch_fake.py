@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 
 from copydicom.errors import ConfigError, DocumentsRejected, IndexUnavailable
 from copydicom.sinks.elasticsearch import ElasticsearchConfig, ElasticsearchIndex
 from copydicom.testbench.fake_elasticsearch import FakeElasticsearch
-
 from tests.unit.sinks.docs_helpers import dose_event, instance_doc
 
 pytestmark = pytest.mark.integration

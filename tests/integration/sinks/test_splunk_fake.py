@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 
 from copydicom.errors import ConfigError, DocumentsRejected, IndexUnavailable
 from copydicom.sinks.splunk import SplunkConfig, SplunkIndex
 from copydicom.testbench.fake_splunk import FakeSplunk
-
 from tests.unit.sinks.docs_helpers import dose_event, instance_doc
 
 pytestmark = pytest.mark.integration

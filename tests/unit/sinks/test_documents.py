@@ -2,7 +2,6 @@ from __future__ import annotations
 
 from copydicom.model import orthanc_id
 from copydicom.sinks.documents import dose_documents, event_time, instance_document, iso_datetime
-
 from tests.unit.sinks.docs_helpers import flat_instance, instance_doc
 
 

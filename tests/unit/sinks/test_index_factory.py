@@ -8,9 +8,8 @@ from copydicom.errors import ConfigError
 from copydicom.sinks import index_config_from_url, open_index
 from copydicom.sinks.elasticsearch import ElasticsearchConfig, ElasticsearchIndex
 from copydicom.sinks.splunk import SplunkConfig, SplunkIndex
-from copydicom.sinks.sqlite_index import SqliteIndex, SqliteIndexConfig
 from copydicom.sinks.spool import Spool, spool_sizes
-
+from copydicom.sinks.sqlite_index import SqliteIndex, SqliteIndexConfig
 from tests.unit.sinks.docs_helpers import instance_doc
 
 

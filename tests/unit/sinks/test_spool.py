@@ -7,7 +7,6 @@ import pytest
 
 from copydicom.errors import ConfigError, DocumentsRejected, IndexUnavailable
 from copydicom.sinks.spool import Spool, SpooledIndex
-
 from tests.unit.sinks.docs_helpers import instance_doc
 
 

@@ -7,7 +7,6 @@ import pytest
 
 from copydicom.errors import ConfigError, InvalidInstance
 from copydicom.sinks.sqlite_index import SqliteIndex, SqliteIndexConfig, readonly_query
-
 from tests.unit.sinks.docs_helpers import dose_event, instance_doc
 
 
