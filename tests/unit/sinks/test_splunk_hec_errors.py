@@ -8,7 +8,6 @@ import responses
 
 from copydicom.errors import ConfigError, DocumentsRejected, IndexUnavailable
 from copydicom.sinks.splunk import SplunkConfig, SplunkIndex, hec_error
-
 from tests.unit.sinks.docs_helpers import instance_doc
 
 HEC = "https://splunk.invalid:8088/services/collector/event"
