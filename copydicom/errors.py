@@ -12,7 +12,8 @@
      │    ├── InvalidInstance ......... not readable as DICOM, or fails validation
      │    ├── RejectedByDestination ... a destination refused it permanently (4xx)
      │    ├── DeidentificationError ... the de-identification stage could not make it safe
-     │    └── PixelRiskError .......... pixels may carry burned-in identity (PS3.15 E.1.1)
+     │    ├── PixelRiskError .......... pixels may carry burned-in identity (PS3.15 E.1.1)
+     │    └── DocumentsRejected ....... an index refused some documents permanently (HTTP 400)
      └── FatalError ............. stop the daemon (non-zero exit): nothing sensible to retry
           └── LedgerError ............. the state database cannot be written
 
@@ -96,6 +97,22 @@ class PixelRiskError(SkippableError):
     """Pixel data may show identity (Burned In Annotation, US, secondary capture...)."""
 
     code = "pixel-risk"
+
+
+class DocumentsRejected(SkippableError):
+    """An index sink refused some documents permanently (e.g. a mapping error, HTTP 400).
+
+    Attributes
+    ----------
+    rejected
+        ``{document _id: reason}`` of the refused documents; the others were indexed.
+    """
+
+    code = "index-rejected"
+
+    def __init__(self, message: str, *, rejected: dict[str, str]) -> None:
+        super().__init__(message)
+        self.rejected = rejected
 
 
 class FatalError(CopyDicomError):

@@ -23,6 +23,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "copydicom.cli.dose_cmds",
     "copydicom.cli.deid_cmds",
     "copydicom.cli.s3_cmds",
+    "copydicom.cli.index_cmds",
 )
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 from copydicom.clients.orthanc import OrthancClient, OrthancConfig
 from copydicom.model import Instance, StoreOutcome
