@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -19,7 +19,7 @@ from copydicom.config import AppConfig, Route, endpoint_class
 from copydicom.errors import ConfigError
 from copydicom.ledger import Ledger
 from copydicom.model import Destination, Stage
-from copydicom.pipeline import DocumentSpool, Outcome, Pipeline
+from copydicom.pipeline import Outcome, Pipeline
 from copydicom.sinks.orthanc import OrthancDestination
 from copydicom.sources.orthanc import OrthancSource
 
@@ -71,13 +71,19 @@ def make_destination(type_name: str, endpoint: Any, *, pool_size: int) -> Destin
 
 
 def make_stages(
-    profile: Any | None, *, state: Path | None, indexed: bool = False, dose: bool = True, key_file: str | None = None
+    profile: Any | None,
+    *,
+    state: Path | None,
+    index_route: str | None = None,
+    dose: bool = True,
+    key_file: str | None = None,
 ) -> list[Stage]:
     """The stages of a route, built once at start-up (keys are read and checked here).
 
     De-identification first (if a profile is given), so that everything after it,
     destinations and indexes alike, sees only the de-identified instance; then,
-    for routes with indexes, dose extraction.
+    for routes with indexes (``index_route`` is the route name written into the
+    documents), dose extraction and the index documents.
     """
     stages: list[Stage] = []
     if profile is not None:
@@ -89,11 +95,27 @@ def make_stages(
             raise ConfigError(f"{where}: required (the secret project key; or set COPYDICOM_DEID_KEY_FILE)")
         key = load_key(path, where="--key-file" if key_file else where)
         stages.append(DeidStage(profile, key, MappingStore(state) if state is not None else None))
-    if indexed and dose:
-        from copydicom.stages.dose import DoseStage
+    if index_route is not None:
+        from copydicom.stages.index_docs import IndexDocumentsStage
 
-        stages.append(DoseStage())
+        if dose:
+            from copydicom.stages.dose import DoseStage
+
+            stages.append(DoseStage())
+        stages.append(IndexDocumentsStage(index_route, deidentified=profile is not None))
     return stages
+
+
+def make_index_destination(endpoint: Any, *, state: Path, background: bool) -> Destination:
+    """An index endpoint as a pipeline destination, behind the durable spool in the state database."""
+    from copydicom.sinks import open_index
+    from copydicom.sinks.index_destination import IndexDestination
+    from copydicom.sinks.spool import Spool, SpooledIndex
+
+    spooled = SpooledIndex(open_index(endpoint), Spool(state))
+    if background:
+        spooled.start()
+    return IndexDestination(spooled)
 
 
 @dataclass
@@ -104,7 +126,6 @@ class RouteRuntime:
     source: OrthancSource
     pipeline: Pipeline
     destinations: list[Destination]
-    indexes: list[DocumentSpool] = field(default_factory=list)
 
     def close(self) -> None:
         self.pipeline.close()
@@ -121,17 +142,26 @@ def build_route(
     on_outcome: Callable[[Outcome], None] | None = None,
     dry_run: bool = False,
     key_file: str | None = None,
+    background_index: bool = False,
 ) -> RouteRuntime:
     """Build the source, stages, destinations and pipeline of a configured route."""
     source_cfg: OrthancConfig = config.endpoints[route.source]
     client = OrthancClient(source_cfg, pool_size=route.workers + 2, side="source")
     profile = config.profiles.get(route.profile) if route.profile else None
     stages = make_stages(
-        profile, state=config.state, indexed=bool(route.indexes), dose=route.dose, key_file=key_file
+        profile,
+        state=config.state,
+        index_route=route.name if route.indexes else None,
+        dose=route.dose,
+        key_file=key_file,
     )
     destinations = [
         make_destination(config.endpoint_types[d], config.endpoints[d], pool_size=route.workers + 2)
         for d in route.destinations
+    ]
+    destinations += [
+        make_index_destination(config.endpoints[i], state=config.state, background=background_index)
+        for i in route.indexes
     ]
     # Identities are read from the source's index (no download) when de-identification
     # changes them or a destination addresses objects by them (S3 keys).

@@ -85,7 +85,7 @@ class Daemon:
         for route in self.config.routes:
             state = RouteState(route)
             if route.trigger.kind == "changes":
-                state.runtime = build_route(route, self.config, self.ledger)
+                state.runtime = build_route(route, self.config, self.ledger, background_index=True)
                 feed = ChangesFeed(state.runtime.source, wait_for=route.trigger.wait_for)  # type: ignore[arg-type]
                 state.runner = ChangesRunner(
                     route.name, feed, state.runtime.pipeline, self.ledger, start_from=route.trigger.start_from
@@ -97,7 +97,7 @@ class Daemon:
             elif route.trigger.kind == "cron":
                 from apscheduler.triggers.cron import CronTrigger
 
-                state.runtime = build_route(route, self.config, self.ledger)
+                state.runtime = build_route(route, self.config, self.ledger, background_index=True)
                 self.scheduler.add_job(
                     self._conditional, CronTrigger.from_crontab(route.trigger.cron), args=[route.name], id=route.name
                 )

@@ -11,7 +11,7 @@ Per instance::
       | fetch bytes from the source
       | stages in order (de-identify, dose, tags...)  -- SkippableError --> quarantine
       | store at each destination that lacks it       -- SkippableError --> quarantine
-      | documents to each index spool                 (never blocks images)
+      |   (an index is a destination whose store() only writes its durable spool)
       v
     "stored"                                           -- RetryableError --> "failed"
 
@@ -60,14 +60,6 @@ class Fetcher(Protocol):
     name: str
 
     def fetch(self, ref: InstanceRef) -> bytes: ...
-
-
-class DocumentSpool(Protocol):
-    """Where index documents go: durable, never blocking image replication."""
-
-    name: str
-
-    def submit(self, documents: list[dict[str, Any]]) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -137,8 +129,6 @@ class Pipeline:
         The state database.
     quarantine_dir
         Where quarantined instances' bytes are kept (created 0700).
-    indexes
-        Spools of index sinks that receive ``instance.documents``.
     workers
         Worker threads.
     on_outcome
@@ -156,7 +146,6 @@ class Pipeline:
         ledger: Ledger,
         *,
         quarantine_dir: Path,
-        indexes: Sequence[DocumentSpool] = (),
         workers: int = 4,
         on_outcome: Callable[[Outcome], None] | None = None,
         dry_run: bool = False,
@@ -167,7 +156,6 @@ class Pipeline:
         self.destinations = list(destinations)
         self.ledger = ledger
         self.quarantine_dir = quarantine_dir
-        self.indexes = list(indexes)
         self.workers = max(1, workers)
         self.on_outcome = on_outcome
         self.dry_run = dry_run
@@ -275,9 +263,6 @@ class Pipeline:
             return self._quarantine(ref, data, InvalidInstance(f"cannot process: {safe_reason(exc)}"))
         for stage_name, actions in instance.audit.items():
             self.ledger.record_audit(self.route, instance.target_id, stage_name, actions)
-        if instance.documents:
-            for spool in self.indexes:
-                spool.submit(instance.documents)
         kind: OutcomeKind = "stored" if "stored" in outcomes else "existing"
         return Outcome(ref, kind)
 

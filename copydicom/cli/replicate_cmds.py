@@ -79,6 +79,21 @@ def _oneshot_route(
         endpoints[d_cfg.name] = d_cfg
         types[d_cfg.name] = d_type
         dest_names.append(d_cfg.name)
+    index_names: list[str] = []
+    for value in getattr(args, "index", None) or []:
+        if config is not None and value in config.endpoints:
+            i_type, i_cfg = config.endpoint_types[value], config.endpoints[value]
+        else:
+            from copydicom.sinks import index_config_from_url
+
+            i_type, i_cfg = "index", index_config_from_url(value)
+        if i_type not in ("sqlite", "elasticsearch", "splunk", "index"):
+            raise ConfigError(f"--index {mask_secrets(value)}: not an index (sqlite, elasticsearch, splunk)")
+        endpoints[i_cfg.name] = i_cfg
+        types[i_cfg.name] = i_type
+        index_names.append(i_cfg.name)
+    if not dest_names and not index_names:
+        raise ConfigError("give at least one --dest or --index")
     profiles = dict(config.profiles) if config is not None else {}
     profile = getattr(args, "profile", None)
     if profile is not None and profile not in profiles:
@@ -90,8 +105,15 @@ def _oneshot_route(
             raise ConfigError(f"--profile {profile}: no such profile in the config ('default' is built in)")
     state = Path(args.state) if args.state else (config.state if config is not None else default_state())
     quarantine_dir = config.quarantine_dir if config is not None and not args.state else state.parent / "quarantine"
-    name = args.route or f"oneshot:{src_cfg.name}>{','.join(dest_names)}" + (f"|{profile}" if profile else "")
-    route = Route(name=name, source=src_cfg.name, destinations=tuple(dest_names), profile=profile, workers=args.workers)
+    name = args.route or f"oneshot:{src_cfg.name}>{','.join(dest_names + index_names)}" + (f"|{profile}" if profile else "")
+    route = Route(
+        name=name,
+        source=src_cfg.name,
+        destinations=tuple(dest_names),
+        indexes=tuple(index_names),
+        profile=profile,
+        workers=args.workers,
+    )
     app = AppConfig(
         state=state,
         quarantine_dir=quarantine_dir,
@@ -301,7 +323,9 @@ def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") 
     )
     _common(p)
     p.add_argument("--src", required=True, help="source Orthanc (name or URL)")
-    p.add_argument("--dest", required=True, action="append", help="destination (name or URL); repeatable")
+    p.add_argument("--dest", action="append", default=[], help="destination (name or URL); repeatable")
+    p.add_argument("--index", action="append", default=[],
+                   help="also index tags and dose: sqlite:///path, es+https://..., splunk+https://... or a name")
     p.add_argument("--workers", type=int, default=4, help="parallel transfers (default 4)")
     p.add_argument("--profile", help="de-identification profile (a config name, or 'default')")
     p.add_argument("--key-file", help="de-identification key (owner-only file); overrides the profile's key_file")
@@ -329,7 +353,8 @@ def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") 
     _common(p)
     p.add_argument("--route", help="only this route")
     p.add_argument("--src", help="for retry of a one-shot route: the source")
-    p.add_argument("--dest", action="append", help="for retry of a one-shot route: destination(s)")
+    p.add_argument("--dest", action="append", default=[], help="for retry of a one-shot route: destination(s)")
+    p.add_argument("--index", action="append", default=[], help="for retry of a one-shot route: index(es)")
     p.add_argument("--workers", type=int, default=4)
     p.add_argument("--profile")
     p.set_defaults(func=cmd_quarantine)
