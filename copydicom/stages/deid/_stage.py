@@ -397,7 +397,10 @@ class DeidStage:
                     self._walk_seq(ds, tag, ctx, path, False)
             ctx.note(where, action)
             return
-        if action == "U" or (action == "D" and vr == "UI"):
+        if vr == "UN" and action in ("U", "C"):
+            del ds[tag]  # unknown encoding: cannot be replaced consistently, so it goes
+            action = "X"
+        elif action == "U" or (action == "D" and vr == "UI"):
             self._replace_uids(elem, ctx)
         elif action == "Z":
             elem.value = b"" if vr in _BIN_VRS else None
