@@ -172,6 +172,8 @@ class DeidStage:
     """
 
     name = "deid"
+    #: ``process`` and ``transform_identity`` keep no per-instance state on the
+    #: object: one stage may serve several worker threads.
 
     def __init__(self, profile: DeidProfile, key: bytes, mapping_store: MappingStore | None = None) -> None:
         if len(key) < 16:
@@ -281,7 +283,8 @@ class DeidStage:
         )
 
     def deidentify_dataset(self, ds: Dataset) -> tuple[Dataset, list[list[str]]]:
-        """De-identify a dataset in place (no pixel gate bypass); returns it and the audit."""
+        """De-identify a dataset in place without writing or validating it (the pixel gate
+        still applies); returns the dataset and the audit."""
         out, audit, _, _ = self._deidentify(ds)
         return out, audit
 
