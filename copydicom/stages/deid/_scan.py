@@ -35,13 +35,13 @@ def _fmt(tag: int) -> str:
     return f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
 
 
-def scan_dataset(ds: Dataset, *, pseudonym_prefix: str = "ANON") -> list[Finding]:
+def scan_dataset(ds: Dataset) -> list[Finding]:
     """Return the findings for one dataset (empty list: nothing found)."""
     findings: list[Finding] = []
     shifted = str(ds.get("LongitudinalTemporalInformationModified", "") or "") == "MODIFIED"
     deidentified = str(ds.get("PatientIdentityRemoved", "") or "") == "YES"
     pid = str(ds.get("PatientID", "") or "")
-    if pid and not (deidentified and pid.startswith(pseudonym_prefix)) and not deidentified:
+    if pid and not deidentified:
         findings.append(Finding("(0010,0020)", "PatientID is not a pseudonym"))
     if str(ds.get("BurnedInAnnotation", "") or "").upper() == "YES":
         findings.append(Finding("(0028,0301)", "burned-in annotation in the pixels"))

@@ -172,6 +172,8 @@ class DeidStage:
     """
 
     name = "deid"
+    #: ``process`` and ``transform_identity`` keep no per-instance state on the
+    #: object: one stage may serve several worker threads.
 
     def __init__(self, profile: DeidProfile, key: bytes, mapping_store: MappingStore | None = None) -> None:
         if len(key) < 16:
@@ -286,7 +288,8 @@ class DeidStage:
         )
 
     def deidentify_dataset(self, ds: Dataset) -> tuple[Dataset, list[list[str]]]:
-        """De-identify a dataset in place (no pixel gate bypass); returns it and the audit."""
+        """De-identify a dataset in place without writing or validating it (the pixel gate
+        still applies); returns the dataset and the audit."""
         out, audit, _, _ = self._deidentify(ds)
         return out, audit
 
@@ -402,7 +405,10 @@ class DeidStage:
                     self._walk_seq(ds, tag, ctx, path, False)
             ctx.note(where, action)
             return
-        if action == "U" or (action == "D" and vr == "UI"):
+        if vr == "UN" and action in ("U", "C"):
+            del ds[tag]  # unknown encoding: cannot be replaced consistently, so it goes
+            action = "X"
+        elif action == "U" or (action == "D" and vr == "UI"):
             self._replace_uids(elem, ctx)
         elif action == "Z":
             elem.value = b"" if vr in _BIN_VRS else None
