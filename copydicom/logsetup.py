@@ -14,6 +14,7 @@ import logging
 import re
 import sys
 import time
+import warnings
 
 _URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@/\s]*)@")
 _SECRET_PARAMS = re.compile(
@@ -49,8 +50,24 @@ class _JsonFormatter(logging.Formatter):
         return mask_secrets(json.dumps(payload, default=str))
 
 
+class _NoValueMessages(logging.Filter):
+    """Drop pydicom messages that quote element values (they may be patient data)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Invalid value for VR" not in record.getMessage()
+
+
+def quiet_pydicom_values() -> None:
+    """Keep pydicom's "Invalid value for VR XX: '<value>'" out of logs and warnings (idempotent)."""
+    pylog = logging.getLogger("pydicom")
+    if not any(isinstance(f, _NoValueMessages) for f in pylog.filters):
+        pylog.addFilter(_NoValueMessages())
+        warnings.filterwarnings("ignore", message="Invalid value for VR")
+
+
 def configure_logging(*, json_lines: bool = False, verbose: int = 0) -> None:
     """Set up the root logger for a command or the daemon (stderr, one line per event)."""
+    quiet_pydicom_values()
     handler = logging.StreamHandler(sys.stderr)
     if json_lines:
         handler.setFormatter(_JsonFormatter())

@@ -32,7 +32,6 @@ import io
 import logging
 import re
 import struct
-import warnings
 from collections.abc import Iterable
 from typing import Any
 
@@ -48,6 +47,7 @@ from pydicom.tag import BaseTag
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID
 
 from copydicom.errors import DeidentificationError, InvalidInstance, PixelRiskError
+from copydicom.logsetup import quiet_pydicom_values
 from copydicom.model import Identity, Instance
 from copydicom.stages.deid._keyed import (
     date_offset_days,
@@ -121,21 +121,6 @@ def _known(tag: int) -> bool:
         return True
     except KeyError:
         return False
-
-
-class _NoValueMessages(logging.Filter):
-    """Drop pydicom messages that quote element values (they may be patient data)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "Invalid value for VR" not in record.getMessage()
-
-
-def quiet_pydicom_values() -> None:
-    """Keep pydicom's "Invalid value for VR XX: '<value>'" out of logs and warnings (idempotent)."""
-    pylog = logging.getLogger("pydicom")
-    if not any(isinstance(f, _NoValueMessages) for f in pylog.filters):
-        pylog.addFilter(_NoValueMessages())
-        warnings.filterwarnings("ignore", message="Invalid value for VR")
 
 
 class _Ctx:
