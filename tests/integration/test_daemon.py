@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import signal
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
@@ -162,3 +162,19 @@ def test_sigkill_mid_run_then_restart_exactly_once(
     received = [c["ID"] for c in changes_of(dest, "NewInstance", since=dest_start)]
     assert len(received) == total, f"{len(received) - len(set(received))} instance(s) were sent twice"
     assert set(received) == ids
+
+
+def test_sigterm_while_destination_is_down_exits_0_within_10_s(
+    servers: tuple[OrthancServer, OrthancServer], tmp_path: Path, daemon: StartDaemon
+) -> None:
+    source, dest = servers
+    config = write_config(tmp_path, source, dest)  # default retries: in-flight work is retrying
+    dest.stop()
+    try:
+        load_ct(source, 12, seed="sigterm-down")
+        proc = daemon(config)
+        wait_until(lambda: "retry 1/4" in proc.log(), timeout=30, what="transfers to be retrying")
+        assert _stop(proc) == 0
+        assert checkpoint_of(tmp_path / "state.db", "copy") == 0
+    finally:
+        dest.start()
