@@ -102,6 +102,7 @@ def write_config(
     workers: int = 4,
     dest_retries: int = 4,
     route: str = "copy",
+    wait_for: str = "instance",
 ) -> Path:
     """A daemon configuration with one changes route from ``source`` to ``dest``."""
     data = {
@@ -119,7 +120,7 @@ def write_config(
             {
                 "name": route,
                 "source": "src",
-                "trigger": {"changes": {"poll_seconds": poll_seconds}},
+                "trigger": {"changes": {"poll_seconds": poll_seconds, "wait_for": wait_for}},
                 "destinations": ["dst"],
             }
         ],
