@@ -218,3 +218,16 @@ def test_replicate_to_unreachable_destination_fails_with_status_1(
     assert SUMMARY.match(captured.out.splitlines()[-1]).groups() == ("0", "0", "0", "6")  # type: ignore[union-attr]
     assert "first failure: " in captured.err and "ConnectionError" in captured.err
     assert "orthanc:orthanc@" not in captured.err
+
+
+def test_replicate_selection_by_study_instance_uid(
+    servers: tuple[OrthancServer, OrthancServer], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source, dest = servers
+    wanted = load_ct(source, 6, seed="study-a", series=2)
+    load_ct(source, 5, seed="study-b", series=1)
+    study_id = source.get(f"/instances/{min(wanted)}/study")["ID"]
+    study_uid = source.get(f"/studies/{study_id}")["MainDicomTags"]["StudyInstanceUID"]
+    status, counts, _ = _replicate(capsys, source, dest, tmp_path / "s.db", "--ids", study_uid, "not-a-uid")
+    assert (status, counts) == (0, (6, 0, 0, 0))
+    assert set(dest.instance_ids()) == wanted
