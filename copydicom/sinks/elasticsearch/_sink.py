@@ -123,8 +123,8 @@ class ElasticsearchIndex:
                 return IndexUnavailable(f"{where}: HTTP {status}")
             return ConfigError(f"{where}: HTTP {status}: {exc.error}")
         if isinstance(exc, elasticsearch.TransportError):  # connection refused, timeout, TLS
-            if "CERTIFICATE" in str(exc).upper():
-                return ConfigError(f"{where}: TLS verification failed: {exc}")
+            if isinstance(exc, elasticsearch.SSLError):  # elastic_transport.TlsError: certificate refused
+                return ConfigError(f"{where}: TLS verification failed ({type(exc).__name__}); check ca_certs")
             return IndexUnavailable(f"{where}: {type(exc).__name__}")
         if isinstance(exc, elasticsearch.UnsupportedProductError):
             return ConfigError(f"{where}: the server is not Elasticsearch")
