@@ -121,6 +121,10 @@ class ElasticsearchIndex:
                 return ConfigError(f"{where}: HTTP {status} (check the credentials of this index)")
             if status in (408, 429) or status >= 500:
                 return IndexUnavailable(f"{where}: HTTP {status}")
+            if exc.error == "media_type_header_exception":
+                return ConfigError(f"{where}: the cluster refuses this client's major version "
+                                   f"(elasticsearch-py {elasticsearch.__versionstr__}); install the client "
+                                   "of the cluster's major version, e.g. 'elasticsearch>=8,<9' for 8.x")
             return ConfigError(f"{where}: HTTP {status}: {exc.error}")
         if isinstance(exc, elasticsearch.TransportError):  # connection refused, timeout, TLS
             if isinstance(exc, elasticsearch.SSLError):  # elastic_transport.TlsError: certificate refused
