@@ -212,6 +212,8 @@ class ElasticsearchIndex:
                 resp = self.client.search(index=self.config.index, query=clause, size=self.config.page_size,
                                           sort=[{"doc_id": "asc"}], track_total_hits=False, **kwargs)
             except _es_errors() as exc:
+                if getattr(exc, "error", None) == "index_not_found_exception":
+                    return  # nothing indexed yet
                 raise self._map(exc, "search") from None
             hits = resp["hits"]["hits"]
             for hit in hits:

@@ -156,3 +156,7 @@ def test_client_newer_than_cluster_is_a_config_error() -> None:
             sink.send([instance_doc(1)])
     finally:
         server.stop()
+
+
+def test_search_before_anything_was_indexed(fake: FakeElasticsearch) -> None:
+    assert list(sink_for(fake).search("Modality:CT")) == []
