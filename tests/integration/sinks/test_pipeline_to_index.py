@@ -10,6 +10,7 @@ import requests
 from copydicom.clients.orthanc import OrthancClient, OrthancConfig
 from copydicom.ledger import Ledger
 from copydicom.pipeline import Pipeline
+from copydicom.sinks.index_destination import IndexDestination
 from copydicom.sinks.orthanc import OrthancDestination
 from copydicom.sinks.spool import Spool, SpooledIndex
 from copydicom.sinks.sqlite_index import SqliteIndex, SqliteIndexConfig
@@ -57,15 +58,20 @@ def test_pipeline_images_and_index_with_index_down_then_up(tmp_path: Path) -> No
         ledger = Ledger(tmp_path / "state.db")
         index = DownIndex(SqliteIndex(SqliteIndexConfig("local", tmp_path / "index.db")))
         spooled = SpooledIndex(index, Spool(tmp_path / "state.db"))
-        pipeline = Pipeline("r1", source, [DoseStage(), IndexDocumentsStage("r1", deidentified=False)], [dest],
-                            ledger, quarantine_dir=tmp_path / "q", indexes=[spooled], workers=2)
+        pipeline = Pipeline("r1", source, [DoseStage(), IndexDocumentsStage("r1", deidentified=False)],
+                            [dest, IndexDestination(spooled)], ledger, quarantine_dir=tmp_path / "q", workers=2)
         summary = pipeline.run(source.all_instances())
         assert summary.counts["stored"] == 7 and summary.ok
+        assert dst.statistics()["CountInstances"] == 7
         # the index was down: every document is waiting, images were not held up
         assert spooled.flush().pending == 7 + 2  # 7 instance documents, 1 dose event, 1 dose summary
         index.down = False
         result = spooled.flush()
         assert (result.delivered, result.pending) == (9, 0)
+        # A second run: images and documents are all known; nothing is downloaded or queued again.
+        again = pipeline.run(source.all_instances())
+        assert (again.counts["stored"], again.counts["existing"]) == (0, 7)
+        assert spooled.flush().delivered == 0
         rows = {r[0]: r[1] for r in index.inner._conn.execute(
             "SELECT 'instances', count(*) FROM instances UNION ALL SELECT 'events', count(*) FROM dose_events")}
         assert rows == {"instances": 7, "events": 1}
