@@ -64,15 +64,15 @@ def test_replicate_tags_from_orthanc(tmp_path: Path, capsys: pytest.CaptureFixtu
         args = ["replicate-tags", "--src", server.url_with_credentials, "--index", f"sqlite://{db}",
                 "--state", str(state)]
         assert main(args) == 0
-        assert "7 instances indexed, 0 already indexed" in capsys.readouterr().out
+        assert capsys.readouterr().out.splitlines()[-1].startswith("replicated=7 skipped_existing=0 quarantined=0")
         assert main(args) == 0
-        assert "0 instances indexed, 7 already indexed" in capsys.readouterr().out
+        assert capsys.readouterr().out.splitlines()[-1].startswith("replicated=0 skipped_existing=7 quarantined=0")
         main(["search", "--index", f"sqlite://{db}", "SELECT count(*) AS n FROM instances"])
         assert capsys.readouterr().out.splitlines() == ['{"n": 7}']
         main(["search", "--index", f"sqlite://{db}", "SELECT protocol, dlp FROM dose_events"])
         assert capsys.readouterr().out.splitlines() == ['{"dlp": 500.0, "protocol": "Abdomen"}']
     finally:
-        server.stop()
+        server.cleanup()
 
 
 def test_search_elasticsearch_and_splunk_urls(capsys: pytest.CaptureFixture[str]) -> None:
