@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from copydicom.cli.replicate_cmds import Progress, _load, _oneshot_route
 from copydicom.app import build_route
+from copydicom.cli.replicate_cmds import Progress, _load, _oneshot_route
 from copydicom.conditional import describe, replicate_matches
 from copydicom.ledger import Ledger
 from copydicom.pipeline import Summary
@@ -46,7 +46,7 @@ def cmd_conditional_replicate(args: argparse.Namespace) -> int:
     return 0 if summary.ok else 1
 
 
-def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``conditional-replicate``."""
     p = subparsers.add_parser(
         "conditional-replicate",

@@ -28,9 +28,10 @@ from __future__ import annotations
 import logging
 import sqlite3
 import tempfile
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Protocol
+from typing import Any, Protocol
 
 from copydicom.errors import ConfigError
 from copydicom.model import InstanceRef

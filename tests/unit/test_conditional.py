@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import pytest
 
 from copydicom.app import RouteRuntime
-from copydicom.config import parse_config
 from copydicom.conditional import describe
+from copydicom.config import parse_config
 from copydicom.daemon import Daemon
 from copydicom.errors import ConfigError
-from copydicom.ledger import Ledger
 from copydicom.model import InstanceRef
 from copydicom.pipeline import Pipeline
 from copydicom.sinks.sqlite_index import SqliteIndex, SqliteIndexConfig
