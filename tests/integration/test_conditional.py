@@ -211,11 +211,15 @@ def test_splunk_spl_query_follows_every_page(
     assert len(results) == 2  # 6 rows in pages of 4
     assert _conditional(source, dest, url, 'SeriesDescription="AXIAL 1"', state) == 0  # index=dicom added
     assert capsys.readouterr().out.splitlines()[-1].startswith("replicated=3 skipped_existing=0")
+    assert _conditional(source, dest, url, "search index=dicom selected=no | table ID", state) == 0  # rows without _raw
+    out = capsys.readouterr().out.splitlines()
+    assert ": 7 distinct identifier(s), 7 instance(s)" in out[0]  # AXIAL 1, AXIAL 3, the dose report
+    assert out[-1].startswith("replicated=4 skipped_existing=3 quarantined=0 failed=0")
     assert _conditional(source, dest, url, "selected=never", state) == 0
     assert capsys.readouterr().out.splitlines()[0] == "query matched nothing"
     assert _conditional(source, dest, url, "search index=dicom selected=yes | frobnicate", state) == 2
     assert "HTTP 400" in capsys.readouterr().err
-    assert len(dest.instance_ids()) == 9
+    assert len(dest.instance_ids()) == 13
 
 
 def test_cron_route_job_against_real_servers(
