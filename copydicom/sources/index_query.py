@@ -28,7 +28,9 @@ from __future__ import annotations
 import logging
 import sqlite3
 import tempfile
+from collections import deque
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -151,6 +153,8 @@ class IndexQuerySource:
         study matches come as one batch per series).
     memory_limit
         Keys kept in memory by each :class:`SeenSet` before spilling to disk.
+    lookahead
+        Identifiers resolved in parallel on the source (1: one at a time).
 
     Raises
     ------
@@ -167,6 +171,7 @@ class IndexQuerySource:
         *,
         batch_size: int = 100,
         memory_limit: int = 200_000,
+        lookahead: int = 8,
     ) -> None:
         if not query.strip():
             raise ConfigError("--query: empty query")
@@ -175,6 +180,7 @@ class IndexQuerySource:
         self.query = query
         self.batch_size = batch_size
         self.memory_limit = memory_limit
+        self.lookahead = lookahead
         self.stats = QueryStats()
 
     def rows(self) -> Iterator[dict[str, Any]]:
@@ -206,15 +212,38 @@ class IndexQuerySource:
         finally:
             seen.close()
 
+    def _resolved(self) -> Iterator[list[list[InstanceRef]]]:
+        """Each distinct identifier's batches, in result order, resolved ``lookahead`` at a time in parallel.
+
+        Resolution costs one or two requests per identifier on the source; doing a few at
+        once keeps the pipeline fed.  At most ``lookahead`` resolutions are in flight.
+        """
+        if self.lookahead <= 1:
+            for ident in self.identifiers():
+                yield list(self.resolver.selected([ident]))
+            return
+        window: deque[Future[list[list[InstanceRef]]]] = deque()
+        with ThreadPoolExecutor(self.lookahead, thread_name_prefix="copydicom-resolve") as pool:
+            try:
+                for ident in self.identifiers():
+                    window.append(pool.submit(lambda i: list(self.resolver.selected([i])), ident))
+                    if len(window) >= self.lookahead:
+                        yield window.popleft().result()
+                while window:
+                    yield window.popleft().result()
+            finally:
+                for future in window:
+                    future.cancel()
+
     def batches(self) -> Iterator[list[InstanceRef]]:
         """Every matching instance once, in batches (constant memory but for the seen sets)."""
         seen = SeenSet(self.memory_limit)
         pending: list[InstanceRef] = []
         try:
-            for ident in self.identifiers():
-                found = False
-                for batch in self.resolver.selected([ident]):
-                    found = True
+            for resolved in self._resolved():
+                if not resolved:
+                    self.stats.unresolved += 1
+                for batch in resolved:
                     fresh = [ref for ref in batch if seen.add(ref.source_id)]
                     self.stats.instances += len(fresh)
                     if len(batch) == 1:
@@ -224,8 +253,6 @@ class IndexQuerySource:
                             pending = []
                     elif fresh:
                         yield fresh
-                if not found:
-                    self.stats.unresolved += 1
             if pending:
                 yield pending
         finally:
