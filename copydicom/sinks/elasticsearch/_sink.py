@@ -86,6 +86,17 @@ def _es_errors() -> tuple[type[Exception], ...]:
     return (elasticsearch.ApiError, elasticsearch.TransportError, elasticsearch.UnsupportedProductError)
 
 
+
+def _reason(body: Any) -> str:
+    """``": <reason>"`` of an Elasticsearch error body (its first root cause), or ``""``."""
+    error = body.get("error") if isinstance(body, dict) else None
+    if not isinstance(error, dict):
+        return ""
+    causes = error.get("root_cause")
+    cause = causes[0] if isinstance(causes, list) and causes and isinstance(causes[0], dict) else error
+    reason = cause.get("reason")
+    return f": {str(reason)[:300]}" if reason else ""
+
 class ElasticsearchIndex:
     """An :class:`~copydicom.model.IndexSink` on Elasticsearch."""
 
@@ -125,7 +136,7 @@ class ElasticsearchIndex:
                 return ConfigError(f"{where}: the cluster refuses this client's major version "
                                    f"(elasticsearch-py {elasticsearch.__versionstr__}); install the client "
                                    "of the cluster's major version, e.g. 'elasticsearch>=8,<9' for 8.x")
-            return ConfigError(f"{where}: HTTP {status}: {exc.error}")
+            return ConfigError(f"{where}: HTTP {status}: {exc.error}{_reason(exc.body)}")
         if isinstance(exc, elasticsearch.TransportError):  # connection refused, timeout, TLS
             if isinstance(exc, elasticsearch.SSLError):  # elastic_transport.TlsError: certificate refused
                 return ConfigError(f"{where}: TLS verification failed ({type(exc).__name__}); check ca_certs")

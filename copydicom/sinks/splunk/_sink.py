@@ -29,6 +29,9 @@ from copydicom.sinks.splunk._hec import hec_error
 log = logging.getLogger(__name__)
 
 
+#: Results kept by a search job (Splunk's default max_count of 10000 would silently cut longer result sets).
+SEARCH_MAX_COUNT = 10_000_000
+
 class SplunkIndex:
     """An :class:`~copydicom.model.IndexSink` on Splunk (HEC for writes, REST search jobs for reads)."""
 
@@ -211,7 +214,9 @@ class SplunkIndex:
         service = self._service()
         seen: set[str] = set()
         try:
-            job = service.jobs.create(text, exec_mode="blocking")
+            # max_count: Splunk keeps only max_count results per job (default 10000, and
+            # offset + count <= max_count on every results call); raise it so every page is reachable.
+            job = service.jobs.create(text, exec_mode="blocking", max_count=SEARCH_MAX_COUNT)
             offset = 0
             while True:
                 rows = [r for r in splunklib.results.JSONResultsReader(
