@@ -266,8 +266,10 @@ class Pipeline:
         try:
             for stage in self.stages:
                 began = time.monotonic()
-                instance = stage.process(instance)
-                timings.append((getattr(stage, "name", type(stage).__name__), time.monotonic() - began))
+                try:
+                    instance = stage.process(instance)
+                finally:
+                    timings.append((getattr(stage, "name", type(stage).__name__), time.monotonic() - began))
             if self.transform is not None:
                 before = needed
                 needed = self._recheck_after_transform(instance, needed, item.target_id)

@@ -20,7 +20,7 @@ Metric names
 ``copydicom_backlog_changes{route}``
     Source ``Last`` minus the route's checkpoint, at each poll.
 ``copydicom_transfer_seconds{route}``
-    Histogram of the time per instance (fetch, stages, stores).
+    Histogram of the time per instance sent to at least one destination (fetch, stages, stores).
 ``copydicom_stage_seconds{route,stage}``
     Histogram of the time per stage (``deid`` is the de-identification time).
 ``copydicom_last_success_timestamp_seconds{route}``
@@ -88,7 +88,7 @@ class Metrics:
         self.route_instances.labels(route, outcome.kind).inc()
         for destination, kind in outcome.destinations:
             self.instances.labels(route, destination, kind).inc()
-        if outcome.seconds > 0:
+        if outcome.seconds > 0 and any(kind == "stored" for _, kind in outcome.destinations):
             self.transfer.labels(route).observe(outcome.seconds)
         for stage, seconds in outcome.stage_seconds:
             self.stage.labels(route, stage).observe(seconds)
