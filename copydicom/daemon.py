@@ -133,12 +133,17 @@ class Daemon:
 
     def _outcome_hook(self, state: RouteState) -> Callable[[Outcome], None]:
         metrics = self.observability.metrics if self.observability is not None else None
+        backlog_at = [0.0]
 
         def hook(outcome: Outcome) -> None:
+            now = time.time()
             if outcome.kind != "failed":
-                state.last_progress = time.time()
+                state.last_progress = now
             if metrics is not None:
                 metrics.observe_outcome(state.route.name, outcome)
+                if now - backlog_at[0] >= 1.0:  # a long catch-up poll: the backlog moves while it runs
+                    backlog_at[0] = now
+                    self._update_backlog(state)
 
         return hook
 

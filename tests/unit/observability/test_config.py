@@ -78,3 +78,14 @@ def test_prometheus_client_is_imported_lazily() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
                          env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_check_config_shows_the_address(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from copydicom.cli import main
+
+    path = tmp_path / "c.yaml"
+    path.write_text("state: state.db\nmetrics:\n  listen: '127.0.0.1:9200'\n")
+    assert main(["check-config", str(path)]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "  metrics and health: http://127.0.0.1:9200/metrics and /healthz"
+    path.write_text("state: state.db\nmetrics:\n  listen: '0.0.0.0:9200'\n")
+    assert main(["check-config", str(path)]) == 2
