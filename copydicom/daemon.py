@@ -238,10 +238,12 @@ class Daemon:
         signal.signal(signal.SIGTERM, self.request_stop)
         signal.signal(signal.SIGINT, self.request_stop)
         try:
-            self._build()
-            if self.observability is not None:
+            if self.observability is not None:  # bind first: a taken port fails before anything starts
                 self.observability.start()
+            self._build()
         except (ConfigError, FatalError):
+            if self.observability is not None:
+                self.observability.stop()
             self.ledger.close()
             raise
         except OSError as exc:  # the metrics port is taken or not allowed

@@ -37,7 +37,7 @@ class Observability:
         self.metrics = Metrics()
         sources = {r.source: _source_probe(config.endpoints[r.source]) for r in config.routes}
         self.health = HealthChecker(self.config, sources=sources, ledger=ledger_probe(config.state), routes=routes)
-        self.server = ObservabilityServer(self.metrics, self.health, self.config.host, self.config.port)
+        self.server: ObservabilityServer | None = None
 
     def watch_destinations(self, destinations: Iterable[Any]) -> None:
         """Subscribe to the flush results of the index destinations among ``destinations``."""
@@ -47,7 +47,11 @@ class Observability:
                 spooled.on_flush = self.metrics.observe_flush
 
     def start(self) -> None:
+        """Bind the port and serve (raises OSError if the port is taken)."""
+        self.server = ObservabilityServer(self.metrics, self.health, self.config.host, self.config.port)
         self.server.start()
 
     def stop(self) -> None:
-        self.server.stop()
+        if self.server is not None:
+            self.server.stop()
+            self.server = None

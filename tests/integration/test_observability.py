@@ -117,3 +117,50 @@ def test_metrics_and_health_of_a_running_daemon(
     with pytest.raises(urllib.error.URLError):
         urllib.request.urlopen(base + "/healthz", timeout=5)
     assert "Traceback" not in proc.log()
+
+
+def test_index_documents_counted_from_the_spool(
+    servers: tuple[OrthancServer, OrthancServer], tmp_path: Path, daemon: StartDaemon
+) -> None:
+    import sqlite3
+
+    source, dest = servers
+    for data in ct_study_files(6, series_per_study=2, rows=32, cols=32, seed="metrics-index"):
+        source.upload(data)
+    config = write_config(tmp_path, source, dest, poll_seconds=0.5)
+    _with_metrics(config)
+    data: dict[str, Any] = yaml.safe_load(config.read_text())
+    data["endpoints"]["idx"] = {"type": "sqlite", "path": str(tmp_path / "index.db")}
+    data["routes"][0]["indexes"] = ["idx"]
+    config.write_text(yaml.safe_dump(data))
+    proc = daemon(config)
+    wait_until(lambda: _ADDRESS.search(proc.log()) is not None, timeout=30, what="the metrics server to listen")
+    match = _ADDRESS.search(proc.log())
+    assert match is not None
+    base = f"http://127.0.0.1:{match.group(1)}"
+
+    def flushed() -> bool:
+        samples = _samples(_get(base + "/metrics")[1])
+        return (samples.get('copydicom_index_spool_pending{sink="idx"}') == 0.0
+                and samples.get('copydicom_index_documents_total{result="delivered",sink="idx"}', 0) > 0
+                and len(dest.instance_ids()) == 6)
+
+    wait_until(flushed, timeout=60, what="the index spool to be flushed")
+    samples = _samples(_get(base + "/metrics")[1])
+    proc.signal(signal.SIGTERM)
+    assert proc.wait(15) == 0
+    db = sqlite3.connect(tmp_path / "state.db")
+    try:
+        (delivered,) = db.execute("SELECT count(*) FROM spool_delivered WHERE sink='idx'").fetchone()
+    finally:
+        db.close()
+    index = sqlite3.connect(tmp_path / "index.db")
+    try:
+        (indexed,) = index.execute("SELECT count(*) FROM instances").fetchone()
+    finally:
+        index.close()
+    assert indexed == 6
+    assert samples['copydicom_index_documents_total{result="delivered",sink="idx"}'] == float(delivered)
+    assert samples['copydicom_instances_total{destination="idx",outcome="stored",route="copy"}'] == 6.0
+    assert samples['copydicom_instances_total{destination="dst",outcome="stored",route="copy"}'] == 6.0
+    assert samples['copydicom_stage_seconds_count{route="copy",stage="index-documents"}'] == 6.0

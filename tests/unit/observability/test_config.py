@@ -89,3 +89,22 @@ def test_check_config_shows_the_address(tmp_path: Path, capsys: pytest.CaptureFi
     assert capsys.readouterr().out.splitlines()[-1] == "  metrics and health: http://127.0.0.1:9200/metrics and /healthz"
     path.write_text("state: state.db\nmetrics:\n  listen: '0.0.0.0:9200'\n")
     assert main(["check-config", str(path)]) == 2
+
+
+def test_daemon_refuses_a_taken_port(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import signal
+    import socket
+
+    from copydicom.daemon import Daemon
+
+    monkeypatch.setattr(signal, "signal", lambda *_: None)  # keep pytest's handlers
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        config = parse_config({"state": str(tmp_path / "state.db"), "metrics": {"listen": f"127.0.0.1:{port}"}})
+        daemon = Daemon(config)
+        with pytest.raises(ConfigError) as info:
+            daemon.run_forever()
+    assert str(info.value) == "metrics.listen: cannot listen: Address already in use"
