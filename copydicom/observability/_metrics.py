@@ -51,6 +51,7 @@ class Metrics:
         import prometheus_client as prom
 
         self._prom = prom
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self.registry = prom.CollectorRegistry(auto_describe=True)
         r = self.registry
         self.instances = prom.Counter(
@@ -83,15 +84,23 @@ class Metrics:
             registry=r,
         )
 
+    def _child(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(*labels)``, cached (the label lookup is most of the cost of an update)."""
+        key = (id(metric), labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
     def observe_outcome(self, route: str, outcome: Any) -> None:
         """Count one :class:`~copydicom.pipeline.Outcome` (duck-typed: plain values only)."""
-        self.route_instances.labels(route, outcome.kind).inc()
+        self._child(self.route_instances, route, outcome.kind).inc()
         for destination, kind in outcome.destinations:
-            self.instances.labels(route, destination, kind).inc()
+            self._child(self.instances, route, destination, kind).inc()
         if outcome.seconds > 0 and any(kind == "stored" for _, kind in outcome.destinations):
-            self.transfer.labels(route).observe(outcome.seconds)
+            self._child(self.transfer, route).observe(outcome.seconds)
         for stage, seconds in outcome.stage_seconds:
-            self.stage.labels(route, stage).observe(seconds)
+            self._child(self.stage, route, stage).observe(seconds)
 
     def observe_flush(self, sink: str, result: Any) -> None:
         """Count one :class:`~copydicom.sinks.spool.FlushResult` of an index sink."""
