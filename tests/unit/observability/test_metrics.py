@@ -139,3 +139,21 @@ def test_documents_indexed_from_spool_flush_results(tmp_path: Path) -> None:
     metrics.observe_flush("idx", FlushResult(delivered=0, rejected=2, pending=0))
     assert metrics.value("copydicom_index_documents_total", {"sink": "idx", "result": "rejected"}) == 2.0
     spool.close()
+
+
+def test_deidentification_time_from_the_real_stage(ledger: Ledger, tmp_path: Path) -> None:
+    from copydicom.stages.deid import DeidProfile, DeidStage
+    from copydicom.testbench.synthetic import ct_dataset, to_bytes
+
+    metrics = Metrics()
+    files = {f"i{k}": to_bytes(ct_dataset(0, 0, 0, k, rows=16, cols=16, seed="deid-time")) for k in range(3)}
+    stage = DeidStage(DeidProfile.default(), b"metrics-key-0123456789abcdef-012")
+    dest = FakeDestination("d")
+    pipe = Pipeline("r", FakeSource(files), [stage], [dest], ledger, quarantine_dir=tmp_path / "q", workers=1,
+                    on_outcome=lambda o: metrics.observe_outcome("r", o))
+    summary = pipe.run(_refs(sorted(files)))
+    pipe.close()
+    assert dict(summary.counts) == {"stored": 3}
+    assert metrics.value("copydicom_stage_seconds_count", {"route": "r", "stage": "deid"}) == 3.0
+    total = metrics.value("copydicom_stage_seconds_sum", {"route": "r", "stage": "deid"})
+    assert total is not None and total > 0
