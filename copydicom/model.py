@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Literal, Protocol, runtime_checkable
 
-from pydicom import Dataset
+if TYPE_CHECKING:  # pydicom (and numpy behind it) is not needed to move bytes
+    from pydicom import Dataset
 
 
 def orthanc_id(*parts: str) -> str:

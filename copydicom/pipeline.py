@@ -246,6 +246,10 @@ class Pipeline:
     def _process_one(self, item: _Planned, per_dest: dict[str, str], timings: list[tuple[str, float]]) -> Outcome:
         ref = item.ref
         needed = item.needed
+        if self.stop_event.is_set():
+            # Queued behind the running workers when a stop came: do not start it (a stop must
+            # not wait for a second round of retries); it stays below the watermark.
+            return Outcome(ref, "failed", "not started: stop requested")
         try:
             if item.unasked and (self.transform is None or ref.identity is not None):
                 present = [d for d in item.unasked if item.target_id in d.has([item.target_id])]

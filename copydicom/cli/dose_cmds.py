@@ -6,11 +6,12 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
-
-import pydicom
+from typing import TYPE_CHECKING, Any
 
 from copydicom.errors import ConfigError
+
+if TYPE_CHECKING:
+    import pydicom
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -32,6 +33,8 @@ def _read(path: str) -> pydicom.Dataset:
     if not Path(path).is_file():
         raise ConfigError(f"{path}: no such file")
     try:
+        import pydicom
+
         ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
     except Exception as exc:
         raise _Unreadable(f"{path}: not readable as DICOM ({type(exc).__name__})") from exc

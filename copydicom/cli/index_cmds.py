@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from copydicom.config import AppConfig, load_config
-from copydicom.errors import ConfigError, CopyDicomError, SkippableError
+from copydicom.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -61,74 +61,19 @@ def cmd_report_dose(args: argparse.Namespace) -> int:
 
 
 def cmd_replicate_tags(args: argparse.Namespace) -> int:
-    """Index the tags (and dose) of every instance of a source Orthanc, once.
+    """Index the tags (and dose) of every instance of a source Orthanc, once (CopyDICOM's ``replicate_tags``).
 
-    Instances already delivered to the index (per the spool's memory) are not downloaded again.
+    This is an index-only route through the same pipeline as ``replicate``:
+    parallel downloads, dedupe by the ledger and by what the index already
+    received, quarantine, the same summary line and exit status.  Documents go
+    through the durable spool; any the index could not take yet stay there
+    for the next run or the daemon.
     """
-    import io
+    from copydicom.cli.replicate_cmds import cmd_replicate
 
-    import pydicom
-
-    from copydicom.app import resolve_endpoint
-    from copydicom.clients.orthanc import OrthancClient
-    from copydicom.model import orthanc_id
-    from copydicom.sinks import open_index
-    from copydicom.sinks.documents import dose_documents, instance_document
-    from copydicom.sinks.spool import Spool, SpooledIndex
-    from copydicom.stages.dose import extract_dose
-    from copydicom.stages.flatten import flatten
-
-    config = _config(args)
-    src_type, src_cfg = resolve_endpoint(config, args.src)
-    if src_type != "orthanc":
-        raise ConfigError("--src: must be an Orthanc server (name or http[s]:// URL)")
-    sink = open_index(args.index, endpoints=_endpoints(config))
-    state = Path(args.state) if args.state else (config.state if config else _default_state())
-    state.parent.mkdir(parents=True, exist_ok=True)
-    spool = Spool(state)
-    index = SpooledIndex(sink, spool, batch_size=args.batch)
-    client = OrthancClient(src_cfg, pool_size=2, side="source")
-    route = args.route or f"tags:{src_cfg.name}"
-    indexed = skipped = failed = 0
-    try:
-        for series in client.iter_series():
-            instance_ids = [str(i) for i in series.get("Instances", [])]
-            done = index.already_indexed(instance_ids)
-            skipped += len(done)
-            docs: list[dict[str, Any]] = []
-            for iid in instance_ids:
-                if iid in done:
-                    continue
-                try:
-                    ds = pydicom.dcmread(io.BytesIO(client.download(iid)), stop_before_pixels=True, force=True)
-                    flat = flatten(ds, scheme="keyword")
-                    ids = [str(ds.get(k, "") or "") for k in
-                           ("PatientID", "StudyInstanceUID", "SeriesInstanceUID")]
-                    orthanc = {"instance": iid, "series": str(series.get("ID") or orthanc_id(*ids)),
-                               "study": str(series.get("ParentStudy") or orthanc_id(*ids[:2])),
-                               "patient": orthanc_id(ids[0])}
-                    docs.append(instance_document(flat, orthanc=orthanc, route=route, deidentified=False))
-                    docs.extend(dose_documents(extract_dose(ds), orthanc=orthanc, route=route,
-                                               deidentified=False, flat=flat))
-                    indexed += 1
-                except SkippableError as exc:
-                    failed += 1
-                    log.warning("instance %s not indexed: %s", iid, exc)
-                except CopyDicomError:
-                    raise  # source down, bad configuration: stop, the spool keeps what was read
-                except Exception as exc:  # noqa: BLE001 - unreadable file: count it, never stop the run
-                    failed += 1
-                    log.warning("instance %s not indexed: %s", iid, type(exc).__name__)
-            index.submit(docs)
-            index.flush()
-        result = index.flush()
-    finally:
-        client.close()
-        index.close()
-        spool.close()
-    print(f"{indexed} instances indexed, {skipped} already indexed, {failed} failed, "
-          f"{result.pending} documents waiting in the spool, {result.rejected} refused by the index")
-    return 0 if failed == 0 and result.pending == 0 and result.rejected == 0 else 1
+    args.dest = []
+    args.index = [args.index]
+    return cmd_replicate(args)
 
 
 def _default_state() -> Path:
@@ -165,7 +110,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--state", help="state database holding the index spool (default: the config's)")
     p.add_argument("--src", required=True, help="source Orthanc (name or URL)")
     p.add_argument("--index", required=True, help="index name or URL (sqlite:///, es+https://, splunk+https://)")
-    p.add_argument("--route", help="route name stored in the documents (default tags:<source>)")
-    p.add_argument("--batch", type=int, default=500, help="documents per index request (default 500)")
+    p.add_argument("--route", help="route name stored in the documents (default derived from the endpoints)")
+    p.add_argument("--workers", type=int, default=4, help="parallel downloads (default 4)")
+    p.add_argument("--profile", help="index the de-identified tags under this profile (a config name or 'default')")
+    p.add_argument("--key-file", help="de-identification key (owner-only file)")
+    p.add_argument("--ids", nargs="*", help="Orthanc IDs or UIDs to index (default: all)")
+    p.add_argument("--ids-file", help="file with one Orthanc ID or UID per line")
+    p.add_argument("--dry-run", action="store_true", help="decide what would be indexed; index nothing")
     p.set_defaults(func=cmd_replicate_tags)
 

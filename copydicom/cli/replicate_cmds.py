@@ -185,6 +185,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     from copydicom.daemon import Daemon
 
     config = load_config(args.config)
+    if config.log_json and not args.log_json:
+        from copydicom.logsetup import configure_logging
+
+        configure_logging(json_lines=True, verbose=max(1, args.verbose))
     return Daemon(config).run_forever()
 
 

@@ -301,6 +301,10 @@ class SpooledIndex:
                 except ConfigError as exc:
                     log.error("index %s: configuration error, spooling only: %s", self.name, exc)
                     result = FlushResult(0, 0, 0, error=str(exc))
+                except Exception as exc:
+                    log.exception("index %s: flush failed (%s); documents stay in the spool", self.name,
+                                  type(exc).__name__)
+                    result = FlushResult(0, 0, 0, error=type(exc).__name__)
                 wait = min(wait * 2, max_interval) if result.error else interval
 
         self._stop.clear()

@@ -40,6 +40,8 @@ class FakeHTTPServer:
     """Start a ``ThreadingHTTPServer`` on 127.0.0.1 in a daemon thread; subclasses implement ``handle``."""
 
     close_connection: bool = False
+    #: Set to an ``ssl.SSLContext`` (server side) before :meth:`start` to serve HTTPS.
+    ssl_context: Any = None
 
     def __init__(self) -> None:
         self._httpd: ThreadingHTTPServer | None = None
@@ -58,7 +60,8 @@ class FakeHTTPServer:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        scheme = "https" if self.ssl_context is not None else "http"
+        return f"{scheme}://127.0.0.1:{self.port}"
 
     def start(self, port: int = 0) -> FakeHTTPServer:
         fake = self
@@ -104,6 +107,8 @@ class FakeHTTPServer:
             do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _serve
 
         self._httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        if self.ssl_context is not None:
+            self._httpd.socket = self.ssl_context.wrap_socket(self._httpd.socket, server_side=True)
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,), name=type(self).__name__, daemon=True)
         self._thread.start()

@@ -11,7 +11,9 @@ Implemented, as the real server answers them:
   quoted phrases, ``*`` wildcards, AND/OR/NOT, parentheses, free text over top-level fields);
   ``q=`` URL parameter; ``from``/``size``; ``sort`` on fields; ``search_after``.
 - Vendor media types: the reply's ``Content-Type`` is ``application/vnd.elasticsearch+json;
-  compatible-with=N`` when the request asked for it.
+  compatible-with=N`` when the request asked for it; a ``compatible-with`` above the server's major
+  version (a 9.x client against an 8.x server) is refused with ``media_type_header_exception``, as
+  the real server does.
 
 Not implemented: scoring (``_score`` is 1.0), aggregations, scroll/PIT, mappings enforcement other than
 rejecting documents listed in :attr:`FakeElasticsearch.item_faults`, shards, versions beyond a counter.
@@ -249,6 +251,13 @@ class FakeElasticsearch(FakeHTTPServer):
                 status = self._fail.pop(0)
                 etype = _ERROR_TYPES.get(status, "exception")
                 return self._error(request, status, etype, f"injected fault {status}")
+        requested = {int(v) for h in ("accept", "content-type")
+                     for v in re.findall(r"compatible-with=(\d+)", request.headers.get(h, ""))}
+        major = int(self.version.split(".")[0])
+        if requested and (len(requested) > 1 or not major - 1 <= requested.pop() <= major):
+            # what a server answers a client of another major version (REST API compatibility)
+            return self._error(request, 400, "media_type_header_exception",
+                               "Invalid media-type value on headers [Accept, Content-Type]")
         if not self._authorized(request):
             return Reply(401, {"error": {"type": "security_exception", "reason": "unable to authenticate"},
                                "status": 401}, headers={"WWW-Authenticate": 'Basic realm="security"'})

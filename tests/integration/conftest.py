@@ -12,8 +12,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 import requests
@@ -101,6 +102,7 @@ def write_config(
     workers: int = 4,
     dest_retries: int = 4,
     route: str = "copy",
+    wait_for: str = "instance",
 ) -> Path:
     """A daemon configuration with one changes route from ``source`` to ``dest``."""
     data = {
@@ -118,7 +120,7 @@ def write_config(
             {
                 "name": route,
                 "source": "src",
-                "trigger": {"changes": {"poll_seconds": poll_seconds}},
+                "trigger": {"changes": {"poll_seconds": poll_seconds, "wait_for": wait_for}},
                 "destinations": ["dst"],
             }
         ],
@@ -137,17 +139,16 @@ class DaemonProcess:
         self.log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> "DaemonProcess":
+    def start(self) -> DaemonProcess:
         assert self.proc is None or self.proc.poll() is not None
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "copydicom.cli", "run", "--config", str(self.config)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=self.env,
-            cwd=str(REPO_ROOT),
-        )
-        log.close()
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "copydicom.cli", "run", "--config", str(self.config)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+                cwd=str(REPO_ROOT),
+            )
         return self
 
     def signal(self, sig: int) -> None:

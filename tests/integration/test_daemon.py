@@ -6,13 +6,15 @@ except the 10 s stop budget the issue requires.
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
+from copydicom.cli import main
 from copydicom.testbench.orthanc import OrthancServer
 from tests.integration.conftest import (
     DaemonProcess,
@@ -58,7 +60,8 @@ def _stop(proc: DaemonProcess) -> int:
 
 
 def test_daemon_picks_up_new_instances_stops_on_sigterm_and_resumes(
-    servers: tuple[OrthancServer, OrthancServer], tmp_path: Path, daemon: StartDaemon
+    servers: tuple[OrthancServer, OrthancServer], tmp_path: Path, daemon: StartDaemon,
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
 ) -> None:
     source, dest = servers
     dest_start = last_seq(dest)
@@ -94,6 +97,42 @@ def test_daemon_picks_up_new_instances_stops_on_sigterm_and_resumes(
     received = [c["ID"] for c in changes_of(dest, "NewInstance", since=dest_start)]
     assert sorted(received) == sorted(first | second | third)  # nothing sent twice
     assert "Traceback" not in proc.log()
+
+    # ``copydicom status`` reads the same ledger: checkpoint, source Last, backlog, counts.
+    monkeypatch.setenv("CD_TEST_SRC_PW", source.password)
+    monkeypatch.setenv("CD_TEST_DST_PW", dest.password)
+    capsys.readouterr()
+    assert main(["status", "--config", str(config), "--json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)["routes"]
+    last = last_seq(source)
+    assert row["route"] == "copy"
+    assert row["checkpoint"] == checkpoint_of(state, "copy")
+    assert row["source_last"] == last
+    assert row["backlog"] == last - row["checkpoint"]
+    assert row["counts"] == {"stored": 31}
+    assert row["quarantine_reasons"] == {}
+
+
+def test_wait_for_stable_series(
+    servers: tuple[OrthancServer, OrthancServer], tmp_path: Path, daemon: StartDaemon
+) -> None:
+    source, dest = servers
+    dest_start = last_seq(dest)
+    state = tmp_path / "state.db"
+    config = write_config(tmp_path, source, dest, wait_for="stable_series")
+    proc = daemon(config)
+    ids = load_ct(source, 10, seed="stable", series=2)
+    wait_until(lambda: set(dest.instance_ids()) == ids, timeout=40, what="stable series to be copied")
+    stable = changes_of(source, "StableSeries")
+    assert len(stable) == 2
+    wait_until(lambda: (checkpoint_of(state, "copy") or 0) >= max(c["Seq"] for c in stable), timeout=20,
+               what="the checkpoint to pass the StableSeries changes")
+    assert _stop(proc) == 0
+    arrivals = changes_of(dest, "NewInstance", since=dest_start)
+    assert sorted(c["ID"] for c in arrivals) == sorted(ids)
+    # Nothing was sent before its series was stable (Orthanc's change dates, same clock, 1 s resolution;
+    # StableAge is 2 s, so an early send would show an earlier date).
+    assert min(c["Date"] for c in arrivals) >= min(c["Date"] for c in stable)
 
 
 def test_destination_down_then_back_nothing_lost(
@@ -162,3 +201,19 @@ def test_sigkill_mid_run_then_restart_exactly_once(
     received = [c["ID"] for c in changes_of(dest, "NewInstance", since=dest_start)]
     assert len(received) == total, f"{len(received) - len(set(received))} instance(s) were sent twice"
     assert set(received) == ids
+
+
+def test_sigterm_while_destination_is_down_exits_0_within_10_s(
+    servers: tuple[OrthancServer, OrthancServer], tmp_path: Path, daemon: StartDaemon
+) -> None:
+    source, dest = servers
+    config = write_config(tmp_path, source, dest)  # default retries: in-flight work is retrying
+    dest.stop()
+    try:
+        load_ct(source, 12, seed="sigterm-down")
+        proc = daemon(config)
+        wait_until(lambda: "retry 1/4" in proc.log(), timeout=30, what="transfers to be retrying")
+        assert _stop(proc) == 0
+        assert checkpoint_of(tmp_path / "state.db", "copy") == 0
+    finally:
+        dest.start()

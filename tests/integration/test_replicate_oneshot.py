@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import re
 import sqlite3
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import pytest
 
@@ -175,3 +176,58 @@ def source_download(server: OrthancServer, instance_id: str) -> bytes:
     reply = requests.get(f"{server.url}/instances/{instance_id}/file", auth=server.auth, timeout=30)
     reply.raise_for_status()
     return reply.content
+
+
+def test_replicate_with_config_names(
+    servers: tuple[OrthancServer, OrthancServer], tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from tests.integration.conftest import write_config
+
+    source, dest = servers
+    ids = load_ct(source, 5, series=1)
+    monkeypatch.setenv("CD_TEST_SRC_PW", source.password)
+    monkeypatch.setenv("CD_TEST_DST_PW", dest.password)
+    config = write_config(tmp_path, source, dest)
+    status = main(["replicate", "--config", str(config), "--src", "src", "--dest", "dst"])
+    last = capsys.readouterr().out.splitlines()[-1]
+    assert status == 0
+    assert SUMMARY.match(last).groups() == ("5", "0", "0", "0")  # type: ignore[union-attr]
+    assert set(dest.instance_ids()) == ids
+    assert (tmp_path / "state.db").exists()  # the config's state, not the default one
+
+
+def test_replicate_to_unreachable_destination_fails_with_status_1(
+    servers: tuple[OrthancServer, OrthancServer], tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import types
+
+    from copydicom.clients import orthanc as client_module
+    from copydicom.testbench.orthanc import free_port
+
+    source, _ = servers
+    load_ct(source, 6, series=2)
+    monkeypatch.setattr(client_module, "time", types.SimpleNamespace(sleep=lambda s: None))  # no backoff waits
+    status = main([
+        "replicate", "--src", source.url_with_credentials,
+        "--dest", f"http://orthanc:orthanc@127.0.0.1:{free_port()}", "--state", str(tmp_path / "s.db"),
+    ])
+    captured = capsys.readouterr()
+    assert status == 1
+    assert SUMMARY.match(captured.out.splitlines()[-1]).groups() == ("0", "0", "0", "6")  # type: ignore[union-attr]
+    assert "first failure: " in captured.err and "ConnectionError" in captured.err
+    assert "orthanc:orthanc@" not in captured.err
+
+
+def test_replicate_selection_by_study_instance_uid(
+    servers: tuple[OrthancServer, OrthancServer], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source, dest = servers
+    wanted = load_ct(source, 6, seed="study-a", series=2)
+    load_ct(source, 5, seed="study-b", series=1)
+    study_id = source.get(f"/instances/{min(wanted)}/study")["ID"]
+    study_uid = source.get(f"/studies/{study_id}")["MainDicomTags"]["StudyInstanceUID"]
+    status, counts, _ = _replicate(capsys, source, dest, tmp_path / "s.db", "--ids", study_uid, "not-a-uid")
+    assert (status, counts) == (0, (6, 0, 0, 0))
+    assert set(dest.instance_ids()) == wanted

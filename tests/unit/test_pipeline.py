@@ -14,7 +14,7 @@ from copydicom.errors import (
 )
 from copydicom.ledger import Ledger
 from copydicom.model import InstanceRef
-from copydicom.pipeline import Pipeline, Summary, safe_reason
+from copydicom.pipeline import Outcome, Pipeline, Summary, safe_reason
 from tests.unit.fakes import FakeDestination, FakeSource, RaisingStage
 
 
@@ -153,3 +153,35 @@ def test_summary_line_format() -> None:
 def test_safe_reason_strips_quoted_values() -> None:
     assert safe_reason(KeyError("SMITH")) == "KeyError: '…'"
     assert safe_reason(RuntimeError("plain")) == "RuntimeError: plain"
+
+
+def test_stop_does_not_start_queued_instances(ledger: Ledger, tmp_path: Path) -> None:
+    """A stop lets running instances finish but starts none of those queued behind them."""
+    import time
+
+    outcomes: list[Outcome] = []
+
+    class StoppingSource(FakeSource):
+        def fetch(self, ref: InstanceRef) -> bytes:
+            # While "a" runs on the only worker, wait for "b" to be queued, then request a stop.
+            deadline = time.monotonic() + 10
+            while pipe._pool._work_queue.qsize() < 1 and time.monotonic() < deadline:  # type: ignore[attr-defined]
+                time.sleep(0.005)
+            pipe.stop()
+            return super().fetch(ref)
+
+    source = StoppingSource({i: i.encode() for i in "abcd"})
+    dest = FakeDestination()
+    pipe = Pipeline("r", source, [], [dest], ledger, quarantine_dir=tmp_path / "q", workers=1,
+                    on_outcome=outcomes.append)
+    summary = pipe.run([series_batch(list("abcd"))])
+    pipe.close()
+    assert source.fetched == ["a"]
+    assert dest.stored == ["a"]
+    by_id = {o.ref.source_id: (o.kind, o.reason) for o in outcomes}
+    assert by_id.pop("a") == ("stored", "")
+    assert by_id.pop("b") == ("failed", "not started: stop requested")
+    assert set(by_id.values()) <= {("failed", "not started: stop requested")}  # "c" may have been queued too
+    assert "d" not in by_id
+    assert summary.counts["stored"] == 1 and summary.counts["failed"] == len(by_id) + 1
+    assert ledger.delivered_among("dest", list("abcd")) == {"a"}

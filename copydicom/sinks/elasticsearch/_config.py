@@ -114,4 +114,6 @@ class ElasticsearchConfig:
                 data[key] = params[key]
         if "verify_certs" in params:
             data["verify_certs"] = params["verify_certs"].lower() not in ("0", "false", "no")
-        return cls.from_mapping(name or index, data, where="index URL")
+        # a URL-made index is named after where it points, so two URLs never share a spool memory
+        return cls.from_mapping(name or f"es:{parsed.hostname}:{parsed.port or 9200}/{index}", data,
+                                where="index URL")

@@ -121,10 +121,14 @@ class ElasticsearchIndex:
                 return ConfigError(f"{where}: HTTP {status} (check the credentials of this index)")
             if status in (408, 429) or status >= 500:
                 return IndexUnavailable(f"{where}: HTTP {status}")
+            if exc.error == "media_type_header_exception":
+                return ConfigError(f"{where}: the cluster refuses this client's major version "
+                                   f"(elasticsearch-py {elasticsearch.__versionstr__}); install the client "
+                                   "of the cluster's major version, e.g. 'elasticsearch>=8,<9' for 8.x")
             return ConfigError(f"{where}: HTTP {status}: {exc.error}")
         if isinstance(exc, elasticsearch.TransportError):  # connection refused, timeout, TLS
-            if "CERTIFICATE" in str(exc).upper():
-                return ConfigError(f"{where}: TLS verification failed: {exc}")
+            if isinstance(exc, elasticsearch.SSLError):  # elastic_transport.TlsError: certificate refused
+                return ConfigError(f"{where}: TLS verification failed ({type(exc).__name__}); check ca_certs")
             return IndexUnavailable(f"{where}: {type(exc).__name__}")
         if isinstance(exc, elasticsearch.UnsupportedProductError):
             return ConfigError(f"{where}: the server is not Elasticsearch")
@@ -208,6 +212,8 @@ class ElasticsearchIndex:
                 resp = self.client.search(index=self.config.index, query=clause, size=self.config.page_size,
                                           sort=[{"doc_id": "asc"}], track_total_hits=False, **kwargs)
             except _es_errors() as exc:
+                if getattr(exc, "error", None) == "index_not_found_exception":
+                    return  # nothing indexed yet
                 raise self._map(exc, "search") from None
             hits = resp["hits"]["hits"]
             for hit in hits:

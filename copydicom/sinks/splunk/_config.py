@@ -138,4 +138,6 @@ class SplunkConfig:
             data["hec_token"] = "${COPYDICOM_SPLUNK_HEC_TOKEN}"
         if not parsed.username:
             data.pop("url")
-        return cls.from_mapping(name or str(data["index"]), data, where="index URL")
+        hec = urlparse(str(data["hec_url"]))
+        default_name = f"splunk:{hec.hostname}:{hec.port or 8088}/{data['index']}"
+        return cls.from_mapping(name or default_name, data, where="index URL")

@@ -38,7 +38,8 @@ class SplunkIndex:
         self._zone = ZoneInfo(config.timezone)
         self.session = requests.Session()
         self.session.headers["Authorization"] = f"Splunk {config.hec_token}"
-        self.session.verify = config.ca_certs if (config.verify and config.ca_certs) else config.verify
+        # Passed on every request: a session-level ``verify`` loses to REQUESTS_CA_BUNDLE in requests.
+        self._verify: bool | str = config.ca_certs if (config.verify and config.ca_certs) else config.verify
         self.channel = str(uuid.uuid4())
         if config.ack:
             self.session.headers["X-Splunk-Request-Channel"] = self.channel
@@ -117,7 +118,7 @@ class SplunkIndex:
         delay = self.config.backoff
         for attempt in range(self.config.max_retries + 1):
             try:
-                resp = self.session.post(url, data=payload, timeout=self.config.timeout)
+                resp = self.session.post(url, data=payload, timeout=self.config.timeout, verify=self._verify)
                 try:
                     body: Any = resp.json()
                 except ValueError:
@@ -144,7 +145,8 @@ class SplunkIndex:
         delay = 0.05
         while waiting:
             try:
-                resp = self.session.post(url, json={"acks": sorted(waiting)}, timeout=self.config.timeout)
+                resp = self.session.post(url, json={"acks": sorted(waiting)}, timeout=self.config.timeout,
+                                         verify=self._verify)
                 body = resp.json()
             except (requests.RequestException, ValueError) as exc:
                 raise IndexUnavailable(f"splunk {self.name}: ack poll failed: {type(exc).__name__}") from None

@@ -49,4 +49,5 @@ class SqliteIndexConfig:
             path = path[1:]
         if not path or path == "/":
             raise ConfigError("sqlite index URL: a file path is required (sqlite:///path/to/index.db)")
-        return cls(name=name or Path(path).stem, path=Path(path).expanduser())
+        resolved = Path(path).expanduser()
+        return cls(name=name or f"sqlite:{resolved.resolve()}", path=resolved)

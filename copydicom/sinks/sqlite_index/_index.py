@@ -16,7 +16,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from copydicom.errors import ConfigError, IndexUnavailable, InvalidInstance
+from copydicom.errors import ConfigError, DocumentsRejected, IndexUnavailable, InvalidInstance
 from copydicom.sinks.documents import document_time, scalar
 from copydicom.sinks.sqlite_index._config import SqliteIndexConfig
 
@@ -157,12 +157,29 @@ class SqliteIndex:
 
     # -- writing -----------------------------------------------------------------------------------
     def send(self, documents: list[dict[str, Any]]) -> None:
-        """Upsert the documents in one transaction (idempotent by ``_id``)."""
+        """Upsert the documents in one transaction (idempotent by ``_id``).
+
+        Raises
+        ------
+        DocumentsRejected
+            For documents without a string ``_id`` or ``doc_type``, or with values SQLite cannot
+            store; the others are committed.
+        IndexUnavailable
+            The database is locked, read-only or the disk is full.
+        """
+        rejected: dict[str, str] = {}
         with self._lock:
             try:
                 self._conn.execute("BEGIN IMMEDIATE")
                 for doc in documents:
-                    self._upsert(doc)
+                    self._conn.execute("SAVEPOINT doc")
+                    try:
+                        self._upsert(doc)
+                    except (InvalidInstance, sqlite3.InterfaceError, sqlite3.ProgrammingError,
+                            sqlite3.IntegrityError) as exc:
+                        self._conn.execute("ROLLBACK TO doc")  # no half-written document
+                        rejected[str(doc.get("_id"))] = str(exc)[:200]
+                    self._conn.execute("RELEASE doc")
                 self._conn.execute("COMMIT")
             except sqlite3.OperationalError as exc:
                 self._rollback()
@@ -170,6 +187,8 @@ class SqliteIndex:
             except BaseException:
                 self._rollback()
                 raise
+        if rejected:
+            raise DocumentsRejected(f"sqlite index {self.name}: {len(rejected)} documents refused", rejected=rejected)
 
     def _rollback(self) -> None:
         if self._conn.in_transaction:

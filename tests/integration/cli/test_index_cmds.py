@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -63,12 +64,37 @@ def test_replicate_tags_from_orthanc(tmp_path: Path, capsys: pytest.CaptureFixtu
         args = ["replicate-tags", "--src", server.url_with_credentials, "--index", f"sqlite://{db}",
                 "--state", str(state)]
         assert main(args) == 0
-        assert "7 instances indexed, 0 already indexed" in capsys.readouterr().out
+        assert capsys.readouterr().out.splitlines()[-1].startswith("replicated=7 skipped_existing=0 quarantined=0")
         assert main(args) == 0
-        assert "0 instances indexed, 7 already indexed" in capsys.readouterr().out
+        assert capsys.readouterr().out.splitlines()[-1].startswith("replicated=0 skipped_existing=7 quarantined=0")
         main(["search", "--index", f"sqlite://{db}", "SELECT count(*) AS n FROM instances"])
         assert capsys.readouterr().out.splitlines() == ['{"n": 7}']
         main(["search", "--index", f"sqlite://{db}", "SELECT protocol, dlp FROM dose_events"])
         assert capsys.readouterr().out.splitlines() == ['{"dlp": 500.0, "protocol": "Abdomen"}']
     finally:
-        server.stop()
+        server.cleanup()
+
+
+def test_search_elasticsearch_and_splunk_urls(capsys: pytest.CaptureFixture[str]) -> None:
+    from copydicom.sinks.elasticsearch import ElasticsearchConfig, ElasticsearchIndex
+    from copydicom.sinks.splunk import SplunkConfig, SplunkIndex
+    from copydicom.testbench.fake_elasticsearch import FakeElasticsearch
+    from copydicom.testbench.fake_splunk import FakeSplunk
+
+    docs = [instance_doc(i) for i in range(5)] + [instance_doc(60, modality="SR", study=8)]
+    es = FakeElasticsearch().start()
+    sp = FakeSplunk(token="t", indexes=("dicom",)).start()
+    try:
+        es_url = f"es+http://127.0.0.1:{es.port}/dicom"
+        ElasticsearchIndex(ElasticsearchConfig.from_url(es_url)).send(docs)
+        assert main(["search", "--index", es_url, "Modality:SR"]) == 0
+        lines = capsys.readouterr().out.splitlines()
+        assert [json.loads(x)["_id"] for x in lines] == [docs[-1]["_id"]]
+        sp_url = f"splunk+http://admin:changeme@127.0.0.1:{sp.mgmt.port}?hec={sp.hec_url}&hec_token=t&index=dicom"
+        SplunkIndex(SplunkConfig.from_url(sp_url)).send(docs)
+        assert main(["search", "--index", sp_url, 'SeriesDescription="Dose Record"']) == 0
+        lines = capsys.readouterr().out.splitlines()
+        assert [json.loads(x)["_id"] for x in lines] == [docs[-1]["_id"]]
+    finally:
+        es.stop()
+        sp.stop()

@@ -126,3 +126,37 @@ def test_url_parsing() -> None:
     assert "p/w" not in repr(cfg)
     with pytest.raises(ConfigError):
         ElasticsearchConfig.from_url("es+https://es.example:9243/")
+
+
+def test_api_key_auth() -> None:
+    server = FakeElasticsearch(api_key="a2V5OnNlY3JldA==").start()
+    try:
+        good = ElasticsearchConfig.from_mapping("es", {"url": server.url, "index": "dicom",
+                                                       "api_key": "a2V5OnNlY3JldA=="}, where="e.es")
+        ElasticsearchIndex(good).send([instance_doc(1)])
+        assert len(server.docs("dicom")) == 1
+        bad = ElasticsearchConfig.from_mapping("es", {"url": server.url, "index": "dicom", "api_key": "bm9wZQ=="},
+                                               where="e.es")
+        with pytest.raises(ConfigError, match="HTTP 401"):
+            ElasticsearchIndex(bad).send([instance_doc(2)])
+    finally:
+        server.stop()
+
+
+def test_client_newer_than_cluster_is_a_config_error() -> None:
+    import elasticsearch
+
+    server = FakeElasticsearch(version="8.15.0").start()
+    try:
+        sink = ElasticsearchIndex(ElasticsearchConfig.from_url(f"es+http://127.0.0.1:{server.port}/dicom"))
+        if int(elasticsearch.__versionstr__.split(".")[0]) >= 9:
+            with pytest.raises(ConfigError, match="major version"):
+                sink.send([instance_doc(1)])
+        else:  # an 8.x client sends compatible-with=8, which an 8.x server accepts
+            sink.send([instance_doc(1)])
+    finally:
+        server.stop()
+
+
+def test_search_before_anything_was_indexed(fake: FakeElasticsearch) -> None:
+    assert list(sink_for(fake).search("Modality:CT")) == []

@@ -4,7 +4,6 @@ from copydicom.model import Identity, Instance, InstanceRef, orthanc_id
 from copydicom.stages.dose import DoseStage
 from copydicom.stages.index_docs import IndexDocumentsStage
 from copydicom.testbench.synthetic import ct_dataset, to_bytes
-
 from tests.unit.dose import builder as b
 
 

@@ -65,3 +65,10 @@ def test_spool_sizes(tmp_path: Path) -> None:
     assert spool_sizes(conn) == {"es": 2, "local": 1}
     spool.close()
     conn.close()
+
+
+def test_url_made_indexes_have_distinct_names(tmp_path: Path) -> None:
+    es = index_config_from_url("es+http://h:9200/dicom")
+    sp = index_config_from_url("splunk+https://h:8089?hec=https://h:8088&hec_token=${HOME}&index=dicom")
+    sq = index_config_from_url(f"sqlite://{tmp_path}/dicom.db")
+    assert (es.name, sp.name, sq.name) == ("es:h:9200/dicom", "splunk:h:8088/dicom", f"sqlite:{tmp_path}/dicom.db")

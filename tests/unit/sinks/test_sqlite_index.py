@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from copydicom.errors import ConfigError, InvalidInstance
+from copydicom.errors import ConfigError, DocumentsRejected
 from copydicom.sinks.sqlite_index import SqliteIndex, SqliteIndexConfig, readonly_query
 from tests.unit.sinks.docs_helpers import dose_event, instance_doc
 
@@ -72,11 +72,14 @@ def test_search_opens_read_only(index: SqliteIndex, tmp_path: Path) -> None:
     assert not (tmp_path / "missing.db").exists()
 
 
-def test_document_without_id_is_rejected(index: SqliteIndex) -> None:
-    with pytest.raises(InvalidInstance):
-        index.send([{"doc_type": "instance"}])
-    with pytest.raises(InvalidInstance):
-        index.send([{"_id": "x"}])
+def test_bad_documents_are_rejected_others_kept(index: SqliteIndex) -> None:
+    good = instance_doc(1)
+    with pytest.raises(DocumentsRejected) as info:
+        index.send([{"doc_type": "instance"}, good, {"_id": "x"}, {"_id": "y", "doc_type": "instance",
+                                                                   "StudyInstanceUID": "9.9", "Modality": ["CT"],
+                                                                   "SeriesInstanceUID": "1"}])
+    assert sorted(info.value.rejected) == ["None", "x", "y"]
     conn = sqlite3.connect(str(index.config.path))
-    assert conn.execute("SELECT count(*) FROM instances").fetchone() == (0,)
+    assert conn.execute("SELECT _id FROM instances").fetchall() == [(good["_id"],)]
+    assert conn.execute("SELECT count(*) FROM studies WHERE study_uid = '9.9'").fetchone() == (0,)
     conn.close()
