@@ -282,6 +282,11 @@ def parse_config(data: Any, *, base_dir: Path | None = None, source_file: Path |
             )
         )
     logging_cfg = _require_mapping(data.get("logging") or {}, "logging")
+    metrics = dict(_require_mapping(data.get("metrics") or {}, "metrics"))
+    if metrics:
+        from copydicom.observability._config import MetricsConfig
+
+        MetricsConfig.from_mapping(metrics, where="metrics")
     return AppConfig(
         state=state,
         quarantine_dir=quarantine_dir,
@@ -291,7 +296,7 @@ def parse_config(data: Any, *, base_dir: Path | None = None, source_file: Path |
         routes=tuple(routes),
         workers=workers,
         log_json=bool(logging_cfg.get("json", False)),
-        metrics=dict(_require_mapping(data.get("metrics") or {}, "metrics")),
+        metrics=metrics,
         source_file=source_file,
     )
 

@@ -21,7 +21,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
@@ -29,8 +29,12 @@ from copydicom.app import RouteRuntime, build_route
 from copydicom.config import AppConfig, Route
 from copydicom.errors import ConfigError, FatalError, RetryableError
 from copydicom.ledger import Ledger
+from copydicom.pipeline import Outcome
 from copydicom.runner import ChangesRunner
 from copydicom.sources.orthanc import ChangesFeed
+
+if TYPE_CHECKING:
+    from copydicom.observability._wiring import Observability
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +57,12 @@ def sd_notify(message: str) -> bool:
 
 @dataclass
 class RouteState:
-    """What the daemon knows of a route between polls (for status and health)."""
+    """What the daemon knows of a route between polls (for status and health).
+
+    Times are Unix times: ``last_success`` of the last poll that ended without a
+    failure, ``last_progress`` of the last instance finished without one,
+    ``failing_since`` of the first failure of the current streak.
+    """
 
     route: Route
     runtime: RouteRuntime | None = None
@@ -63,6 +72,17 @@ class RouteState:
     failures: int = 0
     backoff_until: float = 0.0
     totals: dict[str, int] = field(default_factory=dict)
+    started: float = field(default_factory=time.time)
+    last_progress: float | None = None
+    failing_since: float | None = None
+
+    @property
+    def name(self) -> str:
+        return self.route.name
+
+    @property
+    def poll_seconds(self) -> float | None:
+        return self.route.trigger.poll_seconds if self.route.trigger.kind == "changes" else None
 
     def backoff(self) -> float:
         return float(min(300, 5 * 2 ** min(self.failures - 1, 6)))
@@ -78,14 +98,20 @@ class Daemon:
         self.fatal: BaseException | None = None
         self.routes: dict[str, RouteState] = {}
         self.scheduler = BackgroundScheduler(daemon=True, job_defaults={"max_instances": 1, "coalesce": True})
+        self.observability: Observability | None = None
+        if config.metrics:
+            from copydicom.observability._wiring import Observability
+
+            self.observability = Observability(config, lambda: list(self.routes.values()))
 
     # -- building -----------------------------------------------------------------------
 
     def _build(self) -> None:
         for route in self.config.routes:
             state = RouteState(route)
+            on_outcome = self._outcome_hook(state)
             if route.trigger.kind == "changes":
-                state.runtime = build_route(route, self.config, self.ledger, background_index=True)
+                state.runtime = build_route(route, self.config, self.ledger, background_index=True, on_outcome=on_outcome)
                 feed = ChangesFeed(state.runtime.source, wait_for=route.trigger.wait_for)  # type: ignore[arg-type]
                 state.runner = ChangesRunner(
                     route.name, feed, state.runtime.pipeline, self.ledger, start_from=route.trigger.start_from
@@ -97,11 +123,37 @@ class Daemon:
             elif route.trigger.kind == "cron":
                 from apscheduler.triggers.cron import CronTrigger
 
-                state.runtime = build_route(route, self.config, self.ledger, background_index=True)
+                state.runtime = build_route(route, self.config, self.ledger, background_index=True, on_outcome=on_outcome)
                 self.scheduler.add_job(
                     self._conditional, CronTrigger.from_crontab(route.trigger.cron), args=[route.name], id=route.name
                 )
+            if self.observability is not None and state.runtime is not None:
+                self.observability.watch_destinations(state.runtime.destinations)
             self.routes[route.name] = state
+
+    def _outcome_hook(self, state: RouteState) -> Callable[[Outcome], None]:
+        metrics = self.observability.metrics if self.observability is not None else None
+        backlog_at = [0.0]
+
+        def hook(outcome: Outcome) -> None:
+            now = time.time()
+            if outcome.kind != "failed":
+                state.last_progress = now
+            if metrics is not None:
+                metrics.observe_outcome(state.route.name, outcome)
+                if now - backlog_at[0] >= 1.0:  # a long catch-up poll: the backlog moves while it runs
+                    backlog_at[0] = now
+                    self._update_backlog(state)
+
+        return hook
+
+    def _update_backlog(self, state: RouteState) -> None:
+        """Backlog = the source's ``Last`` seen at this poll minus the checkpoint."""
+        if self.observability is None or state.runner is None or state.runner.last_seen is None:
+            return
+        checkpoint = self.ledger.checkpoint(state.route.name)
+        if checkpoint is not None:
+            self.observability.metrics.set_backlog(state.route.name, state.runner.last_seen - checkpoint)
 
     # -- jobs ---------------------------------------------------------------------------
 
@@ -111,7 +163,10 @@ class Daemon:
             return
         assert state.runner is not None
         try:
-            summary = state.runner.poll()
+            try:
+                summary = state.runner.poll()
+            finally:
+                self._update_backlog(state)
         except RetryableError as exc:
             self._failed(state, str(exc))
             return
@@ -127,9 +182,7 @@ class Daemon:
         if summary.counts["failed"]:
             self._failed(state, summary.first_retryable)
             return
-        state.failures = 0
-        state.last_error = ""
-        state.last_success = time.time()
+        self._succeeded(state)
         if sum(summary.counts.values()):
             log.info("route %s: %s", name, summary.line())
 
@@ -165,11 +218,19 @@ class Daemon:
         if summary.counts["failed"]:
             self._failed(state, summary.first_retryable)
             return
+        self._succeeded(state)
+
+    def _succeeded(self, state: RouteState) -> None:
         state.failures = 0
         state.last_error = ""
+        state.failing_since = None
         state.last_success = time.time()
+        if self.observability is not None:
+            self.observability.metrics.set_last_success(state.route.name, state.last_success)
 
     def _failed(self, state: RouteState, reason: str) -> None:
+        if state.failing_since is None:
+            state.failing_since = time.time()
         state.failures += 1
         state.last_error = reason
         delay = state.backoff()
@@ -196,10 +257,17 @@ class Daemon:
         signal.signal(signal.SIGTERM, self.request_stop)
         signal.signal(signal.SIGINT, self.request_stop)
         try:
+            if self.observability is not None:  # bind first: a taken port fails before anything starts
+                self.observability.start()
             self._build()
         except (ConfigError, FatalError):
+            if self.observability is not None:
+                self.observability.stop()
             self.ledger.close()
             raise
+        except OSError as exc:  # the metrics port is taken or not allowed
+            self.ledger.close()
+            raise ConfigError(f"metrics.listen: cannot listen: {exc.strerror or exc}") from None
         self.scheduler.start()
         sd_notify("READY=1")
         log.info("copydicom daemon started: %d route(s)", len(self.routes))
@@ -210,6 +278,8 @@ class Daemon:
         self.request_stop()
         sd_notify("STOPPING=1")
         self.scheduler.shutdown(wait=True)
+        if self.observability is not None:
+            self.observability.stop()
         for state in self.routes.values():
             if state.runtime is not None:
                 state.runtime.close()

@@ -29,7 +29,7 @@ import threading
 import time
 from collections import Counter
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Literal, Protocol, Sequence
 
@@ -64,11 +64,20 @@ class Fetcher(Protocol):
 
 @dataclass(frozen=True)
 class Outcome:
-    """What happened to one reference."""
+    """What happened to one reference.
+
+    ``destinations`` pairs each destination's name with what happened there
+    (``stored``, ``existing``, ``quarantined`` or ``failed``); ``seconds`` is
+    the time spent on the instance (fetch, stages, stores) and
+    ``stage_seconds`` the time per stage name.  Plain values, for metrics.
+    """
 
     ref: InstanceRef
     kind: OutcomeKind
     reason: str = ""
+    destinations: tuple[tuple[str, str], ...] = ()
+    seconds: float = 0.0
+    stage_seconds: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass
@@ -222,6 +231,19 @@ class Pipeline:
     # -- one instance --------------------------------------------------------------------
 
     def _process(self, item: _Planned) -> Outcome:
+        started = time.monotonic()
+        per_dest: dict[str, str] = {}
+        timings: list[tuple[str, float]] = []
+        outcome = self._process_one(item, per_dest, timings)
+        dests = tuple(
+            (d.name, per_dest.get(d.name, outcome.kind if d in item.needed else "existing"))
+            for d in self.destinations
+        )
+        return replace(
+            outcome, destinations=dests, seconds=time.monotonic() - started, stage_seconds=tuple(timings)
+        )
+
+    def _process_one(self, item: _Planned, per_dest: dict[str, str], timings: list[tuple[str, float]]) -> Outcome:
         ref = item.ref
         needed = item.needed
         if self.stop_event.is_set():
@@ -233,6 +255,7 @@ class Pipeline:
                 present = [d for d in item.unasked if item.target_id in d.has([item.target_id])]
                 for dest in present:
                     self.ledger.record_delivered(dest.name, item.target_id, ref.source_id, self.route, "existing")
+                    per_dest[dest.name] = "existing"
                 needed = [d for d in needed if d not in present]
                 if not needed:
                     return Outcome(ref, "existing")
@@ -246,14 +269,21 @@ class Pipeline:
         instance = Instance(ref, data)
         try:
             for stage in self.stages:
-                instance = stage.process(instance)
+                began = time.monotonic()
+                try:
+                    instance = stage.process(instance)
+                finally:
+                    timings.append((getattr(stage, "name", type(stage).__name__), time.monotonic() - began))
             if self.transform is not None:
+                before = needed
                 needed = self._recheck_after_transform(instance, needed, item.target_id)
+                per_dest.update((d.name, "existing") for d in before if d not in needed)
                 if not needed:
                     return Outcome(ref, "existing")
             outcomes = []
             for dest in needed:
                 outcome = dest.store(instance)
+                per_dest[dest.name] = outcome
                 outcomes.append(outcome)
                 self.ledger.record_delivered(dest.name, instance.target_id, ref.source_id, self.route, outcome)
         except SkippableError as exc:
@@ -352,6 +382,8 @@ class Pipeline:
         raise exc
 
     def _report(self, outcome: Outcome) -> Outcome:
+        if not outcome.destinations:  # decided for the whole batch: the same at every destination
+            outcome = replace(outcome, destinations=tuple((d.name, outcome.kind) for d in self.destinations))
         if self.on_outcome is not None:
             self.on_outcome(outcome)
         return outcome

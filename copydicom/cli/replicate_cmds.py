@@ -162,6 +162,11 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         f"{args.config}: OK: {len(config.endpoints)} endpoint(s), {len(config.profiles)} profile(s), "
         f"{len(config.routes)} route(s); state {config.state}"
     )
+    if config.metrics:
+        from copydicom.observability import MetricsConfig
+
+        m = MetricsConfig.from_mapping(config.metrics)
+        print(f"  metrics and health: http://{m.host}:{m.port}/metrics and /healthz")
     for route in config.routes:
         trigger = route.trigger
         when = (
@@ -221,28 +226,44 @@ def cmd_status(args: argparse.Namespace) -> int:
             report.append(row)
         extra_providers = _status_extras(ledger)
         if args.json:
-            print(json.dumps({"state": str(state), "routes": report, **extra_providers}, indent=2))
+            text = json.dumps({"state": str(state), "routes": report, **extra_providers}, indent=2)
+            print(mask_secrets(text))
             return 0
-        print(f"state: {state}")
-        for row in report:
-            print(f"route {row['route']}")
-            print(f"  checkpoint: {row['checkpoint']}", end="")
-            if "source_last" in row:
-                shown = "unreachable" if row["source_last"] is None else row["source_last"]
-                print(f"   source Last: {shown}   backlog: {row.get('backlog')}", end="")
-            print()
-            c = row["counts"]
-            print(
-                f"  stored: {c.get('stored', 0)}   already present: {c.get('existing', 0)}   "
-                f"quarantined: {c.get('quarantined', 0)}"
-            )
-            for code, n in sorted(row["quarantine_reasons"].items()):
-                print(f"    quarantine {code}: {n}")
-        for key, value in extra_providers.items():
-            print(f"{key}: {value}")
+        for line in _status_lines(state, report, extra_providers):
+            print(mask_secrets(line))
     finally:
         ledger.close()
     return 0
+
+
+def _status_lines(state: Path, report: list[dict[str, Any]], extras: dict[str, Any]) -> Iterator[str]:
+    """The text of ``status`` (every line is passed through :func:`mask_secrets` by the caller)."""
+    yield f"state: {state}"
+    for row in report:
+        yield f"route {row['route']}"
+        line = f"  checkpoint: {row['checkpoint']}"
+        if "source_last" in row:
+            shown = "unreachable" if row["source_last"] is None else row["source_last"]
+            line += f"   source Last: {shown}   backlog: {row.get('backlog')}"
+        yield line
+        c = row["counts"]
+        yield (
+            f"  stored: {c.get('stored', 0)}   already present: {c.get('existing', 0)}   "
+            f"quarantined: {c.get('quarantined', 0)}"
+        )
+        for code, n in sorted(row["quarantine_reasons"].items()):
+            yield f"    quarantine {code}: {n}"
+    spool = extras.get("index_spool")
+    if spool is not None:
+        if spool:
+            yield "index spool (documents waiting):"
+            for sink, n in sorted(spool.items()):
+                yield f"  {sink}: {n}"
+        else:
+            yield "index spool: empty"
+    for key, value in extras.items():
+        if key != "index_spool":
+            yield f"{key}: {value}"
 
 
 def _status_extras(ledger: Ledger) -> dict[str, Any]:

@@ -21,7 +21,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from copydicom.errors import ConfigError, DocumentsRejected, IndexUnavailable, LedgerError
 from copydicom.model import IndexSink
@@ -233,6 +233,8 @@ class SpooledIndex:
         self._flush_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        #: Called with ``(sink name, result)`` after every flush (metrics).
+        self.on_flush: Callable[[str, FlushResult], None] | None = None
 
     def submit(self, documents: list[dict[str, Any]]) -> int:
         """Queue documents durably; returns how many were new or changed."""
@@ -278,8 +280,11 @@ class SpooledIndex:
                     continue  # the rest of the batch is resent (idempotent by _id)
                 self.spool.mark_delivered(self.name, batch)
                 delivered += len(batch)
-        return FlushResult(delivered=delivered, rejected=rejected, pending=self.spool.pending(self.name),
-                           error=error)
+        result = FlushResult(delivered=delivered, rejected=rejected, pending=self.spool.pending(self.name),
+                             error=error)
+        if self.on_flush is not None:
+            self.on_flush(self.name, result)
+        return result
 
     def already_indexed(self, doc_ids: list[str]) -> set[str]:
         """The subset of ``doc_ids`` this sink already received (per-sink dedupe memory)."""
