@@ -179,9 +179,13 @@ def stop_all(directory: Path) -> dict[str, Any]:
     stopped: list[int] = []
     for pid_file in sorted(directory.glob("*.pid")):
         pid = running_pid(pid_file, str(directory))
+        if pid is not None:  # SIGTERM all first, so they shut down in parallel
+            os.kill(pid, signal.SIGTERM)
+            stopped.append(pid)
+    for pid_file in sorted(directory.glob("*.pid")):
+        pid = running_pid(pid_file, str(directory))
         if pid is not None:  # weed's graceful stop waits 15 s for gRPC streams: throw-away data
             stop_pid(pid, timeout=2.0 if pid_file.stem == "s3" else 10.0)
-            stopped.append(pid)
         pid_file.unlink()
     if stopped:  # gRPC sockets weed leaves in the temp dir for its ports
         state_file = directory / "s3.ports.json"
