@@ -30,8 +30,9 @@ import os
 import signal
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import requests
 
@@ -155,7 +156,7 @@ def _s3_answers(server: SeaweedFSServer) -> bool:
     try:
         server.client().list_buckets()
         return True
-    except Exception:  # connection refused, bad signature, ...: not our healthy server
+    except Exception:  # noqa: BLE001 - connection refused, bad signature, ...: not our healthy server
         return False
 
 

@@ -13,8 +13,8 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import boto3
 import pytest
@@ -46,7 +46,7 @@ def _env() -> dict[str, str]:
 def _playbook(name: str, *extra: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [str(BIN / "ansible-playbook"), "-i", "localhost,", "-c", "local", str(PLAYBOOKS / name), *extra],
-        cwd=REPO_ROOT, env=_env(), capture_output=True, text=True, timeout=300,
+        check=False, cwd=REPO_ROOT, env=_env(), capture_output=True, text=True, timeout=300,
     )
 
 
@@ -71,7 +71,7 @@ def bench_vars(tmp_path: Path) -> Iterator[dict[str, str]]:
     }
     yield values
     subprocess.run([sys.executable, "-m", "copydicom.testbench", "stop", "--dir", values["bench_dir"]],
-                   cwd=REPO_ROOT, env=_env(), capture_output=True, timeout=60)
+                   check=False, cwd=REPO_ROOT, env=_env(), capture_output=True, timeout=60)
 
 
 def test_testbench_playbook_up_idempotent_down(bench_vars: dict[str, str]) -> None:
@@ -128,13 +128,13 @@ def test_playbooks_syntax_and_lint() -> None:
     check = subprocess.run(
         [str(BIN / "ansible-playbook"), "-i", "localhost,", "--syntax-check",
          *(str(PLAYBOOKS / name) for name in ("testbench.yml", "testbench-down.yml", "deploy.yml"))],
-        cwd=REPO_ROOT, env=_env(), capture_output=True, text=True, timeout=120,
+        check=False, cwd=REPO_ROOT, env=_env(), capture_output=True, text=True, timeout=120,
     )
     assert check.returncode == 0, check.stdout + check.stderr
     assert check.stdout.count("playbook: ") == 3, check.stdout
     lint = subprocess.run(
         [str(BIN / "ansible-lint"), "--offline", "--profile", "production", "--nocolor", "playbooks/"],
-        cwd=REPO_ROOT, env=_env(), capture_output=True, text=True, timeout=300,
+        check=False, cwd=REPO_ROOT, env=_env(), capture_output=True, text=True, timeout=300,
     )
     assert lint.returncode == 0, lint.stdout + lint.stderr
     assert "0 failure(s), 0 warning(s)" in lint.stdout + lint.stderr
