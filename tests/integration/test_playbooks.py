@@ -138,3 +138,49 @@ def test_playbooks_syntax_and_lint() -> None:
     )
     assert lint.returncode == 0, lint.stdout + lint.stderr
     assert "0 failure(s), 0 warning(s)" in lint.stdout + lint.stderr
+
+
+def test_deploy_playbook_writes_files_with_owner_only_permissions(tmp_path: Path) -> None:
+    """deploy.yml without systemd, packages, user or pip: the files it writes, twice.
+
+    The service user is the running user here (no ``useradd`` in a test); the
+    rendered configuration must pass ``copydicom check-config``.
+    """
+    import getpass
+    import stat
+
+    etc = tmp_path / "etc"
+    variables = {
+        "ansible_python_interpreter": sys.executable,
+        "copydicom_manage_service": False,
+        "copydicom_user": getpass.getuser(),
+        "copydicom_etc": str(etc),
+        "copydicom_home": str(tmp_path / "home"),
+        "copydicom_venv": str(tmp_path / "venv"),
+        "copydicom_systemd_dir": str(tmp_path),
+        "copydicom_secrets": {"research.pw": "research-secret"},
+        "copydicom_environment": {"PACS_PASSWORD": 'pa"ss'},
+    }
+    args = ["--skip-tags", "packages,user,install", "-e", json.dumps(variables)]
+    first = _playbook("deploy.yml", *args)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "research-secret" not in first.stdout and "pa\"ss" not in first.stdout
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in etc.iterdir()}
+    assert modes == {"copydicom.yaml": 0o640, "deid.key": 0o600, "research.pw": 0o600, "environment": 0o600}
+    assert stat.S_IMODE(etc.stat().st_mode) == 0o750
+    assert (etc / "research.pw").read_text() == "research-secret\n"
+    assert (etc / "environment").read_text().splitlines()[-1] == 'PACS_PASSWORD="pa\\"ss"'
+    key = (etc / "deid.key").read_text()
+    assert re.fullmatch(r"[A-Za-z0-9]{64}\n", key)
+    assert (tmp_path / "copydicom.service").read_bytes() == (REPO_ROOT / "systemd/copydicom.service").read_bytes()
+    check = subprocess.run(
+        [sys.executable, "-m", "copydicom", "check-config", str(etc / "copydicom.yaml")],
+        check=False, cwd=REPO_ROOT, env={**_env(), "PACS_PASSWORD": "x"}, capture_output=True, text=True,
+        timeout=60,
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+
+    second = _playbook("deploy.yml", *args)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert _recap(second.stdout)["changed"] == 0
+    assert (etc / "deid.key").read_text() == key
