@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """De-identification throughput, file to file, against references measured in the same run.
 
 Usage::

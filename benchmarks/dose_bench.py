@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """Benchmark: dose extraction (reports/s) and tag flattening (tags/s).
 
 Run from the worktree root::

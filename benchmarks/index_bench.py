@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """Index sink throughput: documents/s for 10,000 instance documents into each sink.
 
 Sinks: the embedded SQLite index (direct and behind the durable spool), Elasticsearch

@@ -10,9 +10,10 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from copydicom.clients.orthanc import OrthancClient, OrthancConfig
 from copydicom.config import AppConfig, Route, endpoint_class

@@ -12,9 +12,10 @@ is reported as "endpoint type s3 needs boto3" only when it is used).
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import yaml
 

@@ -20,8 +20,9 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
@@ -173,7 +174,7 @@ class Daemon:
         except (ConfigError, FatalError) as exc:
             self._fatal(exc)
             return
-        except Exception as exc:  # noqa: BLE001 - a bug must not kill the scheduler thread silently
+        except Exception as exc:
             log.exception("route %s: unexpected error", name)
             self._failed(state, f"{type(exc).__name__}")
             return
@@ -209,7 +210,7 @@ class Daemon:
         except FatalError as exc:
             self._fatal(exc)
             return
-        except Exception as exc:  # noqa: BLE001 - a bug must not kill the scheduler thread silently
+        except Exception as exc:
             log.exception("route %s: unexpected error", name)
             self._failed(state, f"{type(exc).__name__}")
             return

@@ -28,9 +28,10 @@ import os
 import sqlite3
 import threading
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 from copydicom.errors import LedgerError
 
@@ -147,11 +148,11 @@ class Ledger:
             statements.append(("INSERT OR REPLACE INTO audit VALUES (?,?,?,?,?)", audit))
         if checkpoint is not None:
             route, seq = checkpoint
-            statements.append((
+            upsert = (
                 "INSERT INTO checkpoints VALUES (?,?,?) ON CONFLICT(route) DO UPDATE SET "
-                "seq = max(seq, excluded.seq), updated = excluded.updated",
-                (route, seq, time.time()),
-            ))
+                "seq = max(seq, excluded.seq), updated = excluded.updated"
+            )
+            statements.append((upsert, (route, seq, time.time())))
         if not statements:
             return
         try:

@@ -8,8 +8,9 @@ values, in the manner of pynetdicom's ``Event``.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 if TYPE_CHECKING:  # pydicom (and numpy behind it) is not needed to move bytes
     from pydicom import Dataset
@@ -50,7 +51,7 @@ class Identity:
         return orthanc_id(self.patient_id, self.study_uid, self.series_uid)
 
     @classmethod
-    def from_dataset(cls, ds: Dataset) -> "Identity":
+    def from_dataset(cls, ds: Dataset) -> Identity:
         """Read the identity from a dataset (missing values become ``""``)."""
         return cls(
             str(ds.get("PatientID", "") or ""),

@@ -33,7 +33,7 @@ class _Watermark:
     position: int = 0
 
     @classmethod
-    def of(cls, seqs: list[int], refs_per_seq: dict[int, int]) -> "_Watermark":
+    def of(cls, seqs: list[int], refs_per_seq: dict[int, int]) -> _Watermark:
         return cls(list(seqs), {s: refs_per_seq.get(s, 0) for s in seqs}, set())
 
     def finish(self, outcome: Outcome) -> None:

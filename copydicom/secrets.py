@@ -17,8 +17,9 @@ import logging
 import os
 import re
 import stat
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from copydicom.errors import ConfigError
 

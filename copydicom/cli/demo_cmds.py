@@ -55,7 +55,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             print(f"kept {work}")
 
 
-def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``demo``."""
     p = subparsers.add_parser("demo", help="run the main job on local defaults with its own Orthanc servers")
     p.add_argument("--instances", type=int, default=400, help="synthetic instances to load (default 400)")

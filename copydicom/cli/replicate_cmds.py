@@ -7,17 +7,18 @@ import json
 import os
 import sys
 import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
-from copydicom.app import build_route, make_destination, make_stages, resolve_endpoint
+from copydicom.app import build_route, resolve_endpoint
 from copydicom.clients.orthanc import OrthancClient
 from copydicom.config import AppConfig, Route, load_config
 from copydicom.errors import ConfigError, RetryableError
 from copydicom.ledger import Ledger
 from copydicom.logsetup import mask_secrets
 from copydicom.model import InstanceRef
-from copydicom.pipeline import Outcome, Pipeline, Summary
+from copydicom.pipeline import Outcome, Summary
 from copydicom.sources.orthanc import OrthancSource
 
 
@@ -338,7 +339,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--state", help="state database (default: the config's, or ~/.local/state/copydicom/state.db)")
 
 
-def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the replication commands."""
     p = subparsers.add_parser(
         "replicate",

@@ -24,8 +24,9 @@ import logging
 import random
 import ssl
 import time
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Iterator, Mapping, TypeVar
+from typing import Any, TypeVar
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import requests
@@ -83,7 +84,7 @@ class OrthancConfig:
     backoff_max: float = 20.0
 
     @classmethod
-    def from_url(cls, url: str, *, name: str | None = None) -> "OrthancConfig":
+    def from_url(cls, url: str, *, name: str | None = None) -> OrthancConfig:
         """Parse a CopyDICOM-style URL, ``http://user:password@host:8042``."""
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -97,7 +98,7 @@ class OrthancConfig:
         return cls(name=name or netloc, url=base, user=user, password=password)
 
     @classmethod
-    def from_mapping(cls, name: str, data: Mapping[str, Any], *, where: str) -> "OrthancConfig":
+    def from_mapping(cls, name: str, data: Mapping[str, Any], *, where: str) -> OrthancConfig:
         """Build from an ``endpoints:`` entry of the YAML config."""
         known = {
             "type", "url", "user", "password", "password_file", "ca_bundle", "insecure_skip_verify",

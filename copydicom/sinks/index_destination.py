@@ -11,7 +11,7 @@ background, and keeps them while the index is down.
 from __future__ import annotations
 
 import logging
-from typing import Iterable
+from collections.abc import Iterable
 
 from copydicom.errors import ConfigError
 from copydicom.model import Instance, StoreOutcome

@@ -19,9 +19,10 @@ import logging
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from copydicom.errors import ConfigError, DocumentsRejected, IndexUnavailable, LedgerError
 from copydicom.model import IndexSink

@@ -8,9 +8,10 @@ it already has them), the changes feed by page.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Iterable, Iterator, Literal
+from typing import Literal
 
 from copydicom.clients.orthanc import OrthancClient
 from copydicom.errors import ConfigError

@@ -113,7 +113,7 @@ class OrthancServer:
         cfg.update(self.extra)
         return cfg
 
-    def start(self, timeout: float = 30.0) -> "OrthancServer":
+    def start(self, timeout: float = 30.0) -> OrthancServer:
         """Write the config, start the process, and wait until the REST API answers."""
         if self.workdir is None:
             self.workdir = Path(tempfile.mkdtemp(prefix=f"copydicom-orthanc-{self.name.lower()}-"))
@@ -125,15 +125,14 @@ class OrthancServer:
             self.dicom_port = free_port()
         config_path = self.workdir / "orthanc.json"
         config_path.write_text(json.dumps(self.config(), indent=2))
-        log = open(self.workdir / "orthanc.log", "ab")
-        self.process = subprocess.Popen(
-            [find_orthanc(), str(config_path)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=self.workdir,
-            start_new_session=True,
-        )
-        log.close()
+        with open(self.workdir / "orthanc.log", "ab") as log:
+            self.process = subprocess.Popen(
+                [find_orthanc(), str(config_path)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.workdir,
+                start_new_session=True,
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -207,7 +206,7 @@ class OrthancServer:
         for patient in self.get("/patients"):
             requests.delete(self.url + f"/patients/{patient}", auth=self.auth, timeout=60)
 
-    def __enter__(self) -> "OrthancServer":
+    def __enter__(self) -> OrthancServer:  # noqa: PYI034
         return self.start() if self.process is None else self
 
     def __exit__(self, *exc: object) -> None:

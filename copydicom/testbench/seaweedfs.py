@@ -174,16 +174,15 @@ class SeaweedFSServer:
         identity_path = self.workdir / "s3.json"
         identity_path.write_text(json.dumps(self.identity_config()))
         identity_path.chmod(stat.S_IRUSR | stat.S_IWUSR)
-        log = open(self.workdir / "weed.log", "ab")
-        self.process = subprocess.Popen(
-            self.command(),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=self.workdir,
-            start_new_session=True,
-            env={**os.environ, **_WEED_ENV},
-        )
-        log.close()
+        with open(self.workdir / "weed.log", "ab") as log:
+            self.process = subprocess.Popen(
+                self.command(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.workdir,
+                start_new_session=True,
+                env={**os.environ, **_WEED_ENV},
+            )
         try:
             self._wait_ready(timeout)
         except BaseException:
@@ -209,7 +208,7 @@ class SeaweedFSServer:
                 if _data_nodes(status) > 0:
                     client.list_buckets()
                     return
-            except Exception as exc:  # not up yet: connection refused, 503, bad JSON...
+            except Exception as exc:  # noqa: BLE001 - not up yet: connection refused, 503, bad JSON...
                 last = exc
             time.sleep(0.1)
         raise RuntimeError(f"SeaweedFS did not become ready within {timeout} s (last error: {last})")
@@ -263,7 +262,7 @@ class SeaweedFSServer:
         if self._own_workdir and self.workdir is not None:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
-    def __enter__(self) -> SeaweedFSServer:
+    def __enter__(self) -> SeaweedFSServer:  # noqa: PYI034
         return self.start() if self.process is None else self
 
     def __exit__(self, *exc: object) -> None:

@@ -45,7 +45,7 @@ def make_client(config: S3Config) -> Any:
             config=botocore_config,
             verify=config.verify_tls,
         )
-    except Exception as exc:  # ProfileNotFound, invalid endpoint URL...
+    except Exception as exc:  # noqa: BLE001 - ProfileNotFound, invalid endpoint URL...
         raise ConfigError(f"{config.name}: cannot set up the S3 client: {type(exc).__name__}: {exc}") from None
 
 

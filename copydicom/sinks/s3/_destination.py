@@ -351,6 +351,6 @@ class S3Destination:
         except BaseException:
             try:
                 self._client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
-            except Exception:  # best effort; a lifecycle rule cleans up what is left
+            except Exception:  # noqa: BLE001 - best effort; a lifecycle rule cleans up what is left
                 log.warning("could not abort a multipart upload on %s", self.name)
             raise
