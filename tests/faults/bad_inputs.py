@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import io
 import os
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 from pydicom import Dataset
@@ -20,11 +20,12 @@ from pydicom.filewriter import dcmwrite
 from pydicom.sequence import Sequence
 from pydicom.tag import Tag
 from pydicom.uid import (
+    PYDICOM_IMPLEMENTATION_UID,
+    UID,
     DeflatedExplicitVRLittleEndian,
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
     JPEGBaseline8Bit,
-    PYDICOM_IMPLEMENTATION_UID,
 )
 
 from copydicom.testbench.synthetic import ct_dataset
@@ -40,13 +41,19 @@ def _write(ds: Dataset, syntax: str = ExplicitVRLittleEndian) -> bytes:
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = ds.SOPClassUID
     meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    meta.TransferSyntaxUID = syntax
+    meta.TransferSyntaxUID = UID(syntax)
     meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
     ds.file_meta = meta
     buf = io.BytesIO()
     little = syntax != ExplicitVRBigEndian
     dcmwrite(buf, ds, enforce_file_format=True, little_endian=little, implicit_vr=False)
     return buf.getvalue()
+
+
+def _raw(ds: Dataset, group: int, element: int, vr: str, value: bytes) -> None:
+    """Put an element with exactly these value bytes (no validation, as a vendor might)."""
+    raw = RawDataElement(Tag(group, element), vr, len(value), value, 0, False, True)
+    ds[Tag(group, element)] = raw
 
 
 def missing_patient_id() -> bytes:
@@ -64,10 +71,10 @@ def illegal_pn() -> bytes:
 
 def wrong_vr_lengths() -> bytes:
     ds = _base("vr-lengths")
-    ds.add(RawDataElement(Tag(0x0008, 0x0020), "DA", 7, b"2025011", 0, False, True))        # DA: 8 bytes
-    ds.add(RawDataElement(Tag(0x0008, 0x0060), "CS", 24, b"COMPUTED_TOMOGRAPHY_LONG", 0, False, True))
-    ds.add(RawDataElement(Tag(0x0018, 0x0088), "DS", 20, b"1.2345678901234567890"[:20], 0, False, True))
-    ds.add(RawDataElement(Tag(0x0028, 0x0030), "DS", 3, b"0.5", 0, False, True))           # odd length
+    _raw(ds, 0x0008, 0x0020, "DA", b"2025011")        # DA: 8 bytes
+    _raw(ds, 0x0008, 0x0060, "CS", b"COMPUTED_TOMOGRAPHY_LONG")
+    _raw(ds, 0x0018, 0x0088, "DS", b"1.2345678901234567890"[:20])
+    _raw(ds, 0x0028, 0x0030, "DS", b"0.5")           # odd length
     return _write(ds)
 
 
@@ -115,8 +122,8 @@ def private_garbage() -> bytes:
     block = ds.private_block(0x0011, "GARBAGE VENDOR", create=True)
     block.add_new(0x10, "OB", os.urandom(777))
     block.add_new(0x11, "LO", "")
-    ds.add(RawDataElement(Tag(0x0011, 0x1011), "LO", 6, b"\xff\x00\xfe\x01\x80\x81", 0, False, True))
-    ds.add(RawDataElement(Tag(0x0013, 0x1001), "UN", 5, b"\x00\x01\x02\x03\x04", 0, False, True))  # no creator
+    _raw(ds, 0x0011, 0x1011, "LO", b"\xff\x00\xfe\x01\x80\x81")
+    _raw(ds, 0x0013, 0x1001, "UN", b"\x00\x01\x02\x03\x04")  # no creator
     return _write(ds)
 
 

@@ -12,11 +12,11 @@
 from __future__ import annotations
 
 import signal
+import sqlite3
 import subprocess
 import sys
-import sqlite3
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 import yaml
@@ -45,7 +45,7 @@ def _with_dead_route(config: Path) -> None:
 
 def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "copydicom.cli", *args], env=env, capture_output=True,
-                          text=True, timeout=120, cwd=str(REPO_ROOT))
+                          text=True, timeout=120, cwd=str(REPO_ROOT), check=False)
 
 
 def test_credentials_are_masked_in_every_log_line_and_in_status(
@@ -130,8 +130,10 @@ def test_tls_verification_is_off_only_explicitly_with_a_warning_at_every_start(
     config.write_text(yaml.safe_dump(data))
     for start in (1, 2):
         proc = daemon(config)
-        wait_until(lambda: proc.log().count("TLS verification is DISABLED for endpoint dst") == start,
-                   timeout=30, what=f"the warning of start {start}")
+        def warned(proc: DaemonProcess = proc, start: int = start) -> bool:
+            return proc.log().count("TLS verification is DISABLED for endpoint dst") == start
+
+        wait_until(warned, timeout=30, what=f"the warning of start {start}")
         proc.signal(signal.SIGTERM)
         assert proc.wait(15) == 0
     assert proc.log().count("TLS verification is DISABLED") == 2

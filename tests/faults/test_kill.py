@@ -10,11 +10,12 @@ re-sent instances, so each re-send shows as a second ``NewInstance`` change.
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 import requests
@@ -71,7 +72,7 @@ def test_sigkill_ten_times_during_2000_instances(
     started = time.monotonic()
     proc = daemon(config)
     for target in targets:
-        def reached() -> bool:
+        def reached(target: int = target, proc: DaemonProcess = proc) -> bool:
             cp = checkpoint_of(state, "copy")
             if cp is not None:
                 seen.append(cp)
@@ -100,7 +101,7 @@ def test_sigkill_ten_times_during_2000_instances(
     got = sop_uids(dest)
     received = [c["ID"] for c in changes_of(dest, "NewInstance", since=dest_start)]
     resent = len(received) - len(set(received))
-    backwards = sum(1 for a, b in zip(seen, seen[1:]) if b < a)
+    backwards = sum(1 for a, b in itertools.pairwise(seen) if b < a)
     figure(
         "kill", seed=seed, kills=len(at_kills), instances=TOTAL, kill_points=",".join(map(str, at_kills)),
         resends=resent, checkpoint_samples=len(seen), seconds=f"{elapsed:.1f}",

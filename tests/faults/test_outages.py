@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
@@ -48,7 +48,8 @@ def test_destination_index_and_source_outages_recover_by_themselves(
     source, dest = servers
     dest_start = last_seq(dest)
     state = tmp_path / "state.db"
-    es = FakeElasticsearch().start()
+    es = FakeElasticsearch()
+    es.start()
     try:
         config = route_config(
             tmp_path, source, dest, workers=2,
