@@ -142,6 +142,7 @@ def test_bad_inputs_are_replicated_intact_or_quarantined_by_both_routes(
                 ds = pydicom.dcmread(io.BytesIO(copy), force=True)
                 original = pydicom.dcmread(io.BytesIO(stored), force=True)
                 assert ds.SOPInstanceUID == keyed_uid(key, original.SOPInstanceUID), name
+                assert ds.DeidentificationMethodCodeSequence[0].CodeValue == "113100", name
                 assert _pixels(copy) == _pixels(stored), f"{name}: pixel data changed by de-identification"
             outcomes[name][route] = "replicated"
 
