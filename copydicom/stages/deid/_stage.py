@@ -537,7 +537,10 @@ class DeidStage:
     def _mark(self, ds: Dataset) -> None:
         implicit = _is_implicit(ds)
         for tag, (vr, value) in self._marks.items():
-            if tag == METHOD_CODES:
+            if tag == METHOD_CODES and not _is_little_endian(ds):
+                # The pre-encoded items are little endian: let pydicom encode them for a big endian file.
+                ds.DeidentificationMethodCodeSequence = self._method_items()
+            elif tag == METHOD_CODES:
                 ds._dict[BaseTag(tag)] = RawDataElement(
                     BaseTag(tag), None if implicit else "SQ", len(self._codes[implicit]), self._codes[implicit],
                     0, implicit, True, True, False)
@@ -625,6 +628,12 @@ def _is_implicit(ds: Dataset) -> bool:
     meta = getattr(ds, "file_meta", None)
     ts = meta.get("TransferSyntaxUID") if meta is not None else None
     return bool(ts is not None and UID(str(ts)).is_implicit_VR)
+
+
+def _is_little_endian(ds: Dataset) -> bool:
+    meta = getattr(ds, "file_meta", None)
+    ts = meta.get("TransferSyntaxUID") if meta is not None else None
+    return ts is None or UID(str(ts)).is_little_endian
 
 
 def _set_text(ds: Dataset, tag: int, vr: str, value: str) -> None:
