@@ -140,20 +140,30 @@ class SqliteIndex:
     """An :class:`~copydicom.model.IndexSink` writing to a local SQLite file.
 
     Thread-safe: one connection guarded by a lock; WAL so readers never block the writer.
+    The writing connection (and the schema) is created on the first write or look-up, so
+    :meth:`search` alone never opens the file for writing.
     """
 
     def __init__(self, config: SqliteIndexConfig) -> None:
         self.config = config
         self.name = config.name
         self._lock = threading.Lock()
-        try:
-            config.path.parent.mkdir(parents=True, exist_ok=True)
-            self._conn = sqlite3.connect(str(config.path), check_same_thread=False, isolation_level=None)
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA synchronous=NORMAL")
-            self._conn.executescript(SCHEMA)
-        except sqlite3.Error as exc:
-            raise IndexUnavailable(f"sqlite index {self.name}: cannot open {config.path}: {exc}") from None
+        self._writer: sqlite3.Connection | None = None
+
+    @property
+    def _conn(self) -> sqlite3.Connection:
+        """The writing connection, opened (with the schema created) on first use."""
+        if self._writer is None:
+            try:
+                self.config.path.parent.mkdir(parents=True, exist_ok=True)
+                conn = sqlite3.connect(str(self.config.path), check_same_thread=False, isolation_level=None)
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
+                conn.executescript(SCHEMA)
+            except sqlite3.Error as exc:
+                raise IndexUnavailable(f"sqlite index {self.name}: cannot open {self.config.path}: {exc}") from None
+            self._writer = conn
+        return self._writer
 
     # -- writing -----------------------------------------------------------------------------------
     def send(self, documents: list[dict[str, Any]]) -> None:
@@ -286,7 +296,9 @@ class SqliteIndex:
 
     def close(self) -> None:
         with self._lock:
-            self._conn.close()
+            if self._writer is not None:
+                self._writer.close()
+                self._writer = None
 
 
 _ALLOWED_ACTIONS = {sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION}

@@ -83,3 +83,23 @@ def test_bad_documents_are_rejected_others_kept(index: SqliteIndex) -> None:
     assert conn.execute("SELECT _id FROM instances").fetchall() == [(good["_id"],)]
     assert conn.execute("SELECT count(*) FROM studies WHERE study_uid = '9.9'").fetchone() == (0,)
     conn.close()
+
+
+def test_search_alone_never_writes_the_file(tmp_path: Path) -> None:
+    """``copydicom search`` opens the database read-only: no schema, no WAL switch, bytes unchanged."""
+    import hashlib
+    import sqlite3
+
+    path = tmp_path / "other.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE t (x INTEGER)")
+        conn.execute("INSERT INTO t VALUES (1)")
+    before = hashlib.sha256(path.read_bytes()).hexdigest()
+    index = SqliteIndex(SqliteIndexConfig("other", path))
+    assert list(index.search("SELECT x FROM t")) == [{"x": 1}]
+    index.close()
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == before
+    assert not (tmp_path / "other.db-wal").exists()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+        assert [r[0] for r in conn.execute("SELECT name FROM sqlite_master")] == ["t"]
