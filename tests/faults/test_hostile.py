@@ -22,6 +22,7 @@ import pytest
 import yaml
 
 from copydicom.cli import main
+from copydicom.sinks.sqlite_index import SqliteIndex, SqliteIndexConfig
 from copydicom.testbench.orthanc import OrthancServer
 from tests.faults.conftest import figure, route_config
 from tests.integration.conftest import REPO_ROOT, DaemonProcess, checkpoint_of, last_seq, load_ct, wait_until
@@ -158,6 +159,8 @@ def test_search_refuses_anything_but_a_single_select(
     tmp_path: Path, query: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     db = tmp_path / "index.db"
+    # A search never creates the index (it opens the file read-only): make one by writing to it.
+    SqliteIndex(SqliteIndexConfig("hostile", db)).open()
     assert main(["search", "--index", f"sqlite:///{db}", "SELECT count(*) AS n FROM instances"]) == 0
     conn = sqlite3.connect(db)
     conn.execute("CREATE TABLE t (v TEXT)")

@@ -165,6 +165,11 @@ class SqliteIndex:
             self._writer = conn
         return self._writer
 
+    def open(self) -> None:
+        """Create the file and the schema now (otherwise the first write or look-up does)."""
+        with self._lock:
+            self._conn  # noqa: B018 - the property opens the connection
+
     # -- writing -----------------------------------------------------------------------------------
     def send(self, documents: list[dict[str, Any]]) -> None:
         """Upsert the documents in one transaction (idempotent by ``_id``).
