@@ -45,9 +45,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the exit status."""
-    from copydicom._memory import tune_malloc
-
-    tune_malloc()
     parser = build_parser()
     args = parser.parse_args(argv)
     from copydicom.logsetup import configure_logging
