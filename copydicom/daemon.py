@@ -30,7 +30,7 @@ from copydicom.app import RouteRuntime, build_route
 from copydicom.config import AppConfig, Route
 from copydicom.errors import ConfigError, FatalError, RetryableError
 from copydicom.ledger import Ledger
-from copydicom.pipeline import Outcome
+from copydicom.pipeline import Outcome, Summary
 from copydicom.runner import ChangesRunner
 from copydicom.sources.orthanc import ChangesFeed
 
@@ -159,32 +159,21 @@ class Daemon:
     # -- jobs ---------------------------------------------------------------------------
 
     def _poll(self, name: str) -> None:
+        """A changes route's job: read the feed from the checkpoint to its end."""
         state = self.routes[name]
         if self.stopping.is_set() or time.monotonic() < state.backoff_until:
             return
-        assert state.runner is not None
-        try:
+        runner = state.runner
+        assert runner is not None
+
+        def work() -> Summary:
             try:
-                summary = state.runner.poll()
+                return runner.poll()
             finally:
                 self._update_backlog(state)
-        except RetryableError as exc:
-            self._failed(state, str(exc))
-            return
-        except (ConfigError, FatalError) as exc:
-            self._fatal(exc)
-            return
-        except Exception as exc:
-            log.exception("route %s: unexpected error", name)
-            self._failed(state, f"{type(exc).__name__}")
-            return
-        for kind, n in summary.counts.items():
-            state.totals[kind] = state.totals.get(kind, 0) + n
-        if summary.counts["failed"]:
-            self._failed(state, summary.first_retryable)
-            return
-        self._succeeded(state)
-        if sum(summary.counts.values()):
+
+        summary = self._run(state, work, config_is_fatal=True)
+        if summary is not None and summary.counts.total():
             log.info("route %s: %s", name, summary.line())
 
     def _conditional(self, name: str) -> None:
@@ -198,28 +187,40 @@ class Daemon:
         state = self.routes[name]
         if self.stopping.is_set():
             return
+        self._run(state, lambda: run_conditional(state.route, self.config, state.runtime), config_is_fatal=False)
+
+    def _run(self, state: RouteState, work: Callable[[], Summary], *, config_is_fatal: bool) -> Summary | None:
+        """Run one job of a route and book its result: success, backoff, or a fatal stop.
+
+        Returns the summary, or ``None`` when the job raised.
+        """
+        name = state.route.name
         try:
-            summary = run_conditional(state.route, self.config, state.runtime)
+            summary = work()
         except RetryableError as exc:
             self._failed(state, str(exc))
-            return
+            return None
         except ConfigError as exc:
-            log.error("route %s: %s", name, exc)
-            self._failed(state, str(exc))
-            return
+            if config_is_fatal:
+                self._fatal(exc)
+            else:
+                log.error("route %s: %s", name, exc)
+                self._failed(state, str(exc))
+            return None
         except FatalError as exc:
             self._fatal(exc)
-            return
+            return None
         except Exception as exc:
             log.exception("route %s: unexpected error", name)
             self._failed(state, f"{type(exc).__name__}")
-            return
+            return None
         for kind, n in summary.counts.items():
             state.totals[kind] = state.totals.get(kind, 0) + n
         if summary.counts["failed"]:
             self._failed(state, summary.first_retryable)
-            return
-        self._succeeded(state)
+        else:
+            self._succeeded(state)
+        return summary
 
     def _succeeded(self, state: RouteState) -> None:
         state.failures = 0
