@@ -34,8 +34,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from replicate_bench import run_copydicom
 
-from copydicom.testbench.orthanc import OrthancServer
-from copydicom.testbench.synthetic import ct_study_files, upload_all
+from tests.support.orthanc import OrthancServer
+from tests.support.synthetic import ct_study_files, upload_all
 
 
 def main() -> None:

@@ -5,7 +5,7 @@ Usage::
 
     PYTHONPATH=. /work/venv/bin/python benchmarks/deid_bench.py [--n 200] [--rounds 3]
 
-Generates ``n`` synthetic 512x512 CT files (copydicom.testbench.synthetic),
+Generates ``n`` synthetic 512x512 CT files (tests.support.synthetic),
 then for each tool reads every file, de-identifies it and writes it to a new
 file: pydicom read+write only (the floor), copydicom's DeidStage (default
 profile), dicognito and dicom-anonymizer (the ``bench`` extra).  Prints
@@ -27,7 +27,7 @@ from pydicom import dcmread
 
 from copydicom.model import Instance, InstanceRef
 from copydicom.stages.deid import DeidProfile, DeidStage
-from copydicom.testbench.synthetic import ct_study_files
+from tests.support.synthetic import ct_study_files
 
 
 def _run(files: list[Path], out: Path, one: Callable[[Path, Path], None]) -> float:

@@ -7,7 +7,7 @@ Run from the worktree root::
 
 Inputs are generated in the run: CT dose SRs (TID 10011, 20 events each, two
 X-ray sources on every other event) with the fixture builder of the unit tests,
-and synthetic CT images from :mod:`copydicom.testbench.synthetic`.  Each figure
+and synthetic CT images from :mod:`tests.support.synthetic`.  Each figure
 is printed beside a reference measured in the same run: parsing the same bytes
 with ``pydicom.dcmread(stop_before_pixels=True)`` alone.
 """
@@ -24,8 +24,8 @@ import pydicom
 
 from copydicom.stages.dose import extract_dose
 from copydicom.stages.flatten import flatten
-from copydicom.testbench.synthetic import ct_dataset
-from copydicom.testbench.synthetic import to_bytes as ct_bytes
+from tests.support.synthetic import ct_dataset
+from tests.support.synthetic import to_bytes as ct_bytes
 from tests.unit.dose import builder as b
 
 

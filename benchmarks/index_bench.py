@@ -28,9 +28,9 @@ from copydicom.sinks.splunk import SplunkConfig, SplunkIndex
 from copydicom.sinks.spool import Spool, SpooledIndex
 from copydicom.sinks.sqlite_index import SqliteIndex, SqliteIndexConfig
 from copydicom.stages.flatten import flatten
-from copydicom.testbench.fake_elasticsearch import FakeElasticsearch
-from copydicom.testbench.fake_splunk import FakeSplunk
-from copydicom.testbench.synthetic import ct_dataset
+from tests.support.fake_elasticsearch import FakeElasticsearch
+from tests.support.fake_splunk import FakeSplunk
+from tests.support.synthetic import ct_dataset
 
 
 def make_documents(n: int) -> list[dict[str, Any]]:

@@ -35,8 +35,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from copydicom.testbench.orthanc import OrthancServer, free_port
-from copydicom.testbench.synthetic import ct_study_files, upload_all
+from tests.support.orthanc import OrthancServer, free_port
+from tests.support.synthetic import ct_study_files, upload_all
 
 
 def _vm_hwm_kb(pid: int) -> int | None:

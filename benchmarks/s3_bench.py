@@ -39,9 +39,9 @@ sys.path.insert(0, str(ROOT))
 
 from copydicom.model import Instance, InstanceRef
 from copydicom.sinks.s3 import S3Config, S3Destination
-from copydicom.testbench.orthanc import OrthancServer
-from copydicom.testbench.seaweedfs import SeaweedFSServer
-from copydicom.testbench.synthetic import ct_study_files, upload_all
+from tests.support.orthanc import OrthancServer
+from tests.support.seaweedfs import SeaweedFSServer
+from tests.support.synthetic import ct_study_files, upload_all
 
 
 def _run_copydicom(args: list[str], env: dict[str, str]) -> tuple[float, str]:

@@ -4,4 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+# The demo's Orthanc launcher and sample generator live in tests/support (not in the installed package).
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 exec "${COPYDICOM_VENV:-.venv}/bin/copydicom" demo "$@"

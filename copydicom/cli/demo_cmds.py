@@ -15,11 +15,15 @@ import time
 from pathlib import Path
 
 from copydicom.cli import main as cli_main
+from copydicom.errors import ConfigError
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from copydicom.testbench.orthanc import OrthancServer
-    from copydicom.testbench.synthetic import ct_study_files, upload_all
+    try:  # the launchers and the sample generator live with the tests, not in the installed package
+        from tests.support.orthanc import OrthancServer
+        from tests.support.synthetic import ct_study_files, upload_all
+    except ImportError:
+        raise ConfigError("the demo runs from a source checkout: bash scripts/demo.sh") from None
 
     work = Path(tempfile.mkdtemp(prefix="copydicom-demo-"))
     source = OrthancServer("DEMO_SOURCE", workdir=work / "source")

@@ -1,7 +1,7 @@
 """Malformed and unusual DICOM files for the bad-input fault test, built with pydicom.
 
 Each builder returns the bytes of one Part 10 file derived from a small
-synthetic CT (:func:`copydicom.testbench.synthetic.ct_dataset`) with one
+synthetic CT (:func:`tests.support.synthetic.ct_dataset`) with one
 defect or peculiarity.  Nothing here comes from a real patient.
 """
 
@@ -28,7 +28,7 @@ from pydicom.uid import (
     JPEGBaseline8Bit,
 )
 
-from copydicom.testbench.synthetic import ct_dataset
+from tests.support.synthetic import ct_dataset
 
 
 def _base(name: str, rows: int = 32) -> Dataset:

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from copydicom.testbench.orthanc import OrthancServer
+from tests.support.orthanc import OrthancServer
 from tests.integration.conftest import daemon, daemon_env, orthanc_pair, servers  # noqa: F401
 
 FIGURES: list[str] = []

@@ -33,7 +33,7 @@ import yaml
 
 from copydicom.stages.deid import load_key
 from copydicom.stages.deid._keyed import keyed_uid
-from copydicom.testbench.orthanc import OrthancServer
+from tests.support.orthanc import OrthancServer
 from tests.faults.bad_inputs import BAD_INPUTS
 from tests.faults.conftest import figure
 from tests.integration.conftest import REPO_ROOT, DaemonProcess, checkpoint_of, last_seq, load_ct, wait_until

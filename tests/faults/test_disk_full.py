@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from copydicom.testbench.orthanc import OrthancServer
+from tests.support.orthanc import OrthancServer
 from tests.faults.conftest import figure, route_config
 from tests.integration.conftest import (
     DaemonProcess,

@@ -23,7 +23,7 @@ import yaml
 
 from copydicom.cli import main
 from copydicom.sinks.sqlite_index import SqliteIndex, SqliteIndexConfig
-from copydicom.testbench.orthanc import OrthancServer
+from tests.support.orthanc import OrthancServer
 from tests.faults.conftest import figure, route_config
 from tests.integration.conftest import REPO_ROOT, DaemonProcess, checkpoint_of, last_seq, load_ct, wait_until
 

@@ -22,7 +22,7 @@ import requests
 
 from copydicom.stages.deid import load_key
 from copydicom.stages.deid._keyed import keyed_uid
-from copydicom.testbench.orthanc import OrthancServer
+from tests.support.orthanc import OrthancServer
 from tests.faults.conftest import figure, route_config
 from tests.integration.conftest import (
     DaemonProcess,

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from copydicom.testbench.fake_elasticsearch import FakeElasticsearch
-from copydicom.testbench.orthanc import OrthancServer
+from tests.support.fake_elasticsearch import FakeElasticsearch
+from tests.support.orthanc import OrthancServer
 from tests.faults.conftest import figure, route_config
 from tests.integration.conftest import (
     DaemonProcess,

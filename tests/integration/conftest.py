@@ -1,7 +1,7 @@
 """Fixtures for integration tests: two real Orthanc servers, synthetic CT, the daemon as a process.
 
 The servers are started once per session on free loopback ports with
-temporary storage (``copydicom.testbench.orthanc``) and stopped by PID.
+temporary storage (``tests.support.orthanc``) and stopped by PID.
 Every test starts with both servers empty.
 """
 
@@ -20,8 +20,8 @@ import pytest
 import requests
 import yaml
 
-from copydicom.testbench.orthanc import OrthancServer
-from copydicom.testbench.synthetic import ct_study_files, upload_all
+from tests.support.orthanc import OrthancServer
+from tests.support.synthetic import ct_study_files, upload_all
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

@@ -15,9 +15,9 @@ from copydicom.config import parse_config
 from copydicom.daemon import Daemon
 from copydicom.sinks.elasticsearch import ElasticsearchConfig, ElasticsearchIndex
 from copydicom.sinks.splunk import SplunkConfig, SplunkIndex
-from copydicom.testbench.fake_elasticsearch import FakeElasticsearch
-from copydicom.testbench.fake_splunk import FakeSplunk
-from copydicom.testbench.orthanc import OrthancServer
+from tests.support.fake_elasticsearch import FakeElasticsearch
+from tests.support.fake_splunk import FakeSplunk
+from tests.support.orthanc import OrthancServer
 from tests.integration.conftest import load_ct
 from tests.unit.dose import builder as b
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from copydicom.cli import main
-from copydicom.testbench.orthanc import OrthancServer
+from tests.support.orthanc import OrthancServer
 from tests.integration.conftest import (
     DaemonProcess,
     changes_of,

@@ -17,8 +17,8 @@ from typing import Any, Callable
 import pytest
 import yaml
 
-from copydicom.testbench.orthanc import OrthancServer
-from copydicom.testbench.synthetic import ct_study_files
+from tests.support.orthanc import OrthancServer
+from tests.support.synthetic import ct_study_files
 from tests.integration.conftest import DaemonProcess, checkpoint_of, last_seq, wait_until, write_config
 
 pytestmark = pytest.mark.integration

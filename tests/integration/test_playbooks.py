@@ -20,8 +20,8 @@ import boto3
 import pytest
 import requests
 
-from copydicom.testbench.bench import pid_alive
-from copydicom.testbench.orthanc import free_port
+from tests.support.bench import pid_alive
+from tests.support.orthanc import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -70,7 +70,7 @@ def bench_vars(tmp_path: Path) -> Iterator[dict[str, str]]:
         "sample_patients": "2",
     }
     yield values
-    subprocess.run([sys.executable, "-m", "copydicom.testbench", "stop", "--dir", values["bench_dir"]],
+    subprocess.run([sys.executable, "-m", "tests.support", "stop", "--dir", values["bench_dir"]],
                    check=False, cwd=REPO_ROOT, env=_env(), capture_output=True, timeout=60)
 
 

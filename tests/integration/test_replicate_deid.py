@@ -16,7 +16,7 @@ import pytest
 
 from copydicom.cli import main
 from copydicom.ledger import Ledger
-from copydicom.testbench.orthanc import OrthancServer
+from tests.support.orthanc import OrthancServer
 from tests.integration.conftest import load_ct
 
 pytestmark = pytest.mark.integration

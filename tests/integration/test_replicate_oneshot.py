@@ -14,7 +14,7 @@ from copydicom import app as app_module
 from copydicom.cli import main
 from copydicom.errors import RejectedByDestination
 from copydicom.model import Destination, Instance, StoreOutcome
-from copydicom.testbench.orthanc import OrthancServer
+from tests.support.orthanc import OrthancServer
 from tests.integration.conftest import changes_of, last_seq, load_ct
 
 pytestmark = pytest.mark.integration
@@ -204,7 +204,7 @@ def test_replicate_to_unreachable_destination_fails_with_status_1(
     import types
 
     from copydicom.clients import orthanc as client_module
-    from copydicom.testbench.orthanc import free_port
+    from tests.support.orthanc import free_port
 
     source, _ = servers
     load_ct(source, 6, series=2)

@@ -10,8 +10,8 @@ import requests
 
 from copydicom.cli import main
 from copydicom.sinks.sqlite_index import SqliteIndex, SqliteIndexConfig
-from copydicom.testbench.orthanc import OrthancServer
-from copydicom.testbench.synthetic import ct_study_files
+from tests.support.orthanc import OrthancServer
+from tests.support.synthetic import ct_study_files
 from tests.unit.dose import builder as b
 from tests.unit.sinks.docs_helpers import dose_event, instance_doc
 
@@ -78,8 +78,8 @@ def test_replicate_tags_from_orthanc(tmp_path: Path, capsys: pytest.CaptureFixtu
 def test_search_elasticsearch_and_splunk_urls(capsys: pytest.CaptureFixture[str]) -> None:
     from copydicom.sinks.elasticsearch import ElasticsearchConfig, ElasticsearchIndex
     from copydicom.sinks.splunk import SplunkConfig, SplunkIndex
-    from copydicom.testbench.fake_elasticsearch import FakeElasticsearch
-    from copydicom.testbench.fake_splunk import FakeSplunk
+    from tests.support.fake_elasticsearch import FakeElasticsearch
+    from tests.support.fake_splunk import FakeSplunk
 
     docs = [instance_doc(i) for i in range(5)] + [instance_doc(60, modality="SR", study=8)]
     es = FakeElasticsearch().start()

@@ -12,8 +12,8 @@ from pydicom import dcmread
 
 from copydicom.model import Identity, Instance, InstanceRef
 from copydicom.stages.deid import DeidProfile, DeidStage, MappingStore
-from copydicom.testbench.orthanc import OrthancServer
-from copydicom.testbench.synthetic import ct_study_files
+from tests.support.orthanc import OrthancServer
+from tests.support.synthetic import ct_study_files
 
 KEY = b"integration-key-0123456789abcdef"
 

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from copydicom.testbench.seaweedfs import SeaweedFSServer
+from tests.support.seaweedfs import SeaweedFSServer
 
 _counter = itertools.count()
 

@@ -9,9 +9,9 @@ import pytest
 
 from copydicom.cli import main
 from copydicom.model import Identity
-from copydicom.testbench.orthanc import OrthancServer
-from copydicom.testbench.seaweedfs import SeaweedFSServer
-from copydicom.testbench.synthetic import ct_dataset, ct_study_files, to_bytes, upload_all
+from tests.support.orthanc import OrthancServer
+from tests.support.seaweedfs import SeaweedFSServer
+from tests.support.synthetic import ct_dataset, ct_study_files, to_bytes, upload_all
 
 pytestmark = pytest.mark.integration
 

@@ -11,9 +11,9 @@ import pytest
 from copydicom.errors import ConfigError, DestinationUnavailable
 from copydicom.model import Identity, Instance, InstanceRef
 from copydicom.sinks.s3 import S3Config, S3Destination
-from copydicom.testbench.orthanc import free_port
-from copydicom.testbench.seaweedfs import SeaweedFSServer
-from copydicom.testbench.synthetic import ct_dataset, to_bytes
+from tests.support.orthanc import free_port
+from tests.support.seaweedfs import SeaweedFSServer
+from tests.support.synthetic import ct_dataset, to_bytes
 
 pytestmark = pytest.mark.integration
 

@@ -8,7 +8,7 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from copydicom.testbench.seaweedfs import SeaweedFSServer
+from tests.support.seaweedfs import SeaweedFSServer
 
 pytestmark = pytest.mark.integration
 

@@ -9,8 +9,8 @@ import pytest
 from copydicom.sinks.elasticsearch import ElasticsearchConfig, ElasticsearchIndex
 from copydicom.sinks.splunk import SplunkConfig, SplunkIndex
 from copydicom.sinks.spool import Spool, SpooledIndex
-from copydicom.testbench.fake_elasticsearch import FakeElasticsearch
-from copydicom.testbench.fake_splunk import FakeSplunk
+from tests.support.fake_elasticsearch import FakeElasticsearch
+from tests.support.fake_splunk import FakeSplunk
 from tests.unit.sinks.docs_helpers import instance_doc
 
 pytestmark = pytest.mark.integration

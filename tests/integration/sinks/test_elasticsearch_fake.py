@@ -8,7 +8,7 @@ import pytest
 
 from copydicom.errors import ConfigError, DocumentsRejected, IndexUnavailable
 from copydicom.sinks.elasticsearch import ElasticsearchConfig, ElasticsearchIndex
-from copydicom.testbench.fake_elasticsearch import FakeElasticsearch
+from tests.support.fake_elasticsearch import FakeElasticsearch
 from tests.unit.sinks.docs_helpers import dose_event, instance_doc
 
 pytestmark = pytest.mark.integration

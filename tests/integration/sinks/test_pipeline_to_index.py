@@ -17,8 +17,8 @@ from copydicom.sinks.sqlite_index import SqliteIndex, SqliteIndexConfig
 from copydicom.sources.orthanc import OrthancSource
 from copydicom.stages.dose import DoseStage
 from copydicom.stages.index_docs import IndexDocumentsStage
-from copydicom.testbench.orthanc import OrthancServer
-from copydicom.testbench.synthetic import ct_study_files
+from tests.support.orthanc import OrthancServer
+from tests.support.synthetic import ct_study_files
 from tests.unit.dose import builder as b
 
 pytestmark = pytest.mark.integration

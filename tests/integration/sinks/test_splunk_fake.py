@@ -9,7 +9,7 @@ import pytest
 
 from copydicom.errors import ConfigError, DocumentsRejected, IndexUnavailable
 from copydicom.sinks.splunk import SplunkConfig, SplunkIndex
-from copydicom.testbench.fake_splunk import FakeSplunk
+from tests.support.fake_splunk import FakeSplunk
 from tests.unit.sinks.docs_helpers import dose_event, instance_doc
 
 pytestmark = pytest.mark.integration

@@ -11,8 +11,8 @@ import pytest
 from copydicom.errors import ConfigError
 from copydicom.sinks.elasticsearch import ElasticsearchConfig, ElasticsearchIndex
 from copydicom.sinks.splunk import SplunkConfig, SplunkIndex
-from copydicom.testbench.fake_elasticsearch import FakeElasticsearch
-from copydicom.testbench.fake_splunk import FakeSplunk
+from tests.support.fake_elasticsearch import FakeElasticsearch
+from tests.support.fake_splunk import FakeSplunk
 from tests.unit.sinks.docs_helpers import instance_doc
 
 pytestmark = pytest.mark.integration

@@ -10,7 +10,7 @@ from pydicom.sequence import Sequence
 
 from copydicom.model import Instance, InstanceRef
 from copydicom.stages.deid import DeidProfile, DeidStage
-from copydicom.testbench.synthetic import ct_dataset, to_bytes
+from tests.support.synthetic import ct_dataset, to_bytes
 
 KEY = b"canary-key-0123456789abcdef-0123"
 UIDS = ["1.2.826.0.1.3680043.10.1381.777.1", "1.2.826.0.1.3680043.10.1381.777.2",

@@ -22,7 +22,7 @@ from copydicom.stages.deid import (
     load_key,
     profiles_from_config,
 )
-from copydicom.testbench.synthetic import ct_dataset, to_bytes
+from tests.support.synthetic import ct_dataset, to_bytes
 
 KEY = b"cli-key-0123456789abcdef-0123456"
 

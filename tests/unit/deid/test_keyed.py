@@ -12,7 +12,7 @@ from pydicom import dcmread
 from copydicom.model import Identity, Instance, InstanceRef
 from copydicom.stages.deid import DeidProfile, DeidStage, is_valid_uid, keyed_pseudonym, keyed_uid
 from copydicom.stages.deid._keyed import date_offset_days
-from copydicom.testbench.synthetic import ct_dataset, ct_study_files, to_bytes
+from tests.support.synthetic import ct_dataset, ct_study_files, to_bytes
 
 KEY = b"property-key-0123456789abcdef-01"
 component = st.one_of(st.just("0"), st.integers(min_value=1, max_value=10**20).map(str))

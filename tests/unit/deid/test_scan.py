@@ -7,7 +7,7 @@ from pydicom.sequence import Sequence
 
 from copydicom.model import Instance, InstanceRef
 from copydicom.stages.deid import DeidProfile, DeidStage, scan_dataset
-from copydicom.testbench.synthetic import ct_dataset, to_bytes
+from tests.support.synthetic import ct_dataset, to_bytes
 
 
 def test_scan_reports_each_kind() -> None:

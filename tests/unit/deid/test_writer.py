@@ -11,7 +11,7 @@ from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from copydicom.errors import InvalidInstance
 from copydicom.model import Instance, InstanceRef
 from copydicom.stages.deid import DeidProfile, DeidStage
-from copydicom.testbench.synthetic import ct_dataset, to_bytes
+from tests.support.synthetic import ct_dataset, to_bytes
 
 KEY = b"writer-key-0123456789abcdef-0123"
 

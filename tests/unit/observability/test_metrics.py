@@ -143,7 +143,7 @@ def test_documents_indexed_from_spool_flush_results(tmp_path: Path) -> None:
 
 def test_deidentification_time_from_the_real_stage(ledger: Ledger, tmp_path: Path) -> None:
     from copydicom.stages.deid import DeidProfile, DeidStage
-    from copydicom.testbench.synthetic import ct_dataset, to_bytes
+    from tests.support.synthetic import ct_dataset, to_bytes
 
     metrics = Metrics()
     files = {f"i{k}": to_bytes(ct_dataset(0, 0, 0, k, rows=16, cols=16, seed="deid-time")) for k in range(3)}

@@ -9,7 +9,7 @@ import pytest
 from copydicom.errors import ConfigError, InvalidInstance
 from copydicom.model import InstanceRef
 from copydicom.sources.folder import FolderSource, is_dicom_file
-from copydicom.testbench.synthetic import ct_dataset, to_bytes
+from tests.support.synthetic import ct_dataset, to_bytes
 
 
 def _tree(root: Path) -> dict[str, bytes]:

@@ -14,7 +14,7 @@ from moto import mock_aws
 from copydicom.errors import InvalidInstance
 from copydicom.model import Destination, Identity, Instance, InstanceRef
 from copydicom.sinks.s3 import S3Config, S3Destination, deidentification_method
-from copydicom.testbench.synthetic import ct_dataset, to_bytes
+from tests.support.synthetic import ct_dataset, to_bytes
 
 BUCKET = "research-archive"
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 from copydicom.model import Identity, Instance, InstanceRef, orthanc_id
 from copydicom.stages.dose import DoseStage
 from copydicom.stages.index_docs import IndexDocumentsStage
-from copydicom.testbench.synthetic import ct_dataset, to_bytes
+from tests.support.synthetic import ct_dataset, to_bytes
 from tests.unit.dose import builder as b
 
 

@@ -9,7 +9,7 @@ from copydicom.sinks.documents import dose_documents, instance_document
 from copydicom.sinks.sqlite_index import SqliteIndex, SqliteIndexConfig
 from copydicom.stages.dose import extract_dose
 from copydicom.stages.flatten import flatten
-from copydicom.testbench.synthetic import ct_dataset
+from tests.support.synthetic import ct_dataset
 from tests.unit.dose import builder as b
 
 

@@ -1,6 +1,6 @@
 """Detached test bench for ``playbooks/testbench.yml``: start, load and stop servers by pid file.
 
-``python -m copydicom.testbench <command> ...`` ensures one piece of the bench is in
+``python -m tests.support <command> ...`` ensures one piece of the bench is in
 the wanted state and prints one JSON object ``{"changed": bool, ...}`` on stdout, so
 an Ansible task can report ``changed`` truthfully (a second run changes nothing).
 
@@ -36,9 +36,9 @@ from typing import Any
 
 import requests
 
-from copydicom.testbench.orthanc import OrthancServer
-from copydicom.testbench.seaweedfs import SeaweedFSServer
-from copydicom.testbench.synthetic import ct_study_files, upload_all
+from tests.support.orthanc import OrthancServer
+from tests.support.seaweedfs import SeaweedFSServer
+from tests.support.synthetic import ct_study_files, upload_all
 
 
 def pid_alive(pid: int) -> bool:
@@ -200,8 +200,8 @@ def stop_all(directory: Path) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point (``python -m copydicom.testbench``)."""
-    parser = argparse.ArgumentParser(prog="python -m copydicom.testbench", description=__doc__.split("\n")[0])
+    """Command-line entry point (``python -m tests.support``)."""
+    parser = argparse.ArgumentParser(prog="python -m tests.support", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     o = sub.add_parser("orthanc", help="ensure a private Orthanc runs")
     o.add_argument("--dir", type=Path, required=True)

@@ -32,7 +32,7 @@ from typing import Any
 
 import requests
 
-from copydicom.testbench.orthanc import free_port
+from tests.support.orthanc import free_port
 
 #: Environment for ``weed``: one volume per growth step instead of seven (master.toml
 #: ``[master.volume_growth] copy_1``), so a bucket costs one small volume.

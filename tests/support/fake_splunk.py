@@ -52,7 +52,7 @@ from typing import Any
 from urllib.parse import parse_qs
 from xml.sax.saxutils import escape
 
-from copydicom.testbench._httpfake import FakeHTTPServer, Reply, Request
+from tests.support._httpfake import FakeHTTPServer, Reply, Request
 
 HEC_CODES: dict[int, tuple[str, int]] = {
     0: ("Success", 200), 1: ("Token disabled", 403), 2: ("Token is required", 401),

@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from copydicom.testbench._httpfake import FakeHTTPServer, Reply, Request
+from tests.support._httpfake import FakeHTTPServer, Reply, Request
 
 _ERROR_TYPES = {
     400: "mapper_parsing_exception",
