@@ -191,11 +191,102 @@ class IndexSink(Protocol):
     def close(self) -> None: ...
 
 
+@runtime_checkable
 class Source(Protocol):
-    """Yields references to instances, in the order they must be acknowledged."""
+    """Where a route's instances come from: listed in batches, fetched by reference.
+
+    Every source implements this; the optional capabilities below are separate
+    protocols that a source implements when its system allows it (checked with
+    ``isinstance``). A batch is a unit of acknowledgement and of destination
+    look-ups: one series where the source knows series, otherwise up to a few
+    hundred instances.
+    """
 
     name: str
 
-    def refs(self) -> Iterator[InstanceRef]: ...
+    def batches(self) -> Iterator[list[InstanceRef]]:
+        """Everything the source holds (or was asked for), in batches."""
+        ...
 
-    def fetch(self, ref: InstanceRef) -> bytes: ...
+    def fetch(self, ref: InstanceRef) -> bytes:
+        """The Part 10 bytes of one instance, as stored (never re-encoded)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class FeedPosition:
+    """A change feed's checkpoint: a sequence number and what it named.
+
+    ``resource`` is the source's ID of the change at ``seq`` (the instance of a
+    ``NewInstance`` change), kept so that a source whose feed was reset (its
+    database rebuilt) is noticed even when its sequence numbers have passed the
+    checkpoint again.
+    """
+
+    seq: int
+    resource: str | None = None
+
+
+@runtime_checkable
+class ChangeFeedSource(Protocol):
+    """Capability: the source has an ordered change feed (Orthanc ``/changes``)."""
+
+    def last_change(self) -> int:
+        """The feed's newest sequence number."""
+        ...
+
+    def changes_page(self, since: int) -> Any:
+        """The next page of changes after ``since`` (see ``copydicom.sources.orthanc.ChangesPage``)."""
+        ...
+
+    def names_change(self, position: FeedPosition) -> bool | None:
+        """Whether ``position.seq`` still names ``position.resource`` (``None``: cannot tell)."""
+        ...
+
+
+@runtime_checkable
+class SelectableSource(Protocol):
+    """Capability: batches for given identifiers (source IDs or DICOM UIDs), for index queries."""
+
+    def selected(self, identifiers: Iterable[str]) -> Iterator[list[InstanceRef]]: ...
+
+
+@dataclass(frozen=True)
+class StudyCount:
+    """One study in an inventory: its identity and how many instances it holds."""
+
+    study_uid: str
+    instances: int
+    study_date: str = ""
+    source_id: str | None = None
+
+
+@runtime_checkable
+class InventorySource(Protocol):
+    """Capability: cheap per-study / per-series / per-instance listings, for reconcile.
+
+    Implementations stream (constant memory) and never download instance bytes.
+    """
+
+    def studies(self, *, since: str | None = None) -> Iterator[StudyCount]: ...
+
+    def series_counts(self, study_uid: str) -> dict[str, int]:
+        """``{SeriesInstanceUID: instance count}`` of one study."""
+        ...
+
+    def instance_refs(self, study_uid: str, series_uid: str) -> list[InstanceRef]:
+        """Every instance of one series, with identities."""
+        ...
+
+
+@runtime_checkable
+class RouteDriver(Protocol):
+    """Capability: the source drives its route itself (a push listener, a poller).
+
+    The daemon calls :meth:`runner` once at start-up, then the runner's
+    ``poll() -> Summary`` on the route's schedule, like the change-feed runner.
+    """
+
+    def runner(self, route: str, pipeline: Any, state: Any) -> Any: ...
