@@ -30,6 +30,8 @@ from typing import Any
 from copydicom.errors import ConfigError
 from copydicom.secrets import check_private_file, expand_env
 from copydicom.stages.deid._tables import OPTIONS
+from copydicom.stages.pixels import OPTION as CLEAN_PIXEL_DATA
+from copydicom.stages.pixels import PIXEL_KEYS, PixelSettings
 
 #: Secondary Capture SOP classes (PS3.4 B.5): pixels often are screenshots.
 SECONDARY_CAPTURE_CLASSES: frozenset[str] = frozenset(
@@ -46,7 +48,7 @@ SECONDARY_CAPTURE_CLASSES: frozenset[str] = frozenset(
 _KNOWN_KEYS = {
     "options", "key_file", "patient_map", "accept_pixel_risk", "pixel_risk_modalities",
     "pixel_risk_sop_classes", "free_text", "date_shift_days", "pseudonym_prefix", "description",
-}
+} | PIXEL_KEYS
 
 
 @dataclass(frozen=True)
@@ -131,6 +133,7 @@ class DeidProfile:
     free_text: str = "replace"
     date_shift_days: tuple[int, int] = (-3650, -1)
     pseudonym_prefix: str = "ANON"
+    pixels: PixelSettings = PixelSettings()  # Clean Pixel Data settings (copydicom.stages.pixels)
 
     @classmethod
     def default(cls) -> DeidProfile:
@@ -156,8 +159,9 @@ class DeidProfile:
         opts: list[str] = []
         for i, o in enumerate(opts_raw):
             o = str(o).strip().replace("-", "_")
-            if o not in OPTIONS:
-                raise ConfigError(f"{where}.options[{i}]: unknown option {o!r} (known: {', '.join(OPTIONS)})")
+            if o not in OPTIONS and o != CLEAN_PIXEL_DATA:
+                raise ConfigError(f"{where}.options[{i}]: unknown option {o!r} "
+                                  f"(known: {', '.join(OPTIONS + (CLEAN_PIXEL_DATA,))})")
             if o not in opts:
                 opts.append(o)
         if "retain_long_full_dates" in opts and "retain_long_modified_dates" in opts:
@@ -197,6 +201,7 @@ class DeidProfile:
             free_text=free_text,
             date_shift_days=(lo, hi),
             pseudonym_prefix=prefix,
+            pixels=PixelSettings.from_profile(data, where=where),
         )
 
 

@@ -59,6 +59,7 @@ from copydicom.stages.deid._mapping import MappingStore
 from copydicom.stages.deid._profile import DeidProfile
 from copydicom.stages.deid._tables import CID_7050, edition, resolve_compound, row_action, rows, safe_private
 from copydicom.stages.deid._writer import write_part10
+from copydicom.stages.pixels import cleaner_for
 
 log = logging.getLogger(__name__)
 
@@ -182,6 +183,8 @@ class DeidStage:
             METHOD_CODES: ("SQ", ""),
             0x00280303: ("CS", temporal),
         }
+        # Clean Pixel Data option (copydicom.stages.pixels); without it, the pixel-risk gate.
+        self._pixels = cleaner_for(profile.options, profile.pixels)
 
     # -- identity -----------------------------------------------------------------
 
@@ -282,11 +285,15 @@ class DeidStage:
         sop_class = _peek(ds, 0x00080016)
         if not sop_class or 0x00080018 not in ds._dict:
             raise InvalidInstance("no SOP Class UID or SOP Instance UID")
-        self._pixel_gate(ds, sop_class)
+        pixels = self._pixels.clean(ds) if self._pixels is not None else None  # None: no pixel data
+        if pixels is None:
+            self._pixel_gate(ds, sop_class)
         old_pid = _peek(ds, PATIENT_ID)
         new_pid, new_name = self.pseudonym(old_pid)
         lo, hi = self.profile.date_shift_days
         ctx = _Ctx(date_offset_days(self._key, old_pid, lo, hi), self._identifiers(ds))
+        if pixels is not None:
+            ctx.note("(7FE0,0010)", f"C(clean_pixel_data {pixels.summary()})")
         self._walk(ds, ctx, "")
         _set_text(ds, PATIENT_ID, "LO", new_pid)
         _set_text(ds, PATIENT_NAME, "PN", new_name)
