@@ -14,11 +14,26 @@ if ! command -v Orthanc >/dev/null 2>&1 && [ ! -x /usr/sbin/Orthanc ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq orthanc >/dev/null
 fi
 
+# Clean Pixel Data (the ``pixels`` extra): Tesseract's English model (tesserocr's wheel bundles the library;
+# libtesseract-dev lets pip build tesserocr from source where no wheel fits) and the DejaVu font the tests draw with.
+PIXEL_DEBS="tesseract-ocr tesseract-ocr-eng libtesseract-dev fonts-dejavu-core"
+MISSING=""
+for deb in $PIXEL_DEBS; do
+  dpkg-query -W -f='${Status}' "$deb" 2>/dev/null | grep -q "install ok installed" || MISSING="$MISSING $deb"
+done
+if [ -n "$MISSING" ]; then
+  SUDO=""
+  if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+  echo "setup: installing$MISSING (apt-get install)"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $MISSING >/dev/null
+fi
+
 VENV="${COPYDICOM_VENV:-.venv}"
 if [ ! -x "$VENV/bin/python" ]; then
   echo "setup: creating $VENV"
   python3 -m venv "$VENV"
 fi
 "$VENV/bin/python" -m pip install -q --upgrade pip
-"$VENV/bin/python" -m pip install -q -e '.[test,s3,elasticsearch,splunk,metrics,ops]'
+"$VENV/bin/python" -m pip install -q -e '.[test,s3,elasticsearch,splunk,metrics,ops,pixels]'
 echo "setup: ready ($VENV)"
