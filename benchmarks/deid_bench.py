@@ -11,6 +11,8 @@ file: pydicom read+write only (the floor), copydicom's DeidStage (default
 profile), dicognito and dicom-anonymizer (the ``bench`` extra).  Prints
 files/s (best of ``rounds``) and ratios.  Targets: copydicom >= 1.5x
 dicognito, >= 1.3x dicom-anonymizer, within 2.5x of read+write.
+``--pixels N`` (default 40, 0 skips) adds Clean Pixel Data on N 640x480
+ultrasound-like images (``benchmarks/pixel_bench.py``; target >= 4 images/s).
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--n", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--pixels", type=int, default=40, help="images for the clean_pixel_data section (0: skip)")
     args = parser.parse_args()
     warnings.simplefilter("ignore")
     logging.disable(logging.WARNING)
@@ -90,6 +93,10 @@ def main() -> int:
     print(f"copydicom / dicognito          = {c / best['dicognito']:.2f}x (target >= 1.5)")
     print(f"copydicom / dicom-anonymizer   = {c / best['dicom-anonymizer']:.2f}x (target >= 1.3)")
     print(f"read+write / copydicom         = {best['pydicom read+write'] / c:.2f}x (target <= 2.5)")
+    if args.pixels:  # Clean Pixel Data on 640x480 ultrasound-like frames, both OCR passes (pixel_bench.py)
+        from benchmarks.pixel_bench import run as pixel_run
+
+        pixel_run(args.pixels, args.rounds)
     return 0
 
 

@@ -14,7 +14,13 @@ Per instance with pixel data:
    S/5, B/8, Z/2);
 4. findings are blanked when ``ocr_redact`` is on, and the frame is read a
    second time: anything still found (or any finding with ``ocr_redact``
-   off) quarantines the instance with :class:`PixelRiskError`;
+   off) quarantines the instance with :class:`PixelRiskError`.  The second
+   pass reads the whole frame's bright layer and, at full grey scale, every
+   full-width band around a blanked box (the box's height above and below):
+   the rest of the frame is unchanged since the first pass read it with the
+   same engine, which is deterministic, so reading it again would find the
+   same nothing (and cost twice the time: page layout on speckle is most of
+   Tesseract's work);
 5. write the frames back (:func:`._codec.encode`), Burned In Annotation NO.
 
 Reasons never carry the text read: it may be a name.
@@ -115,6 +121,19 @@ def _date_forms(da: str) -> list[str]:
 
 def _inside(box: tuple[int, int, int, int], rect: Rect) -> bool:
     return rect[0] <= box[0] and rect[1] <= box[1] and box[2] <= rect[2] and box[3] <= rect[3]
+
+
+def _bands(boxes: list[tuple[int, int, int, int]], rows: int, cols: int) -> list[tuple[int, int, int, int]]:
+    """Full-width bands around masked boxes (a box's height above and below, at least 16 pixels),
+    overlapping bands merged: what the second pass reads again at full grey scale."""
+    spans = sorted((max(0, y0 - max(16, y1 - y0)), min(rows, y1 + max(16, y1 - y0))) for _, y0, _, y1 in boxes)
+    merged: list[list[int]] = []
+    for a, b in spans:
+        if merged and a <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], b)
+        else:
+            merged.append([a, b])
+    return [(0, a, cols, b) for a, b in merged]
 
 
 def _distinct(words: list[Word]) -> list[Word]:
@@ -231,7 +250,7 @@ class PixelCleaner:
             frame[box[1]:box[3], box[0]:box[2]] = 0
             boxes.append(box)
         report.ocr_masked += len(boxes)
-        again = self.findings(self.ocr.read(frame, photometric), allow, idents)
+        again = self.findings(self.ocr.read(frame, photometric, _bands(boxes, rows, cols)), allow, idents)
         if again:
             raise PixelRiskError(f"OCR still finds {what} after masking (frame {number}, {len(again)} word(s), "
                                  f"first at x={again[0].box[0]} y={again[0].box[1]})")

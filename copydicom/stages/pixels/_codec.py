@@ -5,10 +5,12 @@ pylibjpeg plugins (libjpeg: JPEG baseline/extended/lossless and JPEG-LS;
 openjpeg: JPEG 2000; rle) or Pillow, whichever pydicom finds.  Writing back:
 
 - native (uncompressed) input keeps its transfer syntax;
-- lossless compressed input whose encoder is available (RLE Lossless, JPEG
-  2000 Lossless) is re-encoded in its own syntax;
-- everything else (lossy input, JPEG lossless or JPEG-LS without an encoder)
-  is written Explicit VR Little Endian.
+- lossless compressed input whose encoder is available (RLE Lossless via
+  pylibjpeg-rle, JPEG 2000 Lossless via pylibjpeg-openjpeg, JPEG-LS Lossless
+  via pyjpegls) is re-encoded in its own syntax;
+- everything else (lossy input; JPEG Lossless processes 14/SV1, which no
+  Python encoder writes; an encoder that is missing or refuses the image) is
+  written Explicit VR Little Endian.
 
 Lossy input stays marked lossy (PS3.3 C.7.6.1.1.5: once lossy, Lossy Image
 Compression stays ``01``); a missing method and ratio are added from the
@@ -29,6 +31,7 @@ from pydicom.uid import (
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
     JPEG2000Lossless,
+    JPEGLSLossless,
     RLELossless,
 )
 
@@ -53,7 +56,7 @@ LOSSY_METHODS: dict[str, str] = {
     "1.2.840.10008.1.2.4.108": "ISO_23008_2",
 }
 #: Lossless compressed syntaxes we can write again (pydicom encoders), with the preferred plugin.
-REENCODE: dict[str, str] = {RLELossless: "pylibjpeg", JPEG2000Lossless: ""}
+REENCODE: dict[str, str] = {RLELossless: "pylibjpeg", JPEG2000Lossless: "", JPEGLSLossless: ""}
 _NATIVE = (ExplicitVRLittleEndian, ImplicitVRLittleEndian, ExplicitVRBigEndian)
 
 

@@ -105,19 +105,29 @@ class Ocr:
             self._local.api = api
         return api
 
-    def read(self, frame: np.ndarray, photometric: str) -> list[Word]:
-        """Words of one decoded frame: the full image and its :func:`bright` layer (both read)."""
+    def read(self, frame: np.ndarray, photometric: str,
+             regions: list[tuple[int, int, int, int]] | None = None) -> list[Word]:
+        """Words of one decoded frame: the frame (or only ``regions`` of it, each read with its own
+        layout) and the frame's :func:`bright` layer."""
         image = prepare(frame, photometric)
-        first = self.words(image)
-        lines = max((w.line for w in first), default=-1) + 1
-        return first + [Word(w.text, w.conf, w.box, w.line + lines) for w in self.words(bright(image))]
+        found: list[Word] = []
+        for rect in regions if regions is not None else [None]:
+            lines = max((w.line for w in found), default=-1) + 1
+            found += [Word(w.text, w.conf, w.box, w.line + lines) for w in self.words(image, rect)]
+        lines = max((w.line for w in found), default=-1) + 1
+        return found + [Word(w.text, w.conf, w.box, w.line + lines) for w in self.words(bright(image))]
 
-    def words(self, image: np.ndarray) -> list[Word]:
-        """The words Tesseract finds in a prepared (:func:`prepare`) uint8 image."""
+    def words(self, image: np.ndarray, rect: tuple[int, int, int, int] | None = None) -> list[Word]:
+        """The words Tesseract finds in a prepared (:func:`prepare`) uint8 image, or in ``rect``
+        ``(x0, y0, x1, y1)`` of it (boxes are always in image coordinates)."""
         import tesserocr
         from PIL import Image
 
         api = self._engine()
+        dx = dy = 0
+        if rect is not None:  # a crop, not SetRectangle: with a rectangle set, tesserocr's words came out wrong
+            dx, dy = rect[0], rect[1]
+            image = np.ascontiguousarray(image[rect[1]:rect[3], rect[0]:rect[2]])
         api.SetImage(Image.fromarray(image))  # type: ignore[attr-defined]
         api.Recognize()  # type: ignore[attr-defined]
         it = api.GetIterator()  # type: ignore[attr-defined]
@@ -136,7 +146,8 @@ class Ocr:
             box = w.BoundingBox(level)
             if not text or not text.strip() or box is None:
                 continue
-            out.append(Word(text.strip(), float(w.Confidence(level)), tuple(int(v) for v in box),  # type: ignore
+            x0, y0, x1, y1 = (int(v) for v in box)
+            out.append(Word(text.strip(), float(w.Confidence(level)), (x0 + dx, y0 + dy, x1 + dx, y1 + dy),
                             max(line, 0)))
         api.Clear()  # type: ignore[attr-defined]
         return out
