@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -210,13 +210,18 @@ class PixelCleaner:
                     report.rects += 1
             allow += list(rule.allow)
         photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
+        view: Callable[[np.ndarray], np.ndarray] = lambda f: f  # noqa: E731
+        if photometric == "PALETTE COLOR":  # OCR reads the colours shown, the mask writes index 0
+            from pydicom.pixels import apply_color_lut
+
+            view, photometric = (lambda f: apply_color_lut(f, ds)), "RGB"  # noqa: E731
         done: dict[bytes, list[tuple[int, int, int, int]]] = {}
         for i in range(len(frames)):
             frame = frames[i]
             digest = hashlib.blake2b(frame.tobytes(), digest_size=16).digest()
             boxes = done.get(digest)
             if boxes is None:
-                boxes = self._frame(frame, photometric, allow, idents, i + 1, report)
+                boxes = self._frame(frame, view, photometric, allow, idents, i + 1, report)
                 done[digest] = boxes
             for x0, y0, x1, y1 in boxes:
                 frame[y0:y1, x0:x1] = 0
@@ -231,12 +236,13 @@ class PixelCleaner:
         pad = max(2, (y1 - y0) // 4)
         return max(0, x0 - pad), max(0, y0 - pad), min(cols, x1 + pad), min(rows, y1 + pad)
 
-    def _frame(self, frame: np.ndarray, photometric: str, allow: list[Rect],
+    def _frame(self, frame: np.ndarray, view: Callable[[np.ndarray], np.ndarray], photometric: str,
+               allow: list[Rect],
                idents: tuple[frozenset[str], tuple[str, ...]] | None, number: int,
                report: PixelReport) -> list[tuple[int, int, int, int]]:
         """OCR one frame, mask its findings (in place), verify; returns the masked boxes."""
         report.ocr_frames += 1
-        found = self.findings(self.ocr.read(frame, photometric), allow, idents)
+        found = self.findings(self.ocr.read(view(frame), photometric), allow, idents)
         if not found:
             return []
         what = "text" if idents is None else "identifying text"
@@ -250,7 +256,7 @@ class PixelCleaner:
             frame[box[1]:box[3], box[0]:box[2]] = 0
             boxes.append(box)
         report.ocr_masked += len(boxes)
-        again = self.findings(self.ocr.read(frame, photometric, _bands(boxes, rows, cols)), allow, idents)
+        again = self.findings(self.ocr.read(view(frame), photometric, _bands(boxes, rows, cols)), allow, idents)
         if again:
             raise PixelRiskError(f"OCR still finds {what} after masking (frame {number}, {len(again)} word(s), "
                                  f"first at x={again[0].box[0]} y={again[0].box[1]})")

@@ -58,6 +58,8 @@ LOSSY_METHODS: dict[str, str] = {
 #: Lossless compressed syntaxes we can write again (pydicom encoders), with the preferred plugin.
 REENCODE: dict[str, str] = {RLELossless: "pylibjpeg", JPEG2000Lossless: "", JPEGLSLossless: ""}
 _NATIVE = (ExplicitVRLittleEndian, ImplicitVRLittleEndian, ExplicitVRBigEndian)
+#: Decoding is whole-instance, in memory: a bigger instance is quarantined rather than risk the worker.
+MAX_DECODED_BYTES = 1 << 30
 
 
 @dataclass
@@ -107,6 +109,14 @@ def decode(ds: Dataset) -> Decoded:
     samples = int(ds.get("SamplesPerPixel", 1) or 1)
     if n == 1 and arr.ndim == (3 if samples > 1 else 2):
         arr = arr[None]
+    if arr.nbytes > MAX_DECODED_BYTES:
+        raise PixelRiskError(f"decoded pixel data of {arr.nbytes >> 20} MiB is over the "
+                             f"{MAX_DECODED_BYTES >> 20} MiB Clean Pixel Data handles in memory")
+    if samples == 3:
+        # pydicom hands colour out as interleaved RGB (YBR converted, planes joined): say so in the header.
+        if str(ds.get("PhotometricInterpretation", "")).startswith("YBR"):
+            ds.PhotometricInterpretation = "RGB"
+        ds.PlanarConfiguration = 0
     if not arr.flags.writeable:
         arr = arr.copy()
     return Decoded(arr, ts, lossy, compressed)

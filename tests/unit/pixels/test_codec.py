@@ -71,3 +71,55 @@ def test_no_pixel_data_leaves_the_decision_to_the_gate(cleaner: PixelCleaner) ->
     ds = us_dataset([frame])
     del ds.PixelData
     assert cleaner.clean(ds) is None
+
+
+@pytest.mark.parametrize(("photometric", "planar"), [("YBR_FULL", 0), ("RGB", 1)])
+def test_native_colour_comes_back_as_interleaved_rgb(cleaner: PixelCleaner, photometric: str,
+                                                     planar: int) -> None:
+    from pydicom.pixels import convert_color_space
+
+    frame, drawn = us_frame(rgb=True)
+    ds = us_dataset([frame])
+    stored = convert_color_space(frame, "RGB", "YBR_FULL") if photometric == "YBR_FULL" else frame
+    ds.PixelData = (stored.transpose(2, 0, 1) if planar else stored).tobytes()
+    ds.PhotometricInterpretation, ds.PlanarConfiguration = photometric, planar
+    assert cleaner.clean(ds) is not None
+    assert (ds.PhotometricInterpretation, ds.PlanarConfiguration) == ("RGB", 0)
+    arr = ds.pixel_array
+    assert np.abs(arr[100:400, 200:440].astype(int) - frame[100:400, 200:440]).max() <= 2  # colour kept
+    for t in drawn:
+        x0, y0, x1, y1 = t.box
+        assert int(arr[y0:y1, x0:x1].max()) == 0, t.text
+
+
+def test_bits_above_bits_stored_do_not_survive(cleaner: PixelCleaner) -> None:
+    # An old-style overlay in the unused high bits of 16-bit words: pydicom's decoding drops them.
+    frame, _ = us_frame()
+    ds = us_dataset([frame])
+    words = frame.astype(np.uint16) | np.uint16(0x8000)
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 12, 11
+    ds.PixelData = words.tobytes()
+    assert cleaner.clean(ds) is not None
+    raw = np.frombuffer(ds.PixelData, np.uint16)
+    assert int(raw.max()) < 1 << 12
+
+
+def test_palette_colour_is_read_through_its_lookup_table(cleaner: PixelCleaner) -> None:
+    from pydicom.pixels import apply_color_lut
+
+    frame, _ = us_frame()
+    ds = us_dataset([255 - frame])  # indices: the LUT below turns them around again
+    ds.PhotometricInterpretation = "PALETTE COLOR"
+    lut = (np.arange(255, -1, -1, dtype=np.uint16) * 257).tobytes()
+    for colour in ("Red", "Green", "Blue"):
+        setattr(ds, f"{colour}PaletteColorLookupTableDescriptor", [256, 0, 16])
+        setattr(ds, f"{colour}PaletteColorLookupTableData", lut)
+
+    def shown_words(d: object) -> list[str]:
+        rgb = apply_color_lut(d.pixel_array, d)  # type: ignore[attr-defined]
+        return [w.text for w in cleaner.findings(cleaner.ocr.read(rgb, "RGB"), [], None)]
+
+    assert len(shown_words(ds)) >= 4  # the text is there as displayed (raw indices are dark on white)
+    report = cleaner.clean(ds)
+    assert report is not None and report.ocr_masked >= 4
+    assert shown_words(ds) == []
