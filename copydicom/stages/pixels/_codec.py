@@ -8,7 +8,7 @@ openjpeg: JPEG 2000; rle) or Pillow, whichever pydicom finds.  Writing back:
 - lossless compressed input whose encoder is available (RLE Lossless via
   pylibjpeg-rle, JPEG 2000 Lossless via pylibjpeg-openjpeg, JPEG-LS Lossless
   via pyjpegls) is re-encoded in its own syntax;
-- everything else (lossy input; JPEG Lossless processes 14/SV1, which no
+- everything else (deflated input, whose writer is not ours; lossy input; JPEG Lossless processes 14/SV1, which no
   Python encoder writes; an encoder that is missing or refuses the image) is
   written Explicit VR Little Endian.
 
@@ -27,6 +27,7 @@ from pydicom.dataset import FileMetaDataset
 from pydicom.encaps import generate_frames
 from pydicom.uid import (
     UID,
+    DeflatedExplicitVRLittleEndian,
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
@@ -96,7 +97,7 @@ def decode(ds: Dataset) -> Decoded:
     lossy = ts in LOSSY_METHODS or str(ds.get("LossyImageCompression", "")).strip() == "01"
     compressed = 0
     try:
-        if ts not in _NATIVE:
+        if ts not in _NATIVE and ts != DeflatedExplicitVRLittleEndian:  # deflated: pydicom inflated it already
             n = int(ds.get("NumberOfFrames", 1) or 1)
             compressed = sum(len(f) for f in generate_frames(ds.PixelData, number_of_frames=n))
             ds.decompress(as_rgb=True, generate_instance_uid=False)

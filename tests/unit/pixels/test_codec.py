@@ -123,3 +123,30 @@ def test_palette_colour_is_read_through_its_lookup_table(cleaner: PixelCleaner) 
     report = cleaner.clean(ds)
     assert report is not None and report.ocr_masked >= 4
     assert shown_words(ds) == []
+
+
+@pytest.mark.parametrize(("source", "out"), [
+    ("1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.1"),  # deflated -> explicit VR little endian
+    ("1.2.840.10008.1.2.2", "1.2.840.10008.1.2.2"),  # big endian (retired) stays big endian
+])
+def test_deflated_and_big_endian_through_the_stage(source: str, out: str) -> None:
+    import io
+
+    from pydicom import dcmread
+
+    from copydicom.model import Instance, InstanceRef
+    from copydicom.stages.deid import DeidProfile, DeidStage
+
+    frame, drawn = us_frame()
+    ds = us_dataset([frame])
+    ds.file_meta.TransferSyntaxUID = source
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    stage = DeidStage(DeidProfile.from_mapping("us", {"options": ["clean_pixel_data"]}, where="p"), b"k" * 32)
+    result = dcmread(io.BytesIO(stage.process(Instance(InstanceRef("a"), buf.getvalue())).data))
+    assert result.file_meta.TransferSyntaxUID == out
+    arr = result.pixel_array
+    assert np.array_equal(arr[100:400, 200:440], frame[100:400, 200:440])
+    for t in drawn:
+        x0, y0, x1, y1 = t.box
+        assert int(arr[y0:y1, x0:x1].max()) == 0, t.text
