@@ -161,7 +161,7 @@ class PixelCleaner:
     def __init__(self, settings: PixelSettings) -> None:
         self.settings = settings
         self.rules: tuple[Rule, ...] = (_rules.builtin_rules() if settings.builtin_rules else ()) + settings.rules
-        self.ocr = Ocr(settings.ocr_lang, settings.tessdata)
+        self.ocr = Ocr(settings.ocr_lang, settings.tessdata, settings.ocr_scale)
 
     def findings(self, words: Iterable[Word], allow: list[Rect],
                  idents: tuple[frozenset[str], tuple[str, ...]] | None) -> list[Word]:

@@ -80,12 +80,13 @@ def bright(prepared: np.ndarray) -> np.ndarray:
 class Ocr:
     """Thread-safe OCR: each thread gets its own engine, created once."""
 
-    def __init__(self, lang: str = "eng", tessdata: str | None = None) -> None:
+    def __init__(self, lang: str = "eng", tessdata: str | None = None, scale: int = 1) -> None:
         try:
             import tesserocr  # noqa: F401  (the ``pixels`` extra)
         except ImportError:
             raise ConfigError("clean_pixel_data needs tesserocr: pip install 'copydicom[pixels]'") from None
         self.lang = lang
+        self.scale = scale
         self.tessdata = find_tessdata(lang, tessdata)
         self._local = threading.local()
         self._engine()  # fail at start-up, not on the first instance
@@ -108,14 +109,25 @@ class Ocr:
     def read(self, frame: np.ndarray, photometric: str,
              regions: list[tuple[int, int, int, int]] | None = None) -> list[Word]:
         """Words of one decoded frame: the frame (or only ``regions`` of it, each read with its own
-        layout) and the frame's :func:`bright` layer."""
+        layout) and the frame's :func:`bright` layer; boxes in frame coordinates."""
         image = prepare(frame, photometric)
+        k = self.scale
+        if k > 1:  # small fonts: Tesseract wants glyphs of 10+ pixels
+            from PIL import Image
+
+            image = np.asarray(Image.fromarray(image).resize((image.shape[1] * k, image.shape[0] * k),
+                                                             Image.Resampling.BICUBIC))
         found: list[Word] = []
         for rect in regions if regions is not None else [None]:
             lines = max((w.line for w in found), default=-1) + 1
-            found += [Word(w.text, w.conf, w.box, w.line + lines) for w in self.words(image, rect)]
+            scaled = None if rect is None else (rect[0] * k, rect[1] * k, rect[2] * k, rect[3] * k)
+            found += [Word(w.text, w.conf, w.box, w.line + lines) for w in self.words(image, scaled)]
         lines = max((w.line for w in found), default=-1) + 1
-        return found + [Word(w.text, w.conf, w.box, w.line + lines) for w in self.words(bright(image))]
+        found += [Word(w.text, w.conf, w.box, w.line + lines) for w in self.words(bright(image))]
+        if k == 1:
+            return found
+        return [Word(w.text, w.conf, (w.box[0] // k, w.box[1] // k, -(-w.box[2] // k), -(-w.box[3] // k)), w.line)
+                for w in found]
 
     def words(self, image: np.ndarray, rect: tuple[int, int, int, int] | None = None) -> list[Word]:
         """The words Tesseract finds in a prepared (:func:`prepare`) uint8 image, or in ``rect``

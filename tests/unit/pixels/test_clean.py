@@ -177,3 +177,16 @@ def test_undecodable_pixels_quarantine(stage: DeidStage) -> None:
     ds.PixelData = ds.PixelData[:200] + b"\x00" * 64  # a truncated JPEG stream
     with pytest.raises(PixelRiskError, match="pixel data could not be decoded"):
         stage.process(Instance(InstanceRef("a"), _bytes(ds)))
+
+
+def test_ocr_scale_reads_small_fonts() -> None:
+    from tests.support.ultrasound import draw, speckle
+
+    img = speckle(seed=0)
+    drawn = draw(img, [("SMITH", (20, 10)), ("JOHN 4711", (300, 10)), ("12/03/2024", (480, 440))], size=9)
+    ds = us_dataset([img])
+    report = PixelCleaner(PixelSettings(ocr_scale=2)).clean(ds)
+    assert report is not None and report.ocr_masked >= 3
+    for t in drawn:
+        x0, y0, x1, y1 = t.box
+        assert int(ds.pixel_array[y0:y1, x0:x1].max()) == 0, t.text

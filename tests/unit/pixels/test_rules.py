@@ -131,6 +131,7 @@ def test_config_rules_add_to_the_table_and_can_replace_it() -> None:
     ({"ocr_text": "names"}, "ocr_text: must be 'any' or 'identifiers'"),
     ({"ocr_redact": "yes"}, "ocr_redact: expected true or false"),
     ({"ocr_min_confidence": 101}, "ocr_min_confidence"),
+    ({"ocr_scale": 4}, "ocr_scale: 1, 2 or 3"),
 ])
 def test_config_errors_name_the_key(data: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
