@@ -197,3 +197,13 @@ def test_output_is_byte_identical_across_stages(stage: DeidStage) -> None:
     data = _bytes(us_dataset([frame], encoding="rle"))
     first = stage.process(Instance(InstanceRef("a"), data)).data
     assert _stage().process(Instance(InstanceRef("a"), data)).data == first  # a new engine, the same bytes
+
+
+def test_one_stage_serves_worker_threads(stage: DeidStage) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    files = [_bytes(us_dataset([us_frame(seed=s)[0]], index=s)) for s in range(4)]
+    serial = [stage.process(Instance(InstanceRef(str(i)), f)).data for i, f in enumerate(files)]
+    with ThreadPoolExecutor(2) as pool:  # each thread gets its own Tesseract engine
+        threaded = list(pool.map(lambda i: stage.process(Instance(InstanceRef(str(i)), files[i])).data, range(4)))
+    assert threaded == serial
