@@ -61,11 +61,12 @@ def speckle(rows: int = 480, cols: int = 640, seed: int = 0) -> np.ndarray:
 
 
 def draw(img: np.ndarray, texts: list[tuple[str, tuple[int, int]]], *, size: int = 16,
-         value: int = 255) -> list[Text]:
-    """Draw ``texts`` (string, (x, y) of the top-left corner) into a uint8 image (2-D or RGB), in place."""
+         value: int = 255, colour: tuple[int, int, int] | None = None) -> list[Text]:
+    """Draw ``texts`` (string, (x, y) of the top-left corner) into a uint8 image (2-D or RGB), in place,
+    in grey ``value`` (or ``colour`` on an RGB image)."""
     pil = Image.fromarray(img)
     d = ImageDraw.Draw(pil)
-    fill: int | tuple[int, int, int] = value if img.ndim == 2 else (value, value, value)
+    fill: int | tuple[int, int, int] = value if img.ndim == 2 else colour or (value, value, value)
     out = []
     for text, (x, y) in texts:
         d.text((x, y), text, fill=fill, font=_font(size))

@@ -7,11 +7,10 @@ worker threads OCR in parallel.  The PyPI wheel bundles libtesseract 5.5; the
 language model comes from the Debian package ``tesseract-ocr-eng`` (or
 ``tessdata``/``$TESSDATA_PREFIX``).
 
-Frames are prepared the way burned-in annotation looks: colour reduced to the
-brightest channel (coloured text stays bright), more than 8 bits scaled to
-0-255, MONOCHROME1 turned around, then inverted to dark text on white (what
-Tesseract reads best); Tesseract's own inverted-line retry is switched off
-(``tessedit_do_invert=0``), which halves the time on speckle.
+Frames are prepared the way burned-in annotation looks (:func:`prepare`): dark
+text on white, what Tesseract reads best, whichever the polarity of the image;
+Tesseract's own inverted-line retry is switched off (``tessedit_do_invert=0``),
+which halves the time on speckle.
 """
 
 from __future__ import annotations
@@ -54,15 +53,25 @@ def find_tessdata(lang: str, configured: str | None = None) -> str:
 
 
 def prepare(frame: np.ndarray, photometric: str) -> np.ndarray:
-    """A uint8 image with dark text on white from one decoded frame."""
-    gray = frame.max(axis=2) if frame.ndim == 3 else frame
-    if gray.dtype != np.uint8:
-        g = gray.astype(np.float32)
+    """A uint8 image with dark text on white from one decoded frame (any polarity).
+
+    More than 8 bits are scaled to 0-255 and MONOCHROME1 is turned around, so values
+    read as displayed.  The background's polarity comes from the median: on a dark
+    image (ultrasound, CT) text is bright, colour is reduced to its brightest channel
+    and the image inverted; on a bright one (a screenshot of a report) text is dark,
+    colour is reduced to its darkest channel and the image kept.
+    """
+    arr = frame
+    if arr.dtype != np.uint8:
+        g = arr.astype(np.float32)
         lo, hi = float(g.min()), float(g.max())
-        gray = ((g - lo) * (255.0 / (hi - lo))).astype(np.uint8) if hi > lo else np.zeros(g.shape, np.uint8)
+        arr = ((g - lo) * (255.0 / (hi - lo))).astype(np.uint8) if hi > lo else np.zeros(g.shape, np.uint8)
     if photometric == "MONOCHROME1":
-        return np.ascontiguousarray(gray)
-    return np.ascontiguousarray(255 - gray)
+        arr = 255 - arr
+    bright_background = float(np.median(arr[::4, ::4])) > 127
+    if arr.ndim == 3:
+        arr = arr.min(axis=2) if bright_background else arr.max(axis=2)
+    return np.ascontiguousarray(arr if bright_background else 255 - arr)
 
 
 def bright(prepared: np.ndarray) -> np.ndarray:

@@ -207,3 +207,27 @@ def test_one_stage_serves_worker_threads(stage: DeidStage) -> None:
     with ThreadPoolExecutor(2) as pool:  # each thread gets its own Tesseract engine
         threaded = list(pool.map(lambda i: stage.process(Instance(InstanceRef(str(i)), files[i])).data, range(4)))
     assert threaded == serial
+
+
+@pytest.mark.parametrize("rgb", [False, True])
+def test_a_screenshot_with_dark_text_on_white(stage: DeidStage, ocr: Ocr, rgb: bool) -> None:
+    from pydicom.uid import SecondaryCaptureImageStorage
+
+    from tests.support.ultrasound import draw
+
+    page = np.full((480, 640, 3) if rgb else (480, 640), 255, np.uint8)
+    drawn = draw(page, [("Patient: DOE JANE", (20, 20)), ("DLP 1234 mGy cm", (20, 200))], value=60)
+    if rgb:  # red text: dark in its darkest channel only
+        drawn += draw(page, [("Referrer SMITH", (20, 400))], colour=(200, 0, 0))
+    ds = us_dataset([page])
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    ds.Modality = "OT"
+    out = dcmread(io.BytesIO(stage.process(Instance(InstanceRef("a"), _bytes(ds))).data))
+    got = out.pixel_array
+    ink = (page.min(axis=2) if rgb else page) < 250
+    shown = got.max(axis=2) if rgb else got
+    for t in drawn:
+        x0, y0, x1, y1 = t.box
+        box_ink = ink[y0:y1, x0:x1]
+        assert box_ink.any() and int(shown[y0:y1, x0:x1][box_ink].max()) == 0, t.text  # every ink pixel masked
+    assert ocr.read(got, "RGB" if rgb else "MONOCHROME2") == []
