@@ -15,7 +15,7 @@ Per instance with pixel data:
 4. findings are blanked when ``ocr_redact`` is on, and the frame is read a
    second time: anything still found (or any finding with ``ocr_redact``
    off) quarantines the instance with :class:`PixelRiskError`.  The second
-   pass reads the whole frame's bright layer and, at full grey scale, every
+   pass reads the whole frame's text layer and, at full grey scale, every
    full-width band around a blanked box (the box's height above and below):
    the rest of the frame is unchanged since the first pass read it with the
    same engine, which is deterministic, so reading it again would find the
@@ -137,7 +137,7 @@ def _bands(boxes: list[tuple[int, int, int, int]], rows: int, cols: int) -> list
 
 
 def _distinct(words: list[Word]) -> list[Word]:
-    """One word per place: both readings (full and bright layer) usually find the same word."""
+    """One word per place: both readings (full and text layer) usually find the same word."""
     kept: list[Word] = []
     for w in words:
         x0, y0, x1, y1 = w.box

@@ -75,7 +75,9 @@ def prepare(frame: np.ndarray, photometric: str) -> np.ndarray:
 
 
 def bright(prepared: np.ndarray) -> np.ndarray:
-    """The brightest quarter of the value range only (black on white), from a :func:`prepare`'d image.
+    """The text layer: the quarter of the value range at the text's end only (black on white), from a
+    :func:`prepare`'d image (where text is dark: the brightest pixels of an ultrasound frame, the darkest
+    of a screenshot).
 
     Burned-in text is drawn near full brightness; speckle and anatomy mostly are not.  Tesseract's page
     layout sometimes takes a label next to speckle for part of a picture and skips it: on this image
