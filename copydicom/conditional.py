@@ -12,10 +12,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from copydicom.app import RouteRuntime
 from copydicom.config import AppConfig, Route
 from copydicom.errors import ConfigError
+from copydicom.model import SelectableSource
 from copydicom.pipeline import Summary
+from copydicom.routes import RouteRuntime
 from copydicom.sources.index_query import IndexQuerySource, QueryStats
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,11 @@ def replicate_matches(
     ConfigError
         The index refused the query (its message is kept) or the rows name no instances.
     """
+    if not isinstance(runtime.source, SelectableSource):
+        raise ConfigError(
+            f"route {runtime.route.name}: its source cannot select instances by identifier, "
+            "so it cannot serve an index query"
+        )
     source = IndexQuerySource(index, runtime.source, query)
     summary = runtime.pipeline.run(source.batches(), summary)
     return summary, source.stats

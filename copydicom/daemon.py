@@ -26,13 +26,13 @@ from typing import TYPE_CHECKING, Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from copydicom.app import RouteRuntime, build_route
 from copydicom.config import AppConfig, Route
 from copydicom.errors import ConfigError, FatalError, RetryableError
 from copydicom.ledger import Ledger
+from copydicom.model import ChangeFeedSource
 from copydicom.pipeline import Outcome, Summary
+from copydicom.routes import RouteRuntime, build_route
 from copydicom.runner import ChangesRunner
-from copydicom.sources.orthanc import ChangesFeed
 
 if TYPE_CHECKING:
     from copydicom.observability._wiring import Observability
@@ -113,7 +113,9 @@ class Daemon:
             on_outcome = self._outcome_hook(state)
             if route.trigger.kind == "changes":
                 state.runtime = build_route(route, self.config, self.ledger, background_index=True, on_outcome=on_outcome)
-                feed = ChangesFeed(state.runtime.source, wait_for=route.trigger.wait_for)  # type: ignore[arg-type]
+                feed = state.runtime.source
+                if not isinstance(feed, ChangeFeedSource):
+                    raise ConfigError(f"route {route.name}: the source {route.source} has no change feed")
                 state.runner = ChangesRunner(
                     route.name, feed, state.runtime.pipeline, self.ledger, start_from=route.trigger.start_from
                 )

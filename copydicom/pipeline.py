@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Literal
 
 from copydicom.errors import (
     ConfigError,
@@ -49,18 +49,13 @@ from copydicom.model import (
     IdentityTransform,
     Instance,
     InstanceRef,
+    Source,
     Stage,
 )
 
 log = logging.getLogger(__name__)
 
 OutcomeKind = Literal["stored", "existing", "quarantined", "failed"]
-
-
-class Fetcher(Protocol):
-    name: str
-
-    def fetch(self, ref: InstanceRef) -> bytes: ...
 
 
 @dataclass(frozen=True)
@@ -128,7 +123,7 @@ class Pipeline:
     route
         The route's name (ledger key).
     source
-        Fetches bytes for a reference.
+        The route's source (:class:`~copydicom.model.Source`): fetches bytes for a reference.
     stages
         Applied in order; one that implements
         :class:`~copydicom.model.IdentityTransform` predicts the identity of
@@ -150,7 +145,7 @@ class Pipeline:
     def __init__(
         self,
         route: str,
-        source: Fetcher,
+        source: Source,
         stages: Sequence[Stage],
         destinations: Sequence[Destination],
         ledger: Ledger,

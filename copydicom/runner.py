@@ -17,8 +17,8 @@ import time
 from dataclasses import dataclass
 
 from copydicom.ledger import Ledger
+from copydicom.model import ChangeFeedSource
 from copydicom.pipeline import Outcome, Pipeline, Summary
-from copydicom.sources.orthanc import ChangesFeed
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ class ChangesRunner:
     route
         The route's name (ledger key).
     feed
-        The source's changes feed.
+        The route's source, which has a change feed (``changes_page``, ``last_change``).
     pipeline
         The route's pipeline.
     ledger
@@ -75,7 +75,7 @@ class ChangesRunner:
     """
 
     def __init__(
-        self, route: str, feed: ChangesFeed, pipeline: Pipeline, ledger: Ledger, *, start_from: str = "beginning"
+        self, route: str, feed: ChangeFeedSource, pipeline: Pipeline, ledger: Ledger, *, start_from: str = "beginning"
     ) -> None:
         self.route = route
         self.feed = feed
@@ -88,7 +88,7 @@ class ChangesRunner:
         saved = self.ledger.checkpoint(self.route)
         if saved is not None:
             return saved
-        start = self.feed.source.client.last_change() if self.start_from == "now" else 0
+        start = self.feed.last_change() if self.start_from == "now" else 0
         self.ledger.advance_checkpoint(self.route, start)
         return start
 
@@ -97,7 +97,7 @@ class ChangesRunner:
         summary = Summary()
         since = self.initial_checkpoint()
         while not self.pipeline.stop_event.is_set():
-            page = self.feed.page(since)
+            page = self.feed.changes_page(since)
             self.last_seen = page.last
             if not page.seqs:
                 break

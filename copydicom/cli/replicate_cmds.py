@@ -4,28 +4,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from copydicom.app import build_route, resolve_endpoint
-from copydicom.clients.orthanc import OrthancClient
+from copydicom import registry
 from copydicom.config import AppConfig, Route, load_config
 from copydicom.errors import ConfigError, RetryableError
 from copydicom.ledger import Ledger
 from copydicom.logsetup import mask_secrets
-from copydicom.model import InstanceRef
+from copydicom.model import ChangeFeedSource, InstanceRef, SelectableSource, Source
 from copydicom.pipeline import Outcome, Summary
+from copydicom.routes import build_route, default_state, oneshot_route
 from copydicom.sources.orthanc import OrthancSource
-
-
-def default_state() -> Path:
-    """``$XDG_STATE_HOME/copydicom/state.db`` (``~/.local/state/...``) for one-shot commands."""
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base) / "copydicom" / "state.db"
 
 
 class Progress:
@@ -64,74 +57,28 @@ def _load(args: argparse.Namespace) -> AppConfig | None:
 def _oneshot_route(
     args: argparse.Namespace, config: AppConfig | None
 ) -> tuple[Route, AppConfig]:
-    """A route from ``--src``/``--dest``/``--profile`` (names or URLs)."""
-    src_type, src_cfg = resolve_endpoint(config, args.src)
-    if src_type != "orthanc":
-        raise ConfigError("--src: must be an Orthanc server (name or http[s]:// URL)")
-    endpoints: dict[str, Any] = {src_cfg.name: src_cfg}
-    types = {src_cfg.name: src_type}
-    dest_names: list[str] = []
-    for value in args.dest:
-        d_type, d_cfg = resolve_endpoint(config, value)
-        if d_type not in ("orthanc", "s3"):
-            raise ConfigError(f"--dest {mask_secrets(value)}: not an image destination (orthanc or s3)")
-        if d_cfg.name == src_cfg.name:
-            raise ConfigError("--dest: the destination is the source")
-        endpoints[d_cfg.name] = d_cfg
-        types[d_cfg.name] = d_type
-        dest_names.append(d_cfg.name)
-    index_names: list[str] = []
-    for value in getattr(args, "index", None) or []:
-        if config is not None and value in config.endpoints:
-            i_type, i_cfg = config.endpoint_types[value], config.endpoints[value]
-        else:
-            from copydicom.sinks import index_config_from_url
-
-            i_type, i_cfg = "index", index_config_from_url(value)
-        if i_type not in ("sqlite", "elasticsearch", "splunk", "index"):
-            raise ConfigError(f"--index {mask_secrets(value)}: not an index (sqlite, elasticsearch, splunk)")
-        endpoints[i_cfg.name] = i_cfg
-        types[i_cfg.name] = i_type
-        index_names.append(i_cfg.name)
-    if not dest_names and not index_names:
-        raise ConfigError("give at least one --dest or --index")
-    profiles = dict(config.profiles) if config is not None else {}
-    profile = getattr(args, "profile", None)
-    if profile is not None and profile not in profiles:
-        if profile == "default":
-            from copydicom.stages.deid import DeidProfile
-
-            profiles["default"] = DeidProfile.default()
-        else:
-            raise ConfigError(f"--profile {profile}: no such profile in the config ('default' is built in)")
-    state = Path(args.state) if args.state else (config.state if config is not None else default_state())
-    quarantine_dir = config.quarantine_dir if config is not None and not args.state else state.parent / "quarantine"
-    name = args.route or f"oneshot:{src_cfg.name}>{','.join(dest_names + index_names)}" + (f"|{profile}" if profile else "")
-    route = Route(
-        name=name,
-        source=src_cfg.name,
-        destinations=tuple(dest_names),
-        indexes=tuple(index_names),
-        profile=profile,
+    """A route from ``--src``/``--dest``/``--index``/``--profile`` (names or URLs), validated like a configured one."""
+    return oneshot_route(
+        config,
+        src=args.src,
+        dests=list(args.dest or []),
+        indexes=list(getattr(args, "index", None) or []),
+        profile=getattr(args, "profile", None),
         workers=args.workers,
+        state=args.state,
+        route_name=getattr(args, "route", None),
     )
-    app = AppConfig(
-        state=state,
-        quarantine_dir=quarantine_dir,
-        endpoints=endpoints,
-        endpoint_types=types,
-        profiles=profiles,
-        routes=(route,),
-        workers=args.workers,
-    )
-    return route, app
 
 
-def _selection(source: OrthancSource, args: argparse.Namespace) -> Iterator[list[InstanceRef]]:
+def _selection(source: Source, args: argparse.Namespace) -> Iterator[list[InstanceRef]]:
     wanted: list[str] = list(args.ids or [])
     if args.ids_file:
         wanted.extend(line.strip() for line in Path(args.ids_file).read_text().splitlines() if line.strip())
-    return source.selected(wanted) if wanted else source.all_instances()
+    if not wanted:
+        return source.batches()
+    if not isinstance(source, SelectableSource):
+        raise ConfigError("--ids: this source cannot select instances by identifier")
+    return source.selected(wanted)
 
 
 def cmd_replicate(args: argparse.Namespace) -> int:
@@ -194,13 +141,20 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _source_last(config: AppConfig, route: Route) -> int | None:
-    client = OrthancClient(config.endpoints[route.source], pool_size=1)
+    """The newest sequence number of the route's source feed (``None``: unreachable or no feed)."""
+    endpoint_type = registry.get(config.endpoint_types[route.source])
+    if endpoint_type.source is None or not endpoint_type.feeds:
+        return None
     try:
-        return client.last_change()
+        source = endpoint_type.source(config.endpoints[route.source], registry.BuildContext(pool_size=1))
+    except (RetryableError, ConfigError):
+        return None
+    try:
+        return source.last_change() if isinstance(source, ChangeFeedSource) else None
     except (RetryableError, ConfigError):
         return None
     finally:
-        client.close()
+        source.close()
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -321,7 +275,11 @@ def _retry(args: argparse.Namespace, config: AppConfig | None, ledger: Ledger, e
         try:
             for e in items:
                 ledger.release(e.route, e.source_id)
-            refs = [[runtime.source.complete(InstanceRef(e.source_id))] for e in items]
+            source = runtime.source
+            refs = [
+                [source.complete(InstanceRef(e.source_id)) if isinstance(source, OrthancSource) else InstanceRef(e.source_id)]
+                for e in items
+            ]
             for outcome in runtime.pipeline.stream(refs):
                 summary.add(outcome)
                 if outcome.kind in ("stored", "existing"):

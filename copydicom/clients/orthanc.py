@@ -25,11 +25,11 @@ import random
 import ssl
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field, replace
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import requests
+from pydantic import Field, StrictBool, ValidationError
 from requests.adapters import HTTPAdapter
 
 from copydicom.clients._keepalive import KeepAlive, Reply
@@ -40,6 +40,7 @@ from copydicom.errors import (
     SourceUnavailable,
     classify_http_status,
 )
+from copydicom.registry import EndpointConfig, config_error
 from copydicom.secrets import expand_env, resolve_secret
 
 log = logging.getLogger(__name__)
@@ -49,9 +50,8 @@ _DICOM = {"Content-Type": "application/dicom"}
 _IDENTITY = {"Accept-Encoding": "identity"}
 
 
-@dataclass(frozen=True)
-class OrthancConfig:
-    """Connection settings of one Orthanc endpoint.
+class OrthancConfig(EndpointConfig):
+    """Connection settings of one Orthanc endpoint (pydantic: ranges checked, unknown keys refused).
 
     Attributes
     ----------
@@ -66,22 +66,24 @@ class OrthancConfig:
     insecure_skip_verify
         Turns TLS verification off. Must be explicit; warned about at every start.
     connect_timeout, read_timeout
-        Seconds; a timeout is a retryable error.
+        Seconds (> 0); a timeout is a retryable error.
     retries
-        Attempts after the first one for transient failures.
+        Attempts after the first one for transient failures (>= 0).
     """
 
-    name: str
+    secret_keys: ClassVar[tuple[str, ...]] = ("password",)
+
+    type: str = "orthanc"
     url: str
     user: str | None = None
-    password: str | None = field(default=None, repr=False)
+    password: str | None = Field(default=None, repr=False)
     ca_bundle: str | None = None
-    insecure_skip_verify: bool = False
-    connect_timeout: float = 5.0
-    read_timeout: float = 120.0
-    retries: int = 4
-    backoff_base: float = 0.5
-    backoff_max: float = 20.0
+    insecure_skip_verify: StrictBool = False
+    connect_timeout: float = Field(default=5.0, gt=0)
+    read_timeout: float = Field(default=120.0, gt=0)
+    retries: int = Field(default=4, ge=0)
+    backoff_base: float = Field(default=0.5, ge=0)
+    backoff_max: float = Field(default=20.0, ge=0)
 
     @classmethod
     def from_url(cls, url: str, *, name: str | None = None) -> OrthancConfig:
@@ -89,9 +91,15 @@ class OrthancConfig:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ConfigError(f"{url!r} is not an Orthanc URL (expected http[s]://[user:password@]host:port)")
+        try:
+            port = parts.port
+        except ValueError:  # urllib refuses ports outside 0-65535 with a bare ValueError
+            port = -1
+        if port is not None and not 1 <= port <= 65535:
+            raise ConfigError("url: the port must be a number from 1 to 65535")
         netloc = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
-        if parts.port:
-            netloc += f":{parts.port}"
+        if port:
+            netloc += f":{port}"
         base = urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
         user = unquote(parts.username) if parts.username else None
         password = unquote(parts.password) if parts.password else None
@@ -100,34 +108,30 @@ class OrthancConfig:
     @classmethod
     def from_mapping(cls, name: str, data: Mapping[str, Any], *, where: str) -> OrthancConfig:
         """Build from an ``endpoints:`` entry of the YAML config."""
-        known = {
-            "type", "url", "user", "password", "password_file", "ca_bundle", "insecure_skip_verify",
-            "connect_timeout", "read_timeout", "retries",
-        }
+        known = set(cls.model_fields) - {"name", "backoff_base", "backoff_max"} | {"password_file"}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)} for an orthanc endpoint")
         if "url" not in data:
             raise ConfigError(f"{where}.url: required")
-        base = cls.from_url(expand_env(str(data["url"]), where=f"{where}.url"), name=name)
+        try:
+            base = cls.from_url(expand_env(str(data["url"]), where=f"{where}.url"), name=name)
+        except ConfigError as exc:
+            text = str(exc)
+            raise ConfigError(f"{where}.{text}" if text.startswith("url: ") else f"{where}.url: {text}") from None
         if base.password:
             raise ConfigError(f"{where}.url: put the password in password or password_file, not in the URL")
-        skip = data.get("insecure_skip_verify", False)
-        if not isinstance(skip, bool):
-            raise ConfigError(f"{where}.insecure_skip_verify: must be true or false")
+        body = {k: v for k, v in data.items() if k not in ("url", "type")}
+        if body.get("user") is None:
+            body.pop("user", None)
+        body["password"] = resolve_secret(data, "password", where=where)
+        body.pop("password_file", None)
+        if not body.get("ca_bundle"):
+            body.pop("ca_bundle", None)
         try:
-            return replace(
-                base,
-                user=str(data["user"]) if data.get("user") is not None else base.user,
-                password=resolve_secret(data, "password", where=where),
-                ca_bundle=str(data["ca_bundle"]) if data.get("ca_bundle") else None,
-                insecure_skip_verify=skip,
-                connect_timeout=float(data.get("connect_timeout", 5.0)),
-                read_timeout=float(data.get("read_timeout", 120.0)),
-                retries=int(data.get("retries", 4)),
-            )
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"{where}: {exc}") from None
+            return base.model_validate({**base.model_dump(), **body})
+        except ValidationError as exc:
+            raise config_error(exc, where=where) from None
 
     @property
     def display_url(self) -> str:

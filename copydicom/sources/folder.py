@@ -101,3 +101,6 @@ class FolderSource:
             return Path(ref.source_id).read_bytes()
         except OSError as exc:
             raise InvalidInstance(f"cannot read {ref.source_id}: {exc.strerror}") from None
+
+    def close(self) -> None:
+        """Nothing to release (the :class:`~copydicom.model.Source` protocol)."""
