@@ -289,6 +289,8 @@ class Daemon:
                 state.runtime.close()
         self.ledger.close()
         log.info("copydicom daemon stopped")
+        if isinstance(self.fatal, ConfigError):
+            return 2  # a configuration error (refused credentials...): systemd RestartPreventExitStatus=2
         return 1 if self.fatal is not None else 0
 
 

@@ -140,6 +140,10 @@ class Pipeline:
         Called in the driving thread for every outcome (progress, metrics).
     dry_run
         Decide and report, but fetch and store nothing.
+    validate
+        Called with the bytes of every instance no stage parsed, after the stages and
+        before the first store; raises :class:`~copydicom.errors.SkippableError` to
+        quarantine it at every destination alike (the route's validity decision).
     """
 
     def __init__(
@@ -154,6 +158,7 @@ class Pipeline:
         workers: int = 4,
         on_outcome: Callable[[Outcome], None] | None = None,
         dry_run: bool = False,
+        validate: Callable[[bytes], None] | None = None,
     ) -> None:
         self.route = route
         self.source = source
@@ -164,6 +169,7 @@ class Pipeline:
         self.workers = max(1, workers)
         self.on_outcome = on_outcome
         self.dry_run = dry_run
+        self.validate = validate
         self.stop_event = threading.Event()
         transforms = [s for s in self.stages if isinstance(s, IdentityTransform)]
         self.transform: IdentityTransform | None = transforms[0] if transforms else None
@@ -276,6 +282,8 @@ class Pipeline:
                 per_dest.update((d.name, "existing") for d in before if d not in needed)
                 if not needed:
                     return Outcome(ref, "existing")
+            if self.validate is not None and instance.dataset is None:
+                self.validate(instance.data)  # once for the route, before any destination stores it
             outcomes = []
             for dest in needed:
                 outcome = dest.store(instance)

@@ -194,6 +194,13 @@ def build_route(
         for dest in destinations:
             dest.close()
         raise
+    validate = None
+    if len(destinations) > 1:
+        # Several destinations must stay consistent: the route decides validity once, before the
+        # first store (see copydicom.stages.validity); one destination decides for itself.
+        from copydicom.stages.validity import check_readable
+
+        validate = check_readable
     pipeline = Pipeline(
         route.name,
         source,
@@ -204,5 +211,6 @@ def build_route(
         workers=route.workers,
         on_outcome=on_outcome,
         dry_run=dry_run,
+        validate=validate,
     )
     return RouteRuntime(route, source, pipeline, destinations)

@@ -105,6 +105,13 @@ def cmd_replicate(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
+    if args.schema:
+        from copydicom.schema import json_schema
+
+        print(json.dumps(json_schema(), indent=2))
+        return 0
+    if not args.config:
+        raise ConfigError("check-config: give a configuration file (or --schema)")
     config = load_config(args.config)
     print(
         f"{args.config}: OK: {len(config.endpoints)} endpoint(s), {len(config.profiles)} profile(s), "
@@ -126,7 +133,44 @@ def cmd_check_config(args: argparse.Namespace) -> int:
             f"  route {route.name}: {route.source} -> {', '.join(route.destinations) or '-'}"
             f" | index {', '.join(route.indexes) or '-'} | profile {route.profile or '-'} | {when}"
         )
-    return 0
+    return _check_startup(config, offline=args.offline)
+
+
+def _check_startup(config: AppConfig, *, offline: bool) -> int:
+    """What ``run`` checks at start-up beyond the file: key files, then (unless offline) credentials.
+
+    A missing, short or group/world-readable key is a ConfigError (exit 2), as are credentials an
+    endpoint refuses; an endpoint that cannot be reached is reported and gives exit 1 (it may be a
+    passing outage: the daemon retries).
+    """
+    from copydicom.app import route_key
+
+    for route in config.routes:
+        if route.profile is not None:
+            route_key(config.profiles[route.profile])
+    if offline:
+        return 0
+    used: list[str] = []
+    for route in config.routes:
+        names = [route.source, *route.destinations, *route.indexes]
+        if route.trigger.index:
+            names.append(route.trigger.index)
+        used.extend(n for n in names if n not in used)
+    unreachable = 0
+    for name in used:
+        endpoint_type = registry.get(config.endpoint_types[name])
+        if endpoint_type.probe is None:
+            continue
+        try:
+            endpoint_type.probe(config.endpoints[name])
+        except ConfigError as exc:
+            raise ConfigError(f"endpoints.{name}: {exc}") from None
+        except RetryableError as exc:
+            print(f"  endpoint {name}: unreachable: {mask_secrets(str(exc))}")
+            unreachable += 1
+        else:
+            print(f"  endpoint {name}: credentials accepted")
+    return 1 if unreachable else 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -323,8 +367,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--config", "-c", required=True, help="YAML configuration file")
     p.set_defaults(func=cmd_run)
 
-    p = subparsers.add_parser("check-config", help="validate a configuration file and summarise it")
-    p.add_argument("config", help="YAML configuration file")
+    p = subparsers.add_parser(
+        "check-config",
+        help="check a configuration as 'run' would at start-up (keys, key files, credentials); --schema prints its JSON Schema",
+    )
+    p.add_argument("config", nargs="?", help="YAML configuration file")
+    p.add_argument("--schema", action="store_true", help="print the configuration's JSON Schema and exit")
+    p.add_argument("--offline", action="store_true",
+                   help="do not contact the endpoints (systemd ExecStartPre: an outage must not block the start)")
     p.set_defaults(func=cmd_check_config)
 
     p = subparsers.add_parser("status", help="per route: checkpoint, source Last, backlog, counts, quarantine")
