@@ -334,15 +334,30 @@ def parse_config(data: Any, *, base_dir: Path | None = None, source_file: Path |
     )
 
 
-def load_config(path: str | Path) -> AppConfig:
-    """Read and validate a YAML configuration file; relative paths are relative to it."""
-    p = Path(path)
+def _read_yaml(p: Path) -> Any:
     try:
         text = p.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read {p}: {exc.strerror}") from None
     try:
-        data = yaml.safe_load(text)
+        return yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{p}: not valid YAML: {exc}") from None
-    return parse_config(data, base_dir=p.resolve().parent, source_file=p)
+
+
+def load_config(path: str | Path) -> AppConfig:
+    """Read and validate a YAML configuration file; relative paths are relative to it."""
+    p = Path(path)
+    return parse_config(_read_yaml(p), base_dir=p.resolve().parent, source_file=p)
+
+
+def load_profiles(path: str | Path) -> dict[str, Any]:
+    """The ``profiles:`` of a YAML file (a full configuration or only profiles), paths relative to it.
+
+    Used by ``deidentify --config``, so that a profile's ``key_file`` and
+    ``patient_map.csv`` resolve exactly as they do for ``run``.
+    """
+    p = Path(path)
+    data = _require_mapping(_read_yaml(p) or {}, str(p))
+    section = _anchor_paths(data.get("profiles") or {}, p.resolve().parent)
+    return _load_profiles(section, "profiles")

@@ -397,3 +397,22 @@ def test_check_config_tries_the_credentials(tmp_path: Path, capsys: pytest.Captu
         closed = server.url  # the port closes with the server
     assert main(["check-config", str(_checked(tmp_path, closed))]) == 1
     assert "endpoint pacs: unreachable" in capsys.readouterr().out
+
+
+def test_deidentify_config_paths_are_relative_to_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    conf = tmp_path / "etc"
+    conf.mkdir()
+    key = conf / "deid.key"
+    key.write_text("0123456789abcdef0123456789abcdef")
+    key.chmod(0o600)
+    (conf / "c.yaml").write_text(yaml.safe_dump({"profiles": {"research": {"key_file": "deid.key"}}}))
+    write_files(tmp_path / "in", 1)
+    elsewhere = tmp_path / "cwd"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # before the fix, deid.key was looked for here
+    status = main(["deidentify", str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--profile", "research",
+                   "--config", str(conf / "c.yaml")])
+    assert status == 0, capsys.readouterr().err
+    assert len(list((tmp_path / "out").iterdir())) == 1
