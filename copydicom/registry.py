@@ -105,6 +105,24 @@ class EndpointConfig(BaseModel):
         """What may be logged or shown for this endpoint (never credentials)."""
         return self.name
 
+    @classmethod
+    def config_schema(cls) -> dict[str, Any]:
+        """JSON Schema of the YAML entry: the model's fields (``name`` comes from the key), plus
+        ``<key>_file`` for every secret; override when the YAML keys differ from the fields."""
+        schema = cls.model_json_schema()
+        props = dict(schema.get("properties", {}))
+        props.pop("name", None)
+        for key in cls.secret_keys:
+            props[f"{key}_file"] = {"type": "string", "description": f"owner-only file holding {key}"}
+        schema["properties"] = props
+        required = [k for k in schema.get("required", []) if k != "name"]
+        either = [k for k in required if k in cls.secret_keys]  # the secret itself, or its _file
+        schema["required"] = [k for k in required if k not in either]
+        if either:
+            schema["allOf"] = [{"anyOf": [{"required": [k]}, {"required": [f"{k}_file"]}]} for k in either]
+        schema["additionalProperties"] = False
+        return schema
+
 
 
 @dataclass(frozen=True)
@@ -173,27 +191,27 @@ class EndpointType(Generic[_C]):
     def from_mapping(self, name: str, data: Mapping[str, Any], *, where: str) -> _C:
         """Validate one ``endpoints:`` entry into this type's config (extra checked first)."""
         self.check_installed(where=where)
-        config: _C = self.config.from_mapping(name, data, where=where)  # type: ignore[attr-defined]
+        try:
+            config: _C = self.config.from_mapping(name, data, where=where)  # type: ignore[attr-defined]
+        except ValidationError as exc:  # a field constraint the type's own checks did not catch first
+            raise config_error(exc, where=where) from None
         return config
 
     def from_url(self, url: str, *, name: str | None = None) -> _C:
         """Parse this type's URL form."""
         self.check_installed(where=url.split("://", 1)[0])
-        config: _C = self.config.from_url(url, name=name)  # type: ignore[attr-defined]
+        try:
+            config: _C = self.config.from_url(url, name=name)  # type: ignore[attr-defined]
+        except ValidationError as exc:
+            raise config_error(exc, where=url.split("://", 1)[0]) from None
         return config
 
     def json_schema(self) -> dict[str, Any]:
         """The JSON Schema of one ``endpoints:`` entry of this type (``type`` fixed to its name)."""
         schema: dict[str, Any]
-        if isinstance(self.config, type) and issubclass(self.config, BaseModel):
-            schema = self.config.model_json_schema()
-            props = dict(schema.get("properties", {}))
-            props.pop("name", None)
-            for key in getattr(self.config, "secret_keys", ()):
-                props[f"{key}_file"] = {"type": "string", "description": f"owner-only file holding {key}"}
-            schema["properties"] = props
-            schema["additionalProperties"] = False
-        else:  # a dataclass config: its own from_mapping validates the keys
+        if isinstance(self.config, type) and issubclass(self.config, EndpointConfig):
+            schema = self.config.config_schema()
+        else:  # a plug-in's config that is not an EndpointConfig: its own from_mapping validates the keys
             schema = {"type": "object", "additionalProperties": True}
             schema.setdefault("properties", {})
         schema["title"] = self.name

@@ -301,6 +301,21 @@ def test_schema_is_valid_and_accepts_the_example(capsys: pytest.CaptureFixture[s
     bad = json.loads(json.dumps(example))
     bad["endpoints"]["pacs"]["type"] = "ftp"
     assert not validator.is_valid(bad)
+    every_type = {
+        "state": "s.db",
+        "endpoints": {
+            "a": {"type": "s3", "bucket": "bkt", "multipart_threshold_mb": 16, "access_key_id": "k",
+                  "secret_access_key_file": "x"},
+            "e": {"type": "elasticsearch", "url": "http://h:9200", "index": "dicom", "username": "u",
+                  "password_file": "p"},
+            "s": {"type": "splunk", "hec_url": "http://h:8088", "hec_token_file": "t", "index": "main"},
+            "q": {"type": "sqlite", "path": "i.db"},
+            "f": {"type": "folder", "path": "/x"},
+        },
+    }
+    assert [e.message for e in validator.iter_errors(every_type)] == []
+    del every_type["endpoints"]["s"]["hec_token_file"]  # a required secret: inline or as a _file
+    assert not validator.is_valid(every_type)
     # The schema describes exactly the keys the validator accepts.
     assert set(TopLevel.model_fields) == config_module._TOP_KEYS
     assert set(RouteModel.model_fields) == config_module._ROUTE_KEYS
