@@ -84,6 +84,8 @@ class AppConfig:
     workers: int = 4
     log_json: bool = False
     metrics: dict[str, Any] = field(default_factory=dict)
+    #: ``metrics:`` parsed once (an ``observability.MetricsConfig``), ``None`` without the section.
+    metrics_config: Any = None
     source_file: Path | None = None
 
     def endpoint(self, name: str) -> Any:
@@ -316,10 +318,11 @@ def parse_config(data: Any, *, base_dir: Path | None = None, source_file: Path |
     if not isinstance(logging_cfg.get("json", False), bool):
         raise ConfigError("logging.json: must be true or false")
     metrics = dict(_require_mapping(data.get("metrics") or {}, "metrics"))
+    metrics_config = None
     if metrics:
         from copydicom.observability._config import MetricsConfig
 
-        MetricsConfig.from_mapping(metrics, where="metrics")
+        metrics_config = MetricsConfig.from_mapping(metrics, where="metrics")
     return AppConfig(
         state=state,
         quarantine_dir=quarantine_dir,
@@ -330,6 +333,7 @@ def parse_config(data: Any, *, base_dir: Path | None = None, source_file: Path |
         workers=workers,
         log_json=bool(logging_cfg.get("json", False)),
         metrics=metrics,
+        metrics_config=metrics_config,
         source_file=source_file,
     )
 

@@ -117,10 +117,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         f"{args.config}: OK: {len(config.endpoints)} endpoint(s), {len(config.profiles)} profile(s), "
         f"{len(config.routes)} route(s); state {config.state}"
     )
-    if config.metrics:
-        from copydicom.observability import MetricsConfig
-
-        m = MetricsConfig.from_mapping(config.metrics)
+    if config.metrics_config is not None:
+        m = config.metrics_config
         print(f"  metrics and health: http://{m.host}:{m.port}/metrics and /healthz")
     for route in config.routes:
         trigger = route.trigger

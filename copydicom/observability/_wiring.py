@@ -28,7 +28,8 @@ class Observability:
     """The metrics, the health checker and their HTTP server for one daemon."""
 
     def __init__(self, config: AppConfig, routes: Callable[[], Iterable[RouteView]]) -> None:
-        self.config = MetricsConfig.from_mapping(config.metrics, where="metrics")
+        parsed = config.metrics_config
+        self.config = parsed if isinstance(parsed, MetricsConfig) else MetricsConfig.from_mapping(config.metrics)
         self.metrics = Metrics()
         sources = _source_probes(config)
         self.health = HealthChecker(self.config, sources=sources, ledger=ledger_probe(config.state), routes=routes)
