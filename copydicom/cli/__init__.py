@@ -1,7 +1,8 @@
 """The ``copydicom`` command line.
 
 Each command group lives in its own module under ``copydicom/cli/`` and
-exposes ``register(subparsers)``; :data:`COMMAND_MODULES` lists them.
+exposes ``register(subparsers)``; :func:`build_parser` imports them (static
+imports, inside the function because some import :func:`main`).
 Exit status: 0 success, 1 something was quarantined or failed, 2 usage or
 configuration error.
 """
@@ -9,25 +10,11 @@ configuration error.
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 from collections.abc import Sequence
 
 from copydicom import __version__
 from copydicom.errors import ConfigError, CopyDicomError
-
-#: Modules that add sub-commands; each has ``register(subparsers) -> None``.
-COMMAND_MODULES: tuple[str, ...] = (
-    "copydicom.cli.replicate_cmds",
-    "copydicom.cli.demo_cmds",
-    "copydicom.cli.dose_cmds",
-    "copydicom.cli.deid_cmds",
-    "copydicom.cli.s3_cmds",
-    "copydicom.cli.index_cmds",
-    "copydicom.cli.conditional_cmds",
-    "copydicom.cli.endpoints_cmds",
-)
-
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -39,8 +26,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log detail")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
-    for module_name in COMMAND_MODULES:
-        importlib.import_module(module_name).register(subparsers)
+    from copydicom.cli import (
+        conditional_cmds,
+        deid_cmds,
+        demo_cmds,
+        dose_cmds,
+        endpoints_cmds,
+        index_cmds,
+        replicate_cmds,
+        s3_cmds,
+    )
+
+    for module in (replicate_cmds, demo_cmds, dose_cmds, deid_cmds, s3_cmds, index_cmds, conditional_cmds,
+                   endpoints_cmds):
+        module.register(subparsers)
     return parser
 
 

@@ -21,22 +21,20 @@ if TYPE_CHECKING:
     from copydicom.sinks.s3._destination import S3Destination, deidentification_method, read_header
     from copydicom.sinks.s3._errors import map_s3_error, s3_errors
 
-_LAZY = {
-    "check_bucket": "_client",
-    "make_client": "_client",
-    "S3Destination": "_destination",
-    "deidentification_method": "_destination",
-    "read_header": "_destination",
-    "map_s3_error": "_errors",
-    "s3_errors": "_errors",
-}
-
-
 def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        from importlib import import_module  # static names above; this only defers the import
+    # The botocore/pydicom side loads on first use (static imports, no string lookups).
+    if name in ("check_bucket", "make_client"):
+        from copydicom.sinks.s3 import _client
 
-        return getattr(import_module(f"copydicom.sinks.s3.{_LAZY[name]}"), name)
+        return getattr(_client, name)
+    if name in ("S3Destination", "deidentification_method", "read_header"):
+        from copydicom.sinks.s3 import _destination
+
+        return getattr(_destination, name)
+    if name in ("map_s3_error", "s3_errors"):
+        from copydicom.sinks.s3 import _errors
+
+        return getattr(_errors, name)
     raise AttributeError(name)
 
 
