@@ -431,3 +431,28 @@ def test_deidentify_config_paths_are_relative_to_the_file(
                    "--config", str(conf / "c.yaml")])
     assert status == 0, capsys.readouterr().err
     assert len(list((tmp_path / "out").iterdir())) == 1
+
+
+def test_daemon_exits_2_when_the_source_refuses_its_credentials(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Hardening item 14: a wrong password is a configuration error for `run` too (systemd stops retrying)."""
+    import signal
+
+    from copydicom.daemon import Daemon
+    from tests.unit.scripted_http import Scripted, ScriptedServer
+
+    monkeypatch.setattr(signal, "signal", lambda *_: None)  # keep pytest's handlers
+    with ScriptedServer() as server:
+        server.script("GET", "/changes?since=0&limit=500", Scripted(401, b"unauthorized"))
+        config = parse_config(
+            {
+                "state": "s.db",
+                "endpoints": {"pacs": {"type": "orthanc", "url": server.url, "user": "u", "password": "wrong"},
+                              "idx": {"type": "sqlite", "path": "i.db"}},
+                "routes": [{"name": "r", "source": "pacs", "indexes": ["idx"]}],
+            },
+            base_dir=tmp_path,
+        )
+        assert Daemon(config).run_forever() == 2
+        assert [r.path for r in server.requests] == ["/changes?since=0&limit=500"]
