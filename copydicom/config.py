@@ -11,6 +11,17 @@ entry; a route's source, destinations and indexes must be endpoints whose
 type can play that role.  :func:`validate_route` is the one route validator,
 used for the file's ``routes:`` and for the routes the one-shot commands
 build from ``--src``/``--dest``/``--index``.
+
+Typed objects, two techniques (issue 10 asks to pick and say why): endpoint
+configs are pydantic v2 models (:class:`copydicom.registry.EndpointConfig`:
+field types and ranges, immutability and a JSON Schema come with the class, and
+a plug-in brings its own); the sections around them (top level, routes,
+triggers, stages, logging) are frozen dataclasses filled by this hand-written
+validator, because their checks are mostly references between sections
+(a route's source must be a source endpoint, a cron index an index, a profile
+a profile) and their messages are a contract pinned by tests.
+:mod:`copydicom.schema` describes those sections for editors; a unit test
+keeps its keys equal to this module's.
 """
 
 from __future__ import annotations
