@@ -456,3 +456,23 @@ def test_daemon_exits_2_when_the_source_refuses_its_credentials(
         )
         assert Daemon(config).run_forever() == 2
         assert [r.path for r in server.requests] == ["/changes?since=0&limit=500"]
+
+
+def test_check_config_tries_elasticsearch_credentials(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.support.fake_elasticsearch import FakeElasticsearch
+
+    with FakeElasticsearch(basic=("cd", "right")) as es:
+        for password, status in (("wrong", 2), ("right", 0)):
+            path = tmp_path / "c.yaml"
+            path.write_text(yaml.safe_dump({
+                "state": "s.db",
+                "endpoints": {"in": {"type": "folder", "path": "in"},
+                              "es": {"type": "elasticsearch", "url": es.url, "index": "dicom",
+                                     "username": "cd", "password": password}},
+                "routes": [{"name": "r", "source": "in", "indexes": ["es"], "trigger": "manual"}],
+            }))
+            assert main(["check-config", str(path)]) == status
+    captured = capsys.readouterr()
+    assert "endpoints.es: elasticsearch es: GET /: HTTP 401" in captured.err
+    assert "endpoint es: credentials accepted" in captured.out
+    assert "wrong" not in captured.err + captured.out and "right" not in captured.err + captured.out

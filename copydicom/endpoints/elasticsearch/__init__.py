@@ -16,6 +16,20 @@ def _index(config: ElasticsearchConfig, ctx: BuildContext) -> IndexSink:
     return ElasticsearchIndex(config)
 
 
+def probe(config: ElasticsearchConfig) -> None:
+    """``GET /`` (cluster info) once, with the configured credentials and no retries (``check-config``)."""
+    from copydicom.sinks.elasticsearch._sink import ElasticsearchIndex
+
+    sink = ElasticsearchIndex(config)
+    try:
+        try:
+            sink.client.options(max_retries=0, request_timeout=5).info()
+        except Exception as exc:  # mapped to the error tree by the sink's own mapping
+            raise sink._map(exc, "GET /") from None
+    finally:
+        sink.close()
+
+
 ENDPOINT: EndpointType[ElasticsearchConfig] = EndpointType(
     name="elasticsearch",
     description="Elasticsearch tag and dose index (Lucene or query DSL queries)",
@@ -24,4 +38,5 @@ ENDPOINT: EndpointType[ElasticsearchConfig] = EndpointType(
     index=_index,
     extra="elasticsearch",
     requires=("elasticsearch",),
+    probe=probe,
 )
