@@ -29,7 +29,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from copydicom.config import AppConfig, Route
 from copydicom.errors import ConfigError, FatalError, RetryableError
 from copydicom.ledger import Ledger
-from copydicom.model import ChangeFeedSource
+from copydicom.model import ChangeFeedSource, SelectableSource
 from copydicom.pipeline import Outcome, Summary
 from copydicom.routes import RouteRuntime, build_route
 from copydicom.runner import ChangesRunner
@@ -127,6 +127,11 @@ class Daemon:
                 from apscheduler.triggers.cron import CronTrigger
 
                 state.runtime = build_route(route, self.config, self.ledger, background_index=True, on_outcome=on_outcome)
+                if not isinstance(state.runtime.source, SelectableSource):
+                    raise ConfigError(
+                        f"route {route.name}: the source {route.source} cannot select instances by identifier, "
+                        "so a cron (index query) trigger cannot use it"
+                    )
                 self.scheduler.add_job(
                     self._conditional, CronTrigger.from_crontab(route.trigger.cron), args=[route.name], id=route.name
                 )

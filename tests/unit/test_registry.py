@@ -476,3 +476,23 @@ def test_check_config_tries_elasticsearch_credentials(tmp_path: Path, capsys: py
     assert "endpoints.es: elasticsearch es: GET /: HTTP 401" in captured.err
     assert "endpoint es: credentials accepted" in captured.out
     assert "wrong" not in captured.err + captured.out and "right" not in captured.err + captured.out
+
+
+def test_cron_route_needs_a_selectable_source(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import signal
+
+    from copydicom.daemon import Daemon
+
+    monkeypatch.setattr(signal, "signal", lambda *_: None)
+    (tmp_path / "in").mkdir()
+    config = parse_config(
+        {
+            "state": "s.db",
+            "endpoints": {"in": {"type": "folder", "path": "in"}, "idx": {"type": "sqlite", "path": "i.db"}},
+            "routes": [{"name": "r", "source": "in", "indexes": ["idx"],
+                        "trigger": {"cron": {"schedule": "0 2 * * *", "query": "SELECT 1", "index": "idx"}}}],
+        },
+        base_dir=tmp_path,
+    )
+    with pytest.raises(ConfigError, match="route r: the source in cannot select instances by identifier"):
+        Daemon(config).run_forever()
