@@ -343,12 +343,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     """Add the replication commands."""
     p = subparsers.add_parser(
         "replicate",
-        help="copy every instance (or a selection) from a source Orthanc to destinations, once",
+        help="copy every instance (or a selection) from a source to destinations, once",
         description="One-shot replication. Endpoints are config names or URLs like "
         "http://user:pass@127.0.0.1:8042 or s3://bucket/prefix/?endpoint_url=...",
     )
     _common(p)
-    p.add_argument("--src", required=True, help="source Orthanc (name or URL)")
+    p.add_argument("--src", required=True,
+                   help="source: a name or URL of any source type (http[s]:// Orthanc, s3://, file:///folder); "
+                   "see copydicom endpoints")
     p.add_argument("--dest", action="append", default=[], help="destination (name or URL); repeatable")
     p.add_argument("--index", action="append", default=[],
                    help="also index tags and dose: sqlite:///path, es+https://..., splunk+https://... or a name")
