@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from copydicom import registry
-from copydicom.config import AppConfig, Route, Trigger, validate_route
+from copydicom.config import AppConfig, Route, validate_route
 from copydicom.errors import ConfigError
 from copydicom.ledger import Ledger
 from copydicom.model import Destination, Source
@@ -67,7 +67,6 @@ def oneshot_route(
     state: str | Path | None = None,
     route_name: str | None = None,
     prefix: str = "oneshot",
-    trigger: Trigger | None = None,
 ) -> tuple[Route, AppConfig]:
     """A route from endpoint names or URLs, validated like a configured one.
 
@@ -84,6 +83,13 @@ def oneshot_route(
         The state database (default: the config's, else :func:`default_state`).
     route_name
         The route's name in the ledger (default derived from the endpoints).
+    prefix
+        The first word of the derived name (``oneshot``, ``import``, ``restore``).
+
+    Returns
+    -------
+    tuple
+        The route (trigger ``manual``) and a configuration holding just its endpoints and profiles.
     """
     from copydicom import app  # app re-exports this module's names: import it at call time
 
@@ -122,10 +128,6 @@ def oneshot_route(
     if profile is not None:
         body["profile"] = profile
     route = validate_route(body, where="route", types=types, profiles=profiles, workers=workers)
-    if trigger is not None:
-        from dataclasses import replace
-
-        route = replace(route, trigger=trigger)
     app_config = AppConfig(
         state=state_path,
         quarantine_dir=quarantine_dir,
