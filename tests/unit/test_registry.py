@@ -496,3 +496,26 @@ def test_cron_route_needs_a_selectable_source(tmp_path: Path, monkeypatch: pytes
     )
     with pytest.raises(ConfigError, match="route r: the source in cannot select instances by identifier"):
         Daemon(config).run_forever()
+
+
+def test_check_config_tries_the_splunk_hec_token(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.support.fake_splunk import FakeSplunk
+
+    splunk = FakeSplunk(token="right-token").start()
+    try:
+        for token, status in (("wrong-token", 2), ("right-token", 0)):
+            path = tmp_path / "c.yaml"
+            path.write_text(yaml.safe_dump({
+                "state": "s.db",
+                "endpoints": {"in": {"type": "folder", "path": "in"},
+                              "sp": {"type": "splunk", "hec_url": splunk.hec_url, "hec_token": token,
+                                     "index": "dicom"}},
+                "routes": [{"name": "r", "source": "in", "indexes": ["sp"], "trigger": "manual"}],
+            }))
+            assert main(["check-config", str(path)]) == status
+    finally:
+        splunk.stop()
+    captured = capsys.readouterr()
+    assert "endpoints.sp: POST /services/collector/event on sp: HTTP 403" in captured.err
+    assert "endpoint sp: credentials accepted" in captured.out
+    assert "-token" not in captured.err + captured.out
