@@ -185,7 +185,9 @@ class Pipeline:
     def _target(self, ref: InstanceRef) -> tuple[str, str | None]:
         """Dedupe key (Orthanc ID of what will be sent) and its series ID at the destination."""
         if self.transform is None:
-            return ref.source_id, ref.series_id
+            # The Orthanc ID of the identity where the source knows it (a folder's file paths are
+            # not IDs, and are PHI: they must never reach a destination's URL), else the source's ID.
+            return (ref.identity.orthanc_id if ref.identity is not None else ref.source_id), ref.series_id
         sent = self._sent_identity(ref)
         if sent is None:
             return ref.source_id, None  # decided after the stages ran
@@ -267,7 +269,7 @@ class Pipeline:
             return self._quarantine(ref, None, exc)
         except RetryableError as exc:
             return Outcome(ref, "failed", str(exc))
-        instance = Instance(ref, data)
+        instance = Instance(ref, data, identity=ref.identity)
         try:
             for stage in self.stages:
                 began = time.monotonic()

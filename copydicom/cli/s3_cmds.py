@@ -113,16 +113,20 @@ def _profile(args: argparse.Namespace, config: AppConfig | None) -> Any | None:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from copydicom.sources.folder import FolderSource
+    from copydicom.sources.folder import FolderSource, path_digest
 
     config = _load(args)
     source = FolderSource(Path(args.directory))
     destinations = _destinations(args, config, allowed=("orthanc", "s3"), workers=args.workers)
     state, _ = _state(args, config)
     stages = make_stages(_profile(args, config), state=state)
-    route = args.route or f"import:{Path(args.directory).resolve()}>{','.join(d.name for d in destinations)}"
+    # The folder's path may name a patient: the route name (in logs and metrics) carries a digest of it.
+    folder = path_digest(Path(args.directory).resolve())
+    route = args.route or f"import:{folder}>{','.join(d.name for d in destinations)}"
     status = _drive(route, source, source.batches(), stages, destinations, args, config)
-    if source.skipped:
+    if source.skipped and not args.show_paths:
+        print(f"skipped {len(source.skipped)} non-DICOM file(s) (--show-paths lists them)", file=sys.stderr)
+    elif source.skipped:
         print(f"skipped {len(source.skipped)} non-DICOM file(s):", file=sys.stderr)
         for path in source.skipped[:50]:
             print(f"  {path}", file=sys.stderr)
@@ -163,5 +167,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("directory", help="folder to read recursively")
     p.add_argument("--dest", required=True, action="append", help="destination (name or URL); repeatable")
     p.add_argument("--profile", help="de-identification profile (a config name, or 'default')")
+    p.add_argument("--show-paths", action="store_true",
+                   help="list the paths of skipped files (file names may be PHI: not shown by default)")
     _common(p)
     p.set_defaults(func=cmd_import)

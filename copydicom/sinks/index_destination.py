@@ -14,7 +14,7 @@ import logging
 import threading
 from collections.abc import Iterable
 
-from tenacity import Retrying, retry_if_result, stop_after_delay, wait_random_exponential
+from tenacity import Retrying, retry_if_result, stop_after_delay, stop_when_event_set, wait_random_exponential
 
 from copydicom.errors import ConfigError
 from copydicom.model import Instance, StoreOutcome
@@ -56,11 +56,14 @@ class IndexDestination:
                 stop.set()
                 return self.spooled.spool.pending(self.name)
 
+        def sleep(seconds: float) -> None:
+            stop.wait(seconds)
+
         retrying = Retrying(
-            stop=stop_after_delay(max(0.0, timeout)) | (lambda _state: stop.is_set()),
+            stop=stop_after_delay(max(0.0, timeout)) | stop_when_event_set(stop),
             wait=wait_random_exponential(multiplier=0.25, max=5.0),
             retry=retry_if_result(lambda pending: pending > 0),
-            sleep=stop.wait,
+            sleep=sleep,
             retry_error_callback=lambda state: state.outcome.result() if state.outcome else 0,
             reraise=True,
         )

@@ -68,3 +68,18 @@ def test_is_dicom_file(tmp_path: Path) -> None:
     path.write_bytes(b"\0" * 127 + b"DICM")
     assert is_dicom_file(path) is False
     assert is_dicom_file(tmp_path) is False
+
+
+def test_refs_carry_the_identity_from_the_header(tmp_path: Path) -> None:
+    """Dedupe keys are Orthanc IDs of the identity, never the path (paths are PHI)."""
+    from copydicom.model import Identity
+    from tests.support.synthetic import ct_dataset, to_bytes
+
+    ds = ct_dataset(5, 0, 0, 0, rows=8, cols=8)
+    (tmp_path / "SMITH^JANE.dcm").write_bytes(to_bytes(ds))
+    (tmp_path / "broken.dcm").write_bytes(b"\0" * 128 + b"DICM" + b"\xff" * 7)
+    refs = {Path(r.source_id).name: r for r in FolderSource(tmp_path).refs()}
+    good = refs["SMITH^JANE.dcm"]
+    assert good.identity == Identity.from_dataset(ds)
+    assert good.series_id == Identity.from_dataset(ds).series_orthanc_id
+    assert refs["broken.dcm"].identity is None  # judged (and quarantined) by the pipeline
