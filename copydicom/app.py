@@ -78,6 +78,7 @@ def make_stages(
     index_route: str | None = None,
     dose: bool = True,
     key_file: str | None = None,
+    index_source_ids: bool = False,
 ) -> list[Stage]:
     """The stages of a route, built once at start-up (keys are read and checked here).
 
@@ -103,7 +104,9 @@ def make_stages(
             from copydicom.stages.dose import DoseStage
 
             stages.append(DoseStage())
-        stages.append(IndexDocumentsStage(index_route, deidentified=profile is not None))
+        stages.append(
+            IndexDocumentsStage(index_route, deidentified=profile is not None, source_ids=index_source_ids)
+        )
     return stages
 
 
@@ -155,6 +158,7 @@ def build_route(
         index_route=route.name if route.indexes else None,
         dose=route.dose,
         key_file=key_file,
+        index_source_ids=route.index_source_ids,
     )
     destinations = [
         make_destination(config.endpoint_types[d], config.endpoints[d], pool_size=route.workers + 2)

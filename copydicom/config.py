@@ -31,7 +31,10 @@ ENDPOINT_TYPES: dict[str, tuple[str, str, str, str | None]] = {
 }
 
 _TOP_KEYS = {"state", "quarantine_dir", "workers", "endpoints", "profiles", "routes", "logging", "metrics", "health"}
-_ROUTE_KEYS = {"name", "source", "trigger", "profile", "destinations", "indexes", "workers", "stages"}
+_ROUTE_KEYS = {"name", "source", "trigger", "profile", "destinations", "indexes", "workers", "stages",
+               "index_source_ids", "on_changed_instance"}
+#: What a route does when an instance it delivered changed at the source (same SOP Instance UID, new bytes).
+CHANGED_INSTANCE_POLICIES = ("report", "resend")
 _WAIT_FOR = ("instance", "stable_series", "stable_study")
 
 
@@ -78,6 +81,10 @@ class Route:
     trigger: Trigger = field(default_factory=Trigger)
     workers: int = 4
     dose: bool = True
+    #: On a de-identifying route, index documents carry the *source* Orthanc IDs (links back to the patient).
+    index_source_ids: bool = False
+    #: ``report`` (count, log, keep the delivered copy) or ``resend`` (replace it at every destination).
+    on_changed_instance: str = "report"
 
 
 @dataclass(frozen=True)
@@ -270,6 +277,12 @@ def parse_config(data: Any, *, base_dir: Path | None = None, source_file: Path |
         if trigger.index is not None and (trigger.index not in endpoints or ENDPOINT_TYPES[types[trigger.index]][2] != "index"):
             raise ConfigError(f"{where}.trigger.cron.index: {trigger.index!r} is not an index endpoint")
         stages = _require_mapping(body.get("stages") or {}, f"{where}.stages")
+        index_source_ids = body.get("index_source_ids", False)
+        if not isinstance(index_source_ids, bool):
+            raise ConfigError(f"{where}.index_source_ids: true or false")
+        on_changed = body.get("on_changed_instance", "report")
+        if on_changed not in CHANGED_INSTANCE_POLICIES:
+            raise ConfigError(f"{where}.on_changed_instance: one of {', '.join(CHANGED_INSTANCE_POLICIES)}")
         routes.append(
             Route(
                 name=name,
@@ -280,6 +293,8 @@ def parse_config(data: Any, *, base_dir: Path | None = None, source_file: Path |
                 trigger=trigger,
                 workers=_positive_int(body.get("workers", workers), f"{where}.workers"),
                 dose=bool(stages.get("dose", True)),
+                index_source_ids=index_source_ids,
+                on_changed_instance=str(on_changed),
             )
         )
     logging_cfg = _require_mapping(data.get("logging") or {}, "logging")
