@@ -182,5 +182,6 @@ def build_route(
         workers=route.workers,
         on_outcome=on_outcome,
         dry_run=dry_run,
+        on_changed="resend" if route.on_changed_instance == "resend" else "report",
     )
     return RouteRuntime(route, source, pipeline, destinations)

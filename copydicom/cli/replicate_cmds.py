@@ -274,6 +274,9 @@ def _status_lines(state: Path, report: list[dict[str, Any]], extras: dict[str, A
             f"  stored: {c.get('stored', 0)}   already present: {c.get('existing', 0)}   "
             f"quarantined: {c.get('quarantined', 0)}"
         )
+        if c.get("changed"):
+            yield (f"  changed at the source since delivery, older copy kept (on_changed_instance: report): "
+                   f"{c['changed']}")
         for code, n in sorted(row["quarantine_reasons"].items()):
             yield f"    quarantine {code}: {n}"
     spool = extras.get("index_spool")

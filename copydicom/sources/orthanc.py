@@ -147,6 +147,10 @@ class OrthancSource:
     def fetch(self, ref: InstanceRef) -> bytes:
         return self.client.download(ref.source_id)
 
+    def content_md5(self, ref: InstanceRef) -> str | None:
+        """MD5 of the instance's file as the source stores it (to notice new content under the same ID)."""
+        return self.client.instance_md5(ref.source_id)
+
 
 @dataclass(frozen=True)
 class ChangesPage:
