@@ -269,7 +269,7 @@ class Pipeline:
             stale = [d for d in holders if recorded[d.name][target] != now]
             if stale:
                 log.warning("instance %s changed at the source since it was delivered (on_changed_instance: %s)",
-                            target, self.on_changed)
+                            loggable_id(target), self.on_changed)
                 changed[target] = stale
         return changed
 
@@ -395,7 +395,7 @@ class Pipeline:
         except (ConfigError, FatalError):
             raise
         except Exception as exc:  # a malformed file tripped a stage: quarantine, keep running
-            log.debug("unexpected error on instance %s", ref.source_id, exc_info=True)
+            log.debug("unexpected error on instance %s", loggable_id(ref.source_id), exc_info=True)
             return self._quarantine(ref, data, InvalidInstance(f"cannot process: {safe_reason(exc)}"))
         for stage_name, actions in instance.audit.items():
             self.ledger.record_audit(self.route, instance.target_id, stage_name, actions)
@@ -407,7 +407,7 @@ class Pipeline:
     ) -> list[Destination]:
         actual = instance.target_id
         if actual != predicted and instance.ref.identity is not None:
-            log.warning("instance %s: predicted and actual de-identified IDs differ", instance.ref.source_id)
+            log.warning("instance %s: predicted and actual de-identified IDs differ", loggable_id(instance.ref.source_id))
         if actual == predicted and instance.ref.identity is not None:
             return needed
         still: list[Destination] = []
@@ -431,7 +431,7 @@ class Pipeline:
             path = str(target)
         reason = f"{type(exc).__name__}: {exc}"
         self.ledger.quarantine(self.route, ref.source_id, exc.code, reason, path)
-        log.warning("instance %s quarantined on route %s: %s", ref.source_id, self.route, reason)
+        log.warning("instance %s quarantined on route %s: %s", loggable_id(ref.source_id), self.route, reason)
         return Outcome(ref, "quarantined", reason)
 
     # -- driving -------------------------------------------------------------------------
@@ -500,6 +500,20 @@ class Pipeline:
             close = getattr(stage, "close", None)
             if callable(close):
                 close()
+
+
+_ORTHANC_ID = re.compile(r"^[0-9a-f]{8}(?:-[0-9a-f]{8}){4}$")
+
+
+def loggable_id(source_id: str) -> str:
+    """A source ID fit for a log line: an Orthanc ID as it is, anything else as a digest.
+
+    Other sources' IDs are file paths (``import``: names are often patient names and MRNs) or
+    S3 keys made of UIDs: PHI, so a log line carries ``sha256:<16 hex>`` of them instead.
+    """
+    if _ORTHANC_ID.match(source_id):
+        return source_id
+    return "sha256:" + hashlib.sha256(source_id.encode("utf-8", "surrogateescape")).hexdigest()[:16]
 
 
 _QUOTED = re.compile(r"('[^']*'|\"[^\"]*\")")

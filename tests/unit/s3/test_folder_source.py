@@ -83,3 +83,30 @@ def test_refs_carry_the_identity_from_the_header(tmp_path: Path) -> None:
     assert good.identity == Identity.from_dataset(ds)
     assert good.series_id == Identity.from_dataset(ds).series_orthanc_id
     assert refs["broken.dcm"].identity is None  # judged (and quarantined) by the pipeline
+
+
+def test_file_paths_never_reach_log_lines(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Regression (issue 11 item 6): a quarantined file's path (a patient's name) was logged."""
+    import logging
+
+    from copydicom.ledger import Ledger
+    from copydicom.pipeline import Pipeline
+    from tests.unit.fakes import FakeDestination
+
+    folder = tmp_path / "DOE^JANE"
+    folder.mkdir()
+    (folder / "DOE^JANE_MRN0042.dcm").write_bytes(b"\0" * 128 + b"DICM" + b"\x01" * 20)
+    (folder / "notes.txt").write_text("x")
+    source = FolderSource(folder)
+    dest = FakeDestination("d", fail=lambda _i: InvalidInstance("not readable as DICOM"))
+    ledger = Ledger(tmp_path / "state.db")
+    caplog.set_level(logging.DEBUG)
+    pipeline = Pipeline("import:x", source, [], [dest], ledger, quarantine_dir=tmp_path / "q")  # type: ignore[list-item]
+    try:
+        summary = pipeline.run(source.batches())
+    finally:
+        pipeline.close()
+        ledger.close()
+    assert summary.counts["quarantined"] == 1
+    assert "quarantined" in caplog.text and "sha256:" in caplog.text
+    assert "DOE" not in caplog.text and "MRN0042" not in caplog.text
