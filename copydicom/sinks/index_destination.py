@@ -29,6 +29,7 @@ class IndexDestination:
     def __init__(self, spooled: SpooledIndex) -> None:
         self.spooled = spooled
         self.name = spooled.name
+        self._drained = False
 
     def has(self, target_ids: Iterable[str], *, series_hint: str | None = None) -> set[str]:
         """The IDs whose instance documents this index already received."""
@@ -68,11 +69,14 @@ class IndexDestination:
             reraise=True,
         )
         pending: int = retrying(attempt)
+        self._drained = True
         return pending
 
     def close(self) -> None:
-        """Deliver what can be delivered now, then stop the background flusher."""
+        """Deliver what can be delivered now (unless :meth:`drain` just tried), then stop the flusher."""
         try:
+            if self._drained:
+                return
             result = self.spooled.flush()
             if result.pending:
                 log.warning("index %s: %d documents stay in the spool for the next run", self.name, result.pending)
