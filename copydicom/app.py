@@ -72,6 +72,7 @@ def make_stages(
     index_route: str | None = None,
     dose: bool = True,
     key_file: str | None = None,
+    index_source_ids: bool = False,
 ) -> list[Stage]:
     """The stages of a route, built once at start-up (keys are read and checked here).
 
@@ -93,7 +94,9 @@ def make_stages(
             from copydicom.stages.dose import DoseStage
 
             stages.append(DoseStage())
-        stages.append(IndexDocumentsStage(index_route, deidentified=profile is not None))
+        stages.append(
+            IndexDocumentsStage(index_route, deidentified=profile is not None, source_ids=index_source_ids)
+        )
     return stages
 
 

@@ -10,6 +10,7 @@ line behave exactly as for ``replicate``; a second run sends nothing.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 from copydicom.config import AppConfig, Route
@@ -37,9 +38,32 @@ def replicate_matches(
             f"route {runtime.route.name}: its source cannot select instances by identifier, "
             "so it cannot serve an index query"
         )
-    source = IndexQuerySource(index, runtime.source, query)
+    source = IndexQuerySource(_empty_if_missing(index), runtime.source, query)
     summary = runtime.pipeline.run(source.batches(), summary)
     return summary, source.stats
+
+
+class _MissingOk:
+    """An embedded (SQLite) index whose database may not exist yet: then it is empty.
+
+    A conditional route that runs before anything was indexed matches nothing (zero rows, exit 0)
+    instead of failing; the query is still checked against the schema.
+    """
+
+    def __init__(self, index: Any) -> None:
+        self.index = index
+        self.name: str = index.name
+
+    def search(self, query: str) -> Iterator[dict[str, Any]]:
+        from copydicom.sinks.sqlite_index import readonly_query
+
+        return readonly_query(self.index.config.path, query, missing_ok=True)
+
+
+def _empty_if_missing(index: Any) -> Any:
+    from copydicom.sinks.sqlite_index import SqliteIndex
+
+    return _MissingOk(index) if isinstance(index, SqliteIndex) else index
 
 
 def describe(stats: QueryStats) -> str:

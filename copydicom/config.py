@@ -37,7 +37,10 @@ from copydicom import registry
 from copydicom.errors import ConfigError
 
 _TOP_KEYS = {"state", "quarantine_dir", "workers", "endpoints", "profiles", "routes", "logging", "metrics"}
-_ROUTE_KEYS = {"name", "source", "trigger", "profile", "destinations", "indexes", "workers", "stages"}
+_ROUTE_KEYS = {"name", "source", "trigger", "profile", "destinations", "indexes", "workers", "stages",
+               "index_source_ids", "on_changed_instance"}
+#: What a route does when an instance it delivered changed at the source (same SOP Instance UID, new bytes).
+CHANGED_INSTANCE_POLICIES = ("report", "resend")
 _STAGE_KEYS = {"dose"}
 _LOGGING_KEYS = {"json"}
 _WAIT_FOR = ("instance", "stable_series", "stable_study")
@@ -80,6 +83,10 @@ class Route:
     trigger: Trigger = field(default_factory=Trigger)
     workers: int = 4
     dose: bool = True
+    #: On a de-identifying route, index documents carry the *source* Orthanc IDs (links back to the patient).
+    index_source_ids: bool = False
+    #: ``report`` (count, log, keep the delivered copy) or ``resend`` (replace it at every destination).
+    on_changed_instance: str = "report"
 
 
 @dataclass(frozen=True)
@@ -270,6 +277,12 @@ def validate_route(
     dose = stages.get("dose", True)
     if not isinstance(dose, bool):
         raise ConfigError(f"{where}.stages.dose: must be true or false")
+    index_source_ids = body.get("index_source_ids", False)
+    if not isinstance(index_source_ids, bool):
+        raise ConfigError(f"{where}.index_source_ids: true or false")
+    on_changed = body.get("on_changed_instance", "report")
+    if on_changed not in CHANGED_INSTANCE_POLICIES:
+        raise ConfigError(f"{where}.on_changed_instance: one of {', '.join(CHANGED_INSTANCE_POLICIES)}")
     return Route(
         name=name,
         source=str(source),
@@ -279,6 +292,8 @@ def validate_route(
         trigger=trigger,
         workers=_positive_int(body.get("workers", workers), f"{where}.workers"),
         dose=dose,
+        index_source_ids=index_source_ids,
+        on_changed_instance=str(on_changed),
     )
 
 

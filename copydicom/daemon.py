@@ -76,6 +76,10 @@ class RouteState:
     started: float = field(default_factory=time.time)
     last_progress: float | None = None
     failing_since: float | None = None
+    #: Held while a job of the route runs (a cron route's retry and its schedule never overlap).
+    busy: threading.Lock = field(default_factory=threading.Lock)
+    #: Whether the last failure may pass by itself (retried after :meth:`backoff`), or needs a fix.
+    retryable: bool = True
 
     @property
     def name(self) -> str:
@@ -186,15 +190,39 @@ class Daemon:
     def _conditional(self, name: str) -> None:
         """A cron route's job: run its query once and replicate the matches.
 
-        An invalid query (or unreachable index credentials) is logged and the
-        route marked failed until the next schedule; other routes carry on.
+        A retryable failure (a source, destination or index down) runs the job
+        again after the route's backoff (5 s doubling to 5 min) through a one-off
+        APScheduler job, until it succeeds; the cron schedule goes on as well.
+        An invalid query (or refused index credentials) is logged and the route
+        marked failed until the next schedule; other routes carry on.
         """
         from copydicom.conditional import run_conditional
 
         state = self.routes[name]
-        if self.stopping.is_set():
+        if self.stopping.is_set() or not state.busy.acquire(blocking=False):
             return
-        self._run(state, lambda: run_conditional(state.route, self.config, state.runtime), config_is_fatal=False)
+        try:
+            summary = self._run(
+                state, lambda: run_conditional(state.route, self.config, state.runtime), config_is_fatal=False
+            )
+        finally:
+            state.busy.release()
+        if (summary is None or summary.counts["failed"]) and state.retryable and not self.stopping.is_set():
+            self._retry_later(state)
+
+    def _retry_later(self, state: RouteState) -> None:
+        """Run a cron route's job again once its backoff has passed (a one-off ``date`` job).
+
+        APScheduler's own one-off job, rather than a sleeping thread: the scheduler's shutdown
+        drops it, and the retry shares the route's lock with the scheduled runs.
+        """
+        from datetime import timedelta
+
+        delay = max(0.0, state.backoff_until - time.monotonic())
+        self.scheduler.add_job(
+            self._conditional, "date", run_date=_now() + timedelta(seconds=delay), args=[state.route.name],
+            id=f"{state.route.name}#retry", replace_existing=True,
+        )
 
     def _run(self, state: RouteState, work: Callable[[], Summary], *, config_is_fatal: bool) -> Summary | None:
         """Run one job of a route and book its result: success, backoff, or a fatal stop.
@@ -212,7 +240,7 @@ class Daemon:
                 self._fatal(exc)
             else:
                 log.error("route %s: %s", name, exc)
-                self._failed(state, str(exc))
+                self._failed(state, str(exc), retryable=False)
             return None
         except FatalError as exc:
             self._fatal(exc)
@@ -231,20 +259,25 @@ class Daemon:
 
     def _succeeded(self, state: RouteState) -> None:
         state.failures = 0
+        state.retryable = True
         state.last_error = ""
         state.failing_since = None
         state.last_success = time.time()
         if self.observability is not None:
             self.observability.metrics.set_last_success(state.route.name, state.last_success)
 
-    def _failed(self, state: RouteState, reason: str) -> None:
+    def _failed(self, state: RouteState, reason: str, *, retryable: bool = True) -> None:
         if state.failing_since is None:
             state.failing_since = time.time()
         state.failures += 1
         state.last_error = reason
+        state.retryable = retryable
         delay = state.backoff()
         state.backoff_until = time.monotonic() + delay
-        log.warning("route %s: %s; checkpoint kept; retrying in %.0f s", state.route.name, reason, delay)
+        if retryable:
+            log.warning("route %s: %s; checkpoint kept; retrying in %.0f s", state.route.name, reason, delay)
+        else:
+            log.warning("route %s: %s; not retried before the route's next scheduled run", state.route.name, reason)
 
     def _fatal(self, exc: BaseException) -> None:
         log.error("stopping: %s: %s", type(exc).__name__, exc)

@@ -6,9 +6,13 @@ Tables
     The low-watermark of each route's changes feed: every change with a
     sequence number ``<= seq`` is stored at every destination or quarantined.
     It never moves backwards.
-``delivered(destination, target_id, source_id, route, outcome, at)``
+``delivered(destination, target_id, source_id, route, outcome, at, source_md5)``
     What each destination holds, keyed by the Orthanc ID of what was *sent*
-    (after de-identification), so a second run sends nothing.
+    (after de-identification), so a second run sends nothing. ``source_md5``
+    (nullable; added in place to older databases) is the MD5 of the source's
+    bytes that were delivered: a source that announces the instance again with
+    other bytes (same SOP Instance UID, new content) is noticed. ``outcome`` is
+    ``changed`` while a destination keeps an older version (policy ``report``).
 ``quarantine(route, source_id, code, reason, path, at)``
     Instances that could not be processed, with the reason; their bytes are
     kept in the quarantine directory.
@@ -81,7 +85,7 @@ class Ledger:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._lock = threading.Lock()
-        self._pending_delivered: list[tuple[str, str, str, str, str, float]] = []
+        self._pending_delivered: list[tuple[str, str, str, str, str, float, str | None]] = []
         self._pending_audit: list[tuple[str, str, str, str, float]] = []
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -92,6 +96,7 @@ class Ledger:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
+            self._add_source_md5()
             self._db.execute(
                 "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
             )
@@ -99,6 +104,16 @@ class Ledger:
             raise _wrap(exc, f"open of {self.path}") from None
         except OSError as exc:
             raise LedgerError(f"cannot create the ledger {self.path}: {exc.strerror}") from None
+
+    def _add_source_md5(self) -> None:
+        """Add the nullable ``delivered.source_md5`` column to a database that lacks it (first version).
+
+        One idempotent ``ALTER TABLE ... ADD COLUMN`` (no rewrite of the table); the state store's
+        migration framework can take it over as a numbered step.
+        """
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(delivered)")}
+        if "source_md5" not in columns:
+            self._db.execute("ALTER TABLE delivered ADD COLUMN source_md5 TEXT")
 
     @property
     def connection(self) -> sqlite3.Connection:
@@ -125,11 +140,17 @@ class Ledger:
                 raise _wrap(exc, what) from None
 
     def record_delivered(
-        self, destination: str, target_id: str, source_id: str, route: str, outcome: str
+        self, destination: str, target_id: str, source_id: str, route: str, outcome: str,
+        source_md5: str | None = None,
     ) -> None:
-        """Queue a delivery (``outcome`` ``stored`` or ``existing``); written by :meth:`flush`."""
+        """Queue a delivery (``outcome`` ``stored``, ``existing`` or ``changed``); written by :meth:`flush`.
+
+        ``source_md5`` is the MD5 (hex) of the source bytes delivered, when they were downloaded.
+        """
         with self._lock:
-            self._pending_delivered.append((destination, target_id, source_id, route, outcome, time.time()))
+            self._pending_delivered.append(
+                (destination, target_id, source_id, route, outcome, time.time(), source_md5)
+            )
 
     def record_audit(self, route: str, target_id: str, stage: str, actions: Any) -> None:
         """Queue a stage's audit entry (tags and action codes only)."""
@@ -143,7 +164,10 @@ class Ledger:
             audit, self._pending_audit = self._pending_audit, []
         statements: list[tuple[str, Any]] = []
         if delivered:
-            statements.append(("INSERT OR REPLACE INTO delivered VALUES (?,?,?,?,?,?)", delivered))
+            statements.append((
+                "INSERT OR REPLACE INTO delivered (destination, target_id, source_id, route, outcome, at, "
+                "source_md5) VALUES (?,?,?,?,?,?,?)", delivered,
+            ))
         if audit:
             statements.append(("INSERT OR REPLACE INTO audit VALUES (?,?,?,?,?)", audit))
         if checkpoint is not None:
@@ -206,6 +230,25 @@ class Ledger:
                 (destination, *chunk),
             )
             found.update(r[0] for r in rows)
+        return found
+
+    def delivered_md5(self, destination: str, target_ids: list[str]) -> dict[str, str]:
+        """``{target_id: source MD5}`` of the deliveries to ``destination`` whose source MD5 is known."""
+        found: dict[str, str] = {}
+        wanted = set(target_ids)
+        for start in range(0, len(target_ids), 500):
+            chunk = target_ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = self._read(
+                f"SELECT target_id, source_md5 FROM delivered WHERE destination=? AND target_id IN ({marks}) "
+                "AND source_md5 IS NOT NULL",
+                (destination, *chunk),
+            )
+            found.update((r[0], r[1]) for r in rows)
+        with self._lock:  # rows not flushed yet are newer
+            for row in self._pending_delivered:
+                if row[0] == destination and row[1] in wanted and row[6] is not None:
+                    found[row[1]] = row[6]
         return found
 
     def is_quarantined(self, route: str, source_id: str) -> bool:

@@ -171,6 +171,7 @@ def build_route(
         index_route=route.name if route.indexes else None,
         dose=route.dose,
         key_file=key_file,
+        index_source_ids=route.index_source_ids,
     )
     destinations: list[Destination] = []
     try:
@@ -214,5 +215,6 @@ def build_route(
         on_outcome=on_outcome,
         dry_run=dry_run,
         validate=validate,
+        on_changed="resend" if route.on_changed_instance == "resend" else "report",
     )
     return RouteRuntime(route, source, pipeline, destinations)

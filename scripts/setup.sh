@@ -20,5 +20,13 @@ if [ ! -x "$VENV/bin/python" ]; then
   python3 -m venv "$VENV"
 fi
 "$VENV/bin/python" -m pip install -q --upgrade pip
-"$VENV/bin/python" -m pip install -q -e '.[test,s3,elasticsearch,splunk,metrics,ops]'
+# CI installs the pinned versions of constraints.txt (a new release cannot break a run overnight);
+# COPYDICOM_CONSTRAINTS=none (scripts/test-latest.sh) installs the newest releases instead.
+CONSTRAINTS="${COPYDICOM_CONSTRAINTS:-constraints.txt}"
+if [ "$CONSTRAINTS" = "none" ]; then
+  echo "setup: no constraints: newest releases"
+  "$VENV/bin/python" -m pip install -q --upgrade --upgrade-strategy eager -e '.[test,s3,elasticsearch,splunk,metrics,ops]'
+else
+  "$VENV/bin/python" -m pip install -q -c "$CONSTRAINTS" -e '.[test,s3,elasticsearch,splunk,metrics,ops]'
+fi
 echo "setup: ready ($VENV)"

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from copydicom import registry
+from copydicom.cli._args import add_index_timeout
 from copydicom.config import AppConfig, Route, load_config
 from copydicom.errors import ConfigError, RetryableError
 from copydicom.ledger import Ledger
@@ -81,6 +82,25 @@ def _selection(source: Source, args: argparse.Namespace) -> Iterator[list[Instan
     return source.selected(wanted)
 
 
+def drain_indexes(destinations: Iterable[Any], timeout: float) -> int:
+    """Wait up to ``timeout`` s for every index destination's spool to drain; return documents still pending.
+
+    What is pending is counted as failed by the caller (exit 1); the documents stay in the spool of
+    the state database and the next run (or the daemon) sends them.
+    """
+    from copydicom.sinks.index_destination import IndexDestination
+
+    left = 0
+    for dest in destinations:
+        if isinstance(dest, IndexDestination):
+            pending = dest.drain(timeout)
+            if pending:
+                print(f"index {dest.name}: {pending} document(s) not delivered within {timeout:g} s; "
+                      "they are kept in the spool and the next run will send them", file=sys.stderr)
+            left += pending
+    return left
+
+
 def cmd_replicate(args: argparse.Namespace) -> int:
     config = _load(args)
     route, app = _oneshot_route(args, config)
@@ -91,6 +111,8 @@ def cmd_replicate(args: argparse.Namespace) -> int:
     progress.summary = summary
     try:
         runtime.pipeline.run(_selection(runtime.source, args), summary)
+        if not args.dry_run:
+            summary.counts["failed"] += drain_indexes(runtime.destinations, args.index_timeout)
     except KeyboardInterrupt:
         runtime.pipeline.stop()
         print("interrupted: in-flight instances finished, state saved", file=sys.stderr)
@@ -248,6 +270,9 @@ def _status_lines(state: Path, report: list[dict[str, Any]], extras: dict[str, A
             f"  stored: {c.get('stored', 0)}   already present: {c.get('existing', 0)}   "
             f"quarantined: {c.get('quarantined', 0)}"
         )
+        if c.get("changed"):
+            yield (f"  changed at the source since delivery, older copy kept (on_changed_instance: report): "
+                   f"{c['changed']}")
         for code, n in sorted(row["quarantine_reasons"].items()):
             yield f"    quarantine {code}: {n}"
     spool = extras.get("index_spool")
@@ -361,6 +386,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--ids", nargs="*", help="Orthanc IDs or Study/Series/SOP Instance UIDs to copy (default: all)")
     p.add_argument("--ids-file", help="file with one Orthanc ID or UID per line")
     p.add_argument("--dry-run", action="store_true", help="decide what would be sent; send nothing")
+    add_index_timeout(p)
     p.set_defaults(func=cmd_replicate)
 
     p = subparsers.add_parser("run", help="run the daemon: every configured route on its schedule")

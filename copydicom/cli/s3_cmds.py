@@ -84,7 +84,9 @@ def cmd_import(args: argparse.Namespace) -> int:
         workers=args.workers, state=args.state, route_name=args.route, prefix="import",
     )
     status, source = _drive(route, app, args, key_file=getattr(args, "key_file", None))
-    if isinstance(source, FolderSource) and source.skipped:
+    if isinstance(source, FolderSource) and source.skipped and not args.show_paths:
+        print(f"skipped {len(source.skipped)} non-DICOM file(s) (--show-paths lists them)", file=sys.stderr)
+    elif isinstance(source, FolderSource) and source.skipped:
         print(f"skipped {len(source.skipped)} non-DICOM file(s):", file=sys.stderr)
         for path in source.skipped[:50]:
             print(f"  {path}", file=sys.stderr)
@@ -125,5 +127,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("directory", help="folder to read recursively")
     p.add_argument("--dest", required=True, action="append", help="destination (name or URL); repeatable")
     p.add_argument("--profile", help="de-identification profile (a config name, or 'default')")
+    p.add_argument("--show-paths", action="store_true",
+                   help="list the paths of skipped files (file names may be PHI: not shown by default)")
     _common(p)
     p.set_defaults(func=cmd_import)

@@ -326,6 +326,15 @@ class OrthancClient:
     def has_instance(self, instance_id: str) -> bool:
         return self._request("GET", f"/instances/{instance_id}/metadata", ok404=True) is not None
 
+    def instance_md5(self, instance_id: str) -> str | None:
+        """MD5 (hex) of an instance's DICOM file as stored (``/attachments/dicom/md5``); ``None`` if unknown."""
+        reply = self._request("GET", f"/instances/{quote(instance_id)}/attachments/dicom/md5", ok404=True)
+        return None if reply is None else reply.text.strip().strip('"') or None
+
+    def delete_instance(self, instance_id: str) -> bool:
+        """``DELETE /instances/{id}``; ``False`` if it did not exist."""
+        return self._request("DELETE", f"/instances/{quote(instance_id)}", ok404=True) is not None
+
     def series_instance_ids(self, series_id: str) -> set[str] | None:
         """IDs of the instances of a series, or ``None`` if the series does not exist."""
         series = self.resource("series", series_id)

@@ -79,6 +79,11 @@ class Metrics:
             "copydicom_stage_seconds", "Time per stage (deid = de-identification)", ["route", "stage"],
             buckets=_STAGE_BUCKETS, registry=r,
         )
+        self.changed = prom.Counter(
+            "copydicom_changed_instances", "Instances whose content changed at the source after delivery "
+            "(same instance, new bytes), per route and what was done (kept: report, replaced: resend)",
+            ["route", "action"], registry=r,
+        )
         self.last_success = prom.Gauge(
             "copydicom_last_success_timestamp_seconds", "Unix time of the last successful poll", ["route"],
             registry=r,
@@ -101,6 +106,8 @@ class Metrics:
             self._child(self.transfer, route).observe(outcome.seconds)
         for stage, seconds in outcome.stage_seconds:
             self._child(self.stage, route, stage).observe(seconds)
+        if getattr(outcome, "changed", False):
+            self._child(self.changed, route, "kept" if outcome.kind == "existing" else "replaced").inc()
 
     def observe_flush(self, sink: str, result: Any) -> None:
         """Count one :class:`~copydicom.sinks.spool.FlushResult` of an index sink."""

@@ -185,6 +185,10 @@ class OrthancSource:
         """Whether ``position.seq`` still names ``position.resource`` (``None``: not checked here)."""
         return None
 
+    def content_md5(self, ref: InstanceRef) -> str | None:
+        """MD5 of the instance's file as the source stores it (to notice new content under the same ID)."""
+        return self.client.instance_md5(ref.source_id)
+
 
 @dataclass(frozen=True)
 class ChangesPage:

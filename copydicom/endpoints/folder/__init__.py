@@ -38,7 +38,10 @@ class FolderConfig(EndpointConfig):
         if parts.scheme != "file" or not parts.path:
             raise ConfigError(f"{url!r}: expected file:///path/to/folder")
         path = Path(unquote(parts.path))
-        return cls(name=name or f"folder:{path}", path=path)
+        from copydicom.sources.folder import path_digest
+
+        # A folder's path may name a patient: the endpoint's name (in route names, logs, metrics) is a digest.
+        return cls(name=name or f"folder:{path_digest(path)}", path=path)
 
 
 def _source(config: FolderConfig, ctx: BuildContext) -> Source:

@@ -314,25 +314,34 @@ def _authorizer(action: int, arg1: str | None, arg2: str | None, db: str | None,
     return sqlite3.SQLITE_OK if action in _ALLOWED_ACTIONS else sqlite3.SQLITE_DENY
 
 
-def readonly_query(path: Path | str, query: str) -> Iterator[dict[str, Any]]:
+def readonly_query(path: Path | str, query: str, *, missing_ok: bool = False) -> Iterator[dict[str, Any]]:
     """Run a single SELECT against ``path`` opened read-only, yielding each row as a dict.
 
     Three guards: the file is opened with ``mode=ro``; an authorizer denies every
     action but SELECT/READ/FUNCTION (so PRAGMA, ATTACH, writes are refused even
     inside a CTE); and exactly one complete statement is accepted.
 
+    With ``missing_ok`` a database that does not exist yet (nothing indexed so far) is an
+    empty index: the query is checked against an empty in-memory copy of the schema (a
+    wrong query is still refused) and yields no row.
+
     Raises
     ------
     ConfigError
-        If the query is not a single SELECT, or the database does not exist.
+        If the query is not a single SELECT, or the database does not exist (without ``missing_ok``).
     """
     text = query.strip()
     if not sqlite3.complete_statement(text if text.endswith(";") else text + ";"):
         raise ConfigError("search: the query is not a complete SQL statement")
     p = Path(path)
-    if not p.exists():
+    if not p.exists() and not missing_ok:
         raise ConfigError(f"search: index database {p} does not exist")
-    conn = sqlite3.connect(f"{p.resolve().as_uri()}?mode=ro", uri=True)
+    if p.exists():
+        conn = sqlite3.connect(f"{p.resolve().as_uri()}?mode=ro", uri=True)
+    else:
+        log.info("index database %s does not exist yet: an empty index", p)
+        conn = sqlite3.connect(":memory:")
+        conn.executescript(SCHEMA)
     try:
         conn.set_authorizer(_authorizer)
         try:
