@@ -73,6 +73,10 @@ class RouteModel(BaseModel):
     trigger: ChangesChoice | CronChoice | ManualChoice | Literal["manual"] | None = None
     workers: int | None = Field(default=None, ge=1)
     stages: Stages | None = None
+    index_source_ids: bool = Field(
+        default=False, description="de-identifying route: index documents keep the source's Orthanc IDs")
+    on_changed_instance: Literal["report", "resend"] = Field(
+        default="report", description="a delivered instance whose content changed at the source")
 
 
 class LoggingModel(BaseModel):

@@ -20,7 +20,7 @@ from copydicom.config import parse_config
 from copydicom.ledger import Ledger
 from copydicom.pipeline import Summary
 from copydicom.runner import ChangesRunner
-from copydicom.sources.orthanc import ChangesFeed
+from copydicom.model import ChangeFeedSource
 from tests.support.orthanc import OrthancServer
 from tests.support.synthetic import ct_dataset, to_bytes
 
@@ -58,8 +58,8 @@ def _route(source: OrthancServer, dest: OrthancServer, state: Path, policy: str 
     })
     ledger = Ledger(config.state)
     runtime = build_route(config.routes[0], config, ledger)
-    feed = ChangesFeed(runtime.source)
-    return ChangesRunner("feed", feed, runtime.pipeline, ledger), ledger, runtime
+    assert isinstance(runtime.source, ChangeFeedSource)
+    return ChangesRunner("feed", runtime.source, runtime.pipeline, ledger), ledger, runtime
 
 
 def _versions(seed: int) -> tuple[bytes, bytes]:
