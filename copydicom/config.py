@@ -38,7 +38,7 @@ from copydicom.errors import ConfigError
 
 _TOP_KEYS = {"state", "quarantine_dir", "workers", "endpoints", "profiles", "routes", "logging", "metrics"}
 _ROUTE_KEYS = {"name", "source", "trigger", "profile", "destinations", "indexes", "workers", "stages",
-               "index_source_ids", "on_changed_instance"}
+               "index_source_ids", "on_changed_instance", "deletions", "reconcile"}
 #: What a route does when an instance it delivered changed at the source (same SOP Instance UID, new bytes).
 CHANGED_INSTANCE_POLICIES = ("report", "resend")
 _STAGE_KEYS = {"dose"}
@@ -87,6 +87,10 @@ class Route:
     index_source_ids: bool = False
     #: ``report`` (count, log, keep the delivered copy) or ``resend`` (replace it at every destination).
     on_changed_instance: str = "report"
+    #: What reconcile does with instances gone at the source: ``ignore``, ``report`` or ``propagate``.
+    deletions: str = "ignore"
+    #: ``reconcile: {cron, on_start}`` (see :func:`copydicom.reconcile.config.reconcile_options`).
+    reconcile: Any = None
 
 
 @dataclass(frozen=True)
@@ -294,7 +298,18 @@ def validate_route(
         dose=dose,
         index_source_ids=index_source_ids,
         on_changed_instance=str(on_changed),
+        **_reconcile_keys(body, where),
     )
+
+
+def _reconcile_keys(body: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """The route's ``deletions`` and ``reconcile`` keys (validated in :mod:`copydicom.reconcile.config`)."""
+    from copydicom.reconcile.config import deletions_policy, reconcile_options
+
+    return {
+        "deletions": deletions_policy(body.get("deletions", "ignore"), f"{where}.deletions"),
+        "reconcile": reconcile_options(body.get("reconcile"), f"{where}.reconcile"),
+    }
 
 
 def parse_config(data: Any, *, base_dir: Path | None = None, source_file: Path | None = None) -> AppConfig:

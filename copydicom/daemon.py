@@ -31,6 +31,7 @@ from copydicom.errors import ConfigError, FatalError, RetryableError
 from copydicom.ledger import Ledger
 from copydicom.model import ChangeFeedSource, SelectableSource
 from copydicom.pipeline import Outcome, Summary
+from copydicom.reconcile import _daemon as reconcile_hooks
 from copydicom.routes import RouteRuntime, build_route
 from copydicom.runner import ChangesRunner
 
@@ -80,6 +81,8 @@ class RouteState:
     busy: threading.Lock = field(default_factory=threading.Lock)
     #: Whether the last failure may pass by itself (retried after :meth:`backoff`), or needs a fix.
     retryable: bool = True
+    #: A reconcile to run before the next poll (``copydicom.reconcile._daemon``): "full" or a YYYYMMDD.
+    reconcile_due: str | None = None
 
     @property
     def name(self) -> str:
@@ -127,6 +130,7 @@ class Daemon:
                     self._poll, "interval", args=[route.name], seconds=route.trigger.poll_seconds,
                     id=route.name, next_run_time=_now(),
                 )
+                reconcile_hooks.schedule(self, state)
             elif route.trigger.kind == "cron":
                 from apscheduler.triggers.cron import CronTrigger
 
@@ -179,6 +183,7 @@ class Daemon:
 
         def work() -> Summary:
             try:
+                reconcile_hooks.before_poll(self, state)  # feed-reset repair, due reconciles
                 return runner.poll()
             finally:
                 self._update_backlog(state)

@@ -479,6 +479,31 @@ class Pipeline:
             for future in finished:
                 yield self._report(self._result(future))
 
+    def force_stream(
+        self, items: Iterable[tuple[InstanceRef, str, list[Destination], bool]]
+    ) -> Iterable[Outcome]:
+        """Process references already known to be missing (or different) at given destinations.
+
+        For ``copydicom reconcile``: each item is ``(ref, target_id, destinations, replace)``; the
+        dedupe step is skipped (the comparison already asked the destinations), everything after
+        it (fetch, stages, validity, store or replace, ledger, audit) is the same as :meth:`stream`.
+        """
+        in_flight: set[Future[Outcome]] = set()
+        for ref, target_id, dests, replace_them in items:
+            if self.stop_event.is_set():
+                break
+            while len(in_flight) >= 2 * self.workers:
+                finished, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    yield self._report(self._result(future))
+            item = _Planned(ref, target_id, list(dests), [], list(dests) if replace_them else [], replace_them)
+            in_flight.add(self._pool.submit(self._process, item))
+        while in_flight:
+            finished, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
+            for future in finished:
+                yield self._report(self._result(future))
+        self.ledger.flush()
+
     def _result(self, future: Future[Outcome]) -> Outcome:
         exc = future.exception()
         if exc is None:

@@ -61,6 +61,15 @@ class Stages(BaseModel):
     dose: bool = Field(default=True, description="extract radiation dose into the indexes")
 
 
+class ReconcileModel(BaseModel):
+    """When the daemon reconciles a route (compare source and destinations, repair)."""
+
+    model_config = _STRICT
+    cron: str | None = Field(default=None, description="cron schedule of a full reconcile, e.g. '0 3 * * *'")
+    on_start: str | None = Field(default=None, description="at start-up, reconcile studies dated within this "
+                                 "duration (30s, 5m, 2h, 24h)")
+
+
 class RouteModel(BaseModel):
     """One route: a source, optional de-identification, destinations and indexes."""
 
@@ -77,6 +86,9 @@ class RouteModel(BaseModel):
         default=False, description="de-identifying route: index documents keep the source's Orthanc IDs")
     on_changed_instance: Literal["report", "resend"] = Field(
         default="report", description="a delivered instance whose content changed at the source")
+    deletions: Literal["ignore", "report", "propagate"] = Field(
+        default="ignore", description="reconcile: instances gone at the source (propagate deletes at destinations)")
+    reconcile: ReconcileModel | None = None
 
 
 class LoggingModel(BaseModel):

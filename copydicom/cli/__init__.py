@@ -33,12 +33,13 @@ def build_parser() -> argparse.ArgumentParser:
         dose_cmds,
         endpoints_cmds,
         index_cmds,
+        reconcile_cmds,
         replicate_cmds,
         s3_cmds,
     )
 
     for module in (replicate_cmds, demo_cmds, dose_cmds, deid_cmds, s3_cmds, index_cmds, conditional_cmds,
-                   endpoints_cmds):
+                   endpoints_cmds, reconcile_cmds):
         module.register(subparsers)
     return parser
 

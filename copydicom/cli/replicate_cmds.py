@@ -232,6 +232,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         reasons = ledger.quarantine_reasons()
         routes = {r.name: r for r in config.routes} if config else {}
         names = sorted(set(routes) | set(counts))
+        reconciles = _last_reconciles(ledger)
         report: list[dict[str, Any]] = []
         for name in names:
             checkpoint = ledger.checkpoint(name)
@@ -242,6 +243,8 @@ def cmd_status(args: argparse.Namespace) -> int:
                 row["backlog"] = None if last is None or checkpoint is None else last - checkpoint
             row["counts"] = counts.get(name, {})
             row["quarantine_reasons"] = reasons.get(name, {})
+            if name in reconciles:
+                row["last_reconcile"] = reconciles[name]
             report.append(row)
         extra_providers = _status_extras(ledger)
         if args.json:
@@ -275,6 +278,12 @@ def _status_lines(state: Path, report: list[dict[str, Any]], extras: dict[str, A
                    f"{c['changed']}")
         for code, n in sorted(row["quarantine_reasons"].items()):
             yield f"    quarantine {code}: {n}"
+        if "last_reconcile" in row:
+            r = row["last_reconcile"]
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["at"]))
+            yield (f"  last reconcile: {when}{' (dry run)' if r['dry_run'] else ''}   missing={r['missing']} "
+                   f"repaired={r['repaired']} extra={r['extra']} deleted={r['deleted']} "
+                   f"mismatched={r['mismatched']} seconds={r['seconds']:.1f}")
     spool = extras.get("index_spool")
     if spool is not None:
         if spool:
@@ -286,6 +295,15 @@ def _status_lines(state: Path, report: list[dict[str, Any]], extras: dict[str, A
     for key, value in extras.items():
         if key != "index_spool":
             yield f"{key}: {value}"
+
+
+def _last_reconciles(ledger: Ledger) -> dict[str, dict[str, Any]]:
+    """``{route: last reconcile as a dict}`` (``copydicom reconcile`` and the daemon record them)."""
+    from dataclasses import asdict
+
+    from copydicom.reconcile._store import last_runs
+
+    return {name: asdict(run) for name, run in last_runs(ledger).items()}
 
 
 def _status_extras(ledger: Ledger) -> dict[str, Any]:

@@ -84,6 +84,20 @@ class Metrics:
             "(same instance, new bytes), per route and what was done (kept: report, replaced: resend)",
             ["route", "action"], registry=r,
         )
+        # Reconcile (copydicom.reconcile): what the route's last reconcile found, and feed resets.
+        self.reconcile_missing = prom.Gauge(
+            "copydicom_reconcile_missing", "Instances missing at a destination (last reconcile)", ["route"], registry=r)
+        self.reconcile_extra = prom.Gauge(
+            "copydicom_reconcile_extra", "Instances this route delivered that the source no longer holds "
+            "(last reconcile)", ["route"], registry=r)
+        self.reconcile_mismatched = prom.Gauge(
+            "copydicom_reconcile_mismatched", "Instances whose content differs (last reconcile with verify)",
+            ["route"], registry=r)
+        self.reconcile_seconds = prom.Gauge(
+            "copydicom_reconcile_seconds", "Duration of the last reconcile", ["route"], registry=r)
+        self.feed_resets = prom.Counter(
+            "copydicom_feed_resets", "Times the source's change feed went backwards (repaired by a reconcile)",
+            ["route"], registry=r)
         self.last_success = prom.Gauge(
             "copydicom_last_success_timestamp_seconds", "Unix time of the last successful poll", ["route"],
             registry=r,
@@ -119,6 +133,13 @@ class Metrics:
 
     def set_backlog(self, route: str, changes: int) -> None:
         self.backlog.labels(route).set(max(0, changes))
+
+    def observe_reconcile(self, route: str, report: Any) -> None:
+        """Set the reconcile gauges from a :class:`~copydicom.reconcile.Report` (duck-typed)."""
+        self.reconcile_missing.labels(route).set(report.missing - report.repaired)
+        self.reconcile_extra.labels(route).set(report.extra - report.deleted)
+        self.reconcile_mismatched.labels(route).set(report.mismatched - report.replaced)
+        self.reconcile_seconds.labels(route).set(report.seconds)
 
     def set_last_success(self, route: str, when: float) -> None:
         self.last_success.labels(route).set(when)
