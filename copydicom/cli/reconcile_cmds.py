@@ -33,7 +33,8 @@ def _route(args: argparse.Namespace) -> tuple[Route, AppConfig]:
     if args.src or args.dest:
         if not (args.src and args.dest):
             raise ConfigError("give both --src and --dest (or --config with --route)")
-        return oneshot_route(config, src=args.src, dests=args.dest, profile=args.profile, workers=args.workers,
+        return oneshot_route(config, src=args.src, dests=args.dest, indexes=args.index, profile=args.profile,
+                             workers=args.workers,
                              state=args.state, route_name=args.route)
     if config is None or not args.route:
         raise ConfigError("give --src and --dest, or --config and --route NAME")
@@ -87,6 +88,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                    "(default derived from the endpoints, as replicate does)")
     p.add_argument("--src", help="source (name or URL)")
     p.add_argument("--dest", action="append", default=[], help="destination (name or URL); repeatable")
+    p.add_argument("--index", action="append", default=[],
+                   help="the route's index (as given to replicate); a SQLite index is checked for missing "
+                   "instance documents, which are re-indexed from the source")
     p.add_argument("--state", help="the state database replicate used for this pair (tells what it delivered)")
     p.add_argument("--profile", help="de-identification profile of the route (a config name, or 'default')")
     p.add_argument("--key-file", help="de-identification key (owner-only file)")

@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from copydicom.errors import ConfigError, RetryableError, SkippableError
 from copydicom.ledger import Ledger
@@ -123,6 +123,17 @@ def source_inventory(runtime: RouteRuntime) -> SourceInventory:
     raise ConfigError(f"route {runtime.route.name}: reconcile needs a source with listings (an Orthanc source)")
 
 
+def index_inventory(dest: Destination) -> Any | None:
+    """The inventory of an index destination (SQLite only; other index types are not reconciled)."""
+    sink = getattr(getattr(dest, "spooled", None), "sink", None)
+    if type(sink).__name__ == "SqliteIndex":
+        from copydicom.endpoints.sqlite._inventory import SqliteIndexInventory
+
+        return SqliteIndexInventory(dest)
+    log.info("index %s: not reconciled (only SQLite indexes can be listed)", dest.name)
+    return None
+
+
 def destination_inventory(dest: Destination) -> DestinationInventory:
     """The inventory of an image destination (Orthanc or S3)."""
     from copydicom.sinks.orthanc import OrthancDestination
@@ -174,6 +185,10 @@ class Reconciler:
         self.source = source_inventory(runtime)
         image = [d for d in runtime.destinations if d.name in runtime.route.destinations]
         self.dests: list[tuple[Destination, DestinationInventory]] = [(d, destination_inventory(d)) for d in image]
+        self.indexes: list[tuple[Destination, Any]] = [
+            (d, inv) for d in runtime.destinations
+            if d.name in runtime.route.indexes and (inv := index_inventory(d)) is not None
+        ]
         self.report = Report()
         self.workers = max(1, runtime.route.workers)
 
@@ -241,6 +256,8 @@ class Reconciler:
             to_compare.append((dest, inv))
         if to_compare:
             self._compare_study(study, sent_study, to_compare)
+        if self.indexes:
+            self._index_study(study, sent_study, src_counts)
 
     def _unpredictable(self, study: SourceStudy) -> None:
         """A study whose sent identity cannot be predicted (a patient-map policy): the pipeline's dedupe decides."""
@@ -327,6 +344,36 @@ class Reconciler:
         if self.options.verify:
             present = [(ref, sent) for ref, sent in refs if any(sent.orthanc_id in held[d.name] for d, _ in active)]
             self._verify(present, active, held, diff)
+
+    # -- indexes -------------------------------------------------------------------------
+
+    def _index_study(self, study: SourceStudy, sent_study: Identity, src_counts: CountMap | None) -> None:
+        """Re-index instances missing from the route's indexes (from the source; no image is re-sent)."""
+        series_list: list[SourceSeries] | None = None
+        for dest, inv in self.indexes:
+            if src_counts is not None and src_counts.get(study.source_id) == inv.study_count(sent_study.study_uid):
+                continue
+            if series_list is None:
+                series_list = self.source.series_of(study)
+            if sum(s.count for s in series_list) == inv.study_count(sent_study.study_uid):
+                continue
+            missing: dict[str, tuple[InstanceRef, list[Destination]]] = {}
+            for series in series_list:
+                refs = []
+                for instance_id, sop in self.source.instances_of(series):
+                    identity = Identity(study.patient_id, study.study_uid, series.series_uid, sop)
+                    refs.append((InstanceRef(instance_id, None, identity, series.source_id), self._sent(identity)))
+                held = inv.has([sent.orthanc_id for _, sent in refs])
+                for ref, sent in refs:
+                    if sent.orthanc_id not in held:
+                        missing[sent.orthanc_id] = (ref, [dest])
+            if not missing:
+                continue
+            self.report.missing += len(missing)
+            self.out(f"study {study.source_id} at {dest.name}: missing={len(missing)} (index documents)")
+            if not self.options.dry_run:
+                inv.forget_delivered(list(missing))
+                self._repair_missing(missing)
 
     # -- repairs -------------------------------------------------------------------------
 

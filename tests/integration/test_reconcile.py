@@ -214,3 +214,34 @@ def test_deidentifying_route_in_sync_is_found_without_any_download(
     assert main(["reconcile", *_args(source, dest, state), *deid, "--verify"]) == 0
     assert _last_line(capsys).startswith("missing=0 repaired=0 extra=0 deleted=0 mismatched=0 ")
     assert len(downloads) == 16
+
+
+def test_instances_missing_from_the_index_are_reindexed_without_resending_the_image(
+    servers: tuple[OrthancServer, OrthancServer], tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    downloads: list[str],
+) -> None:
+    from tests.integration.conftest import last_seq
+
+    source, dest = servers
+    ids = sorted(load_ct(source, 8, rows=8))
+    state = tmp_path / "state.db"
+    index = tmp_path / "index.db"
+    with_index = [*_args(source, dest, state), "--index", f"sqlite:///{index}"]
+    assert main(["replicate", *with_index]) == 0
+    assert main(["reconcile", *with_index]) == 0
+    assert _last_line(capsys).startswith("missing=0 repaired=0 ")
+    db = sqlite3.connect(index)
+    db.execute("DELETE FROM instances WHERE _id IN (?, ?)", (ids[1], ids[4]))
+    db.commit()
+    db.close()
+    seq = last_seq(dest)
+    downloads.clear()
+    assert main(["reconcile", *with_index]) == 0
+    out = capsys.readouterr().out
+    assert out.strip().splitlines()[-1].startswith("missing=2 repaired=2 ")
+    assert "(index documents)" in out
+    assert sorted(downloads) == sorted([ids[1], ids[4]])  # from the source, to index them
+    assert last_seq(dest) == seq  # no image sent again
+    db = sqlite3.connect(index)
+    assert db.execute("SELECT count(*) FROM instances").fetchone() == (8,)
+    db.close()
