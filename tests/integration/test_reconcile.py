@@ -245,3 +245,28 @@ def test_instances_missing_from_the_index_are_reindexed_without_resending_the_im
     db = sqlite3.connect(index)
     assert db.execute("SELECT count(*) FROM instances").fetchone() == (8,)
     db.close()
+
+
+def test_since_and_study_limit_the_comparison(
+    servers: tuple[OrthancServer, OrthancServer], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source, dest = servers
+    files = [to_bytes(ct_dataset(p, 0, 0, i, rows=8, cols=8, seed="scope")) for p in range(2) for i in range(3)]
+    for data in files:
+        source.upload(data)
+    state = tmp_path / "state.db"
+    assert main(["replicate", *_args(source, dest, state)]) == 0
+    first = ct_dataset(0, 0, 0, 0, rows=8, cols=8, seed="scope")
+    second = ct_dataset(1, 0, 0, 0, rows=8, cols=8, seed="scope")
+    from copydicom.model import Identity
+
+    for ds in (first, second):
+        _delete(dest, Identity.from_dataset(ds).orthanc_id)
+    capsys.readouterr()
+    assert main(["reconcile", *_args(source, dest, state), "--since", "2100-01-01"]) == 0
+    assert _last_line(capsys).startswith("missing=0 repaired=0 ")  # no study dated that late
+    assert main(["reconcile", *_args(source, dest, state), "--study", str(first.StudyInstanceUID)]) == 0
+    assert _last_line(capsys).startswith("missing=1 repaired=1 ")
+    assert main(["reconcile", *_args(source, dest, state), "--since", "2000-01-01"]) == 0
+    assert _last_line(capsys).startswith("missing=1 repaired=1 ")
+    assert instance_count(dest) == 6
