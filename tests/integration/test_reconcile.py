@@ -270,3 +270,35 @@ def test_since_and_study_limit_the_comparison(
     assert main(["reconcile", *_args(source, dest, state), "--since", "2000-01-01"]) == 0
     assert _last_line(capsys).startswith("missing=1 repaired=1 ")
     assert instance_count(dest) == 6
+
+
+def test_listings_spilled_to_disk_give_the_same_answer(
+    servers: tuple[OrthancServer, OrthancServer], tmp_path: Path
+) -> None:
+    """Memory stays bounded: with a bound of one study in memory the count maps spill to SQLite."""
+    from copydicom.ledger import Ledger
+    from copydicom.reconcile import Options, Reconciler
+    from copydicom.routes import build_route, oneshot_route
+
+    source, dest = servers
+    for p in range(3):
+        for i in range(2):
+            source.upload(to_bytes(ct_dataset(p, 0, 0, i, rows=8, cols=8, seed="spill")))
+    state = tmp_path / "state.db"
+    assert main(["replicate", *_args(source, dest, state)]) == 0
+    from copydicom.model import Identity, orthanc_id
+
+    zero = Identity.from_dataset(ct_dataset(0, 0, 0, 0, seed="spill"))
+    requests.delete(f"{source.url}/studies/{orthanc_id(zero.patient_id, zero.study_uid)}", auth=source.auth,
+                    timeout=30).raise_for_status()
+    _delete(dest, Identity.from_dataset(ct_dataset(1, 0, 0, 0, seed="spill")).orthanc_id)
+    route, config = oneshot_route(None, src=source.url_with_credentials, dests=[dest.url_with_credentials],
+                                  state=state)
+    ledger = Ledger(state)
+    runtime = build_route(route, config, ledger)
+    try:
+        report = Reconciler(runtime, ledger, Options(dry_run=True, deletions="report"), memory_limit=1).run()
+    finally:
+        runtime.close()
+        ledger.close()
+    assert (report.missing, report.extra, report.repaired, report.deleted) == (1, 2, 0, 0)
