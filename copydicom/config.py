@@ -298,14 +298,17 @@ def validate_route(
         dose=dose,
         index_source_ids=index_source_ids,
         on_changed_instance=str(on_changed),
-        **_reconcile_keys(body, where),
+        **_reconcile_keys(body, where, trigger.kind),
     )
 
 
-def _reconcile_keys(body: Mapping[str, Any], where: str) -> dict[str, Any]:
+def _reconcile_keys(body: Mapping[str, Any], where: str, trigger_kind: str) -> dict[str, Any]:
     """The route's ``deletions`` and ``reconcile`` keys (validated in :mod:`copydicom.reconcile.config`)."""
     from copydicom.reconcile.config import deletions_policy, reconcile_options
 
+    if body.get("reconcile") is not None and trigger_kind != "changes":
+        raise ConfigError(f"{where}.reconcile: the daemon reconciles changes routes only; for this route run "
+                          "copydicom reconcile --config ... --route NAME")
     return {
         "deletions": deletions_policy(body.get("deletions", "ignore"), f"{where}.deletions"),
         "reconcile": reconcile_options(body.get("reconcile"), f"{where}.reconcile"),

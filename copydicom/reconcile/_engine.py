@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -191,6 +192,10 @@ class Reconciler:
         ]
         self.report = Report()
         self.workers = max(1, runtime.route.workers)
+        self._count_lock = threading.Lock()
+        #: A study whose sent identity could not be predicted: destination studies not matched to a
+        #: source study may be its, so they are reported but never deleted in this run.
+        self._unmatched_unsafe = False
 
     # -- identities ----------------------------------------------------------------------
 
@@ -243,6 +248,7 @@ class Reconciler:
         try:
             sent_study = self._sent(Identity(study.patient_id, study.study_uid, "", ""))
         except SkippableError:
+            self._unmatched_unsafe = True
             self._unpredictable(study)
             return
         sent_id = orthanc_id(sent_study.patient_id, sent_study.study_uid)
@@ -391,14 +397,17 @@ class Reconciler:
             if done < len(wanted):
                 self.report.failed += 1
 
-    def _extras(self, dest: Destination, inv: DestinationInventory, extras: list[str], listing: StudyListing) -> None:
+    def _extras(
+        self, dest: Destination, inv: DestinationInventory, extras: list[str], listing: StudyListing,
+        *, may_delete: bool = True,
+    ) -> None:
         ours = _store.routed_among(self.ledger, dest.name, self.runtime.route.name, extras)
         self.report.extra += len(ours)
         self.report.unknown += len(extras) - len(ours)
         if self.options.deletions == "report":
             for target in sorted(ours):
                 self.out(f"  extra at {dest.name}: {target}")
-        if self.options.deletions != "propagate" or self.options.dry_run:
+        if self.options.deletions != "propagate" or self.options.dry_run or not may_delete:
             return
         gone: list[str] = []
         for target in sorted(ours):
@@ -422,7 +431,7 @@ class Reconciler:
             extras = sorted(i for ids in listing.series.values() for i in ids)
             if extras:
                 diff = _StudyDiff(extra={dest.name: extras})
-                self._extras(dest, inv, extras, listing)
+                self._extras(dest, inv, extras, listing, may_delete=not self._unmatched_unsafe)
                 self._print(f"(destination study {study_id})", diff)
 
     # -- verify --------------------------------------------------------------------------
@@ -434,7 +443,8 @@ class Reconciler:
             if md5 is not None:
                 return str(md5), -1
         data = self.runtime.source.fetch(ref)
-        self.report.downloads += 1
+        with self._count_lock:
+            self.report.downloads += 1
         instance = Instance(ref, data, identity=ref.identity)
         for stage in self.pipeline.stages:
             instance = stage.process(instance)

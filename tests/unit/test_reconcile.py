@@ -142,3 +142,32 @@ def test_status_shows_the_last_reconcile(tmp_path: Path, capsys: pytest.CaptureF
     assert main(["status", "--state", str(state)]) == 0
     out = capsys.readouterr().out
     assert "last reconcile: " in out and "missing=3 repaired=2 extra=1 deleted=0 mismatched=0 seconds=2.5" in out
+
+
+def test_reconcile_key_needs_a_changes_route(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=re.escape("routes[0].reconcile: the daemon reconciles changes routes only")):
+        _route_config(tmp_path, trigger="manual", reconcile={"cron": "0 3 * * *"})
+
+
+def test_daemon_schedule_marks_the_start_up_pass_and_adds_the_cron_job(tmp_path: Path) -> None:
+    from apscheduler.schedulers.background import BackgroundScheduler
+
+    from copydicom.daemon import RouteState
+    from copydicom.reconcile import _daemon
+
+    route = _route_config(tmp_path, reconcile={"cron": "0 3 * * *", "on_start": "48h"}).routes[0]
+
+    class _Daemon:
+        scheduler = BackgroundScheduler()
+
+    daemon = _Daemon()
+    state = RouteState(route)
+    _daemon.schedule(daemon, state)
+    assert state.reconcile_due == since_hours(48)
+    job = daemon.scheduler.get_job("r#reconcile")
+    assert job is not None
+    job.func()  # the cron job only marks a full reconcile due; the route's poll job runs it
+    assert state.reconcile_due == _daemon.FULL
+    plain = RouteState(_route_config(tmp_path).routes[0])
+    _daemon.schedule(daemon, plain)
+    assert plain.reconcile_due is None
