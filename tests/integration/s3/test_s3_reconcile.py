@@ -74,3 +74,37 @@ def test_missing_object_restored_corrupt_object_found_by_verify_and_deletions(
     assert main(["reconcile", *args, "--deletions", "propagate"]) == 0
     assert _last(capsys).startswith("missing=0 repaired=0 extra=1 deleted=1 ")
     assert len(set(_keys(seaweedfs, bucket))) == len(source_keys) - 1
+
+
+def test_verify_with_resend_overwrites_the_corrupt_object(
+    seaweedfs: SeaweedFSServer, bucket: str, source: OrthancServer, aws_env: None, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import hashlib
+
+    import yaml
+
+    upload_all(source.upload, ct_study_files(4, series_per_study=1, rows=8, cols=8, seed="resend"))
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({
+        "state": str(tmp_path / "state.db"),
+        "endpoints": {
+            "src": {"type": "orthanc", "url": source.url, "user": source.user, "password": source.password},
+            "bucket": {"type": "s3", "bucket": bucket, "prefix": "arch/", "endpoint_url": seaweedfs.endpoint_url,
+                       "region": seaweedfs.region},
+        },
+        "routes": [{"name": "r", "source": "src", "destinations": ["bucket"], "trigger": "manual",
+                    "on_changed_instance": "resend"}],
+    }))
+    assert main(["replicate", "--config", str(config), "--src", "src", "--dest", "bucket"]) == 0
+    capsys.readouterr()
+    keys = _keys(seaweedfs, bucket)
+    client = seaweedfs.client()
+    original = client.get_object(Bucket=bucket, Key=keys[2])["Body"].read()
+    client.put_object(Bucket=bucket, Key=keys[2], Body=original[:-10])  # truncated copy, no recorded SHA-256
+    assert main(["reconcile", "--config", str(config), "--route", "r", "--verify"]) == 0
+    assert _last(capsys).startswith("missing=0 repaired=0 extra=0 deleted=0 mismatched=1 ")
+    restored = client.get_object(Bucket=bucket, Key=keys[2])["Body"].read()
+    assert hashlib.sha256(restored).digest() == hashlib.sha256(original).digest()
+    assert main(["reconcile", "--config", str(config), "--route", "r", "--verify"]) == 0
+    assert _last(capsys).startswith("missing=0 repaired=0 extra=0 deleted=0 mismatched=0 ")
