@@ -364,6 +364,7 @@ class Reconciler:
             if sum(s.count for s in series_list) == inv.study_count(sent_study.study_uid):
                 continue
             missing: dict[str, tuple[InstanceRef, list[Destination]]] = {}
+            expected: set[str] = set()
             for series in series_list:
                 refs = []
                 for instance_id, sop in self.source.instances_of(series):
@@ -371,15 +372,28 @@ class Reconciler:
                     refs.append((InstanceRef(instance_id, None, identity, series.source_id), self._sent(identity)))
                 held = inv.has([sent.orthanc_id for _, sent in refs])
                 for ref, sent in refs:
+                    expected.add(sent.orthanc_id)
                     if sent.orthanc_id not in held:
                         missing[sent.orthanc_id] = (ref, [dest])
-            if not missing:
+            # Documents this route wrote for instances the source no longer holds: the deletion policy.
+            orphans = sorted(inv.study_documents(sent_study.study_uid, self.runtime.route.name) - expected)
+            if not missing and not orphans:
                 continue
             self.report.missing += len(missing)
-            self.out(f"study {study.source_id} at {dest.name}: missing={len(missing)} (index documents)")
-            if not self.options.dry_run:
+            self.report.extra += len(orphans)
+            self.out(f"study {study.source_id} at {dest.name}: missing={len(missing)} extra={len(orphans)} "
+                     "(index documents)")
+            if self.options.deletions == "report":
+                for target in orphans:
+                    self.out(f"  extra at {dest.name}: {target}")
+            if self.options.dry_run:
+                continue
+            if missing:
                 inv.forget_delivered(list(missing))
                 self._repair_missing(missing)
+            if orphans and self.options.deletions == "propagate":
+                inv.delete(orphans)
+                self.report.deleted += len(orphans)
 
     # -- repairs -------------------------------------------------------------------------
 

@@ -245,6 +245,17 @@ def test_instances_missing_from_the_index_are_reindexed_without_resending_the_im
     db = sqlite3.connect(index)
     assert db.execute("SELECT count(*) FROM instances").fetchone() == (8,)
     db.close()
+    # an instance deleted at the source: its image and its index document follow the deletion policy
+    _delete(source, ids[6])
+    assert main(["reconcile", *with_index, "--deletions", "report"]) == 1
+    assert _last_line(capsys).startswith("missing=0 repaired=0 extra=2 deleted=0 ")
+    assert main(["reconcile", *with_index, "--deletions", "propagate"]) == 0
+    assert _last_line(capsys).startswith("missing=0 repaired=0 extra=2 deleted=2 ")
+    db = sqlite3.connect(index)
+    assert db.execute("SELECT count(*) FROM instances").fetchone() == (7,)
+    assert db.execute("SELECT count(*) FROM instances WHERE _id=?", (ids[6],)).fetchone() == (0,)
+    db.close()
+    assert ids[6] not in set(dest.instance_ids())
 
 
 def test_since_and_study_limit_the_comparison(

@@ -24,6 +24,28 @@ class SqliteIndexInventory:
             row = self.sink._conn.execute("SELECT count(*) FROM instances WHERE study_uid=?", (study_uid,)).fetchone()
         return int(row[0])
 
+    def study_documents(self, study_uid: str, route: str) -> set[str]:
+        """``_id`` of the instance documents of one (sent) study that ``route`` wrote."""
+        with self.sink._lock:  # noqa: SLF001
+            rows = self.sink._conn.execute(
+                "SELECT _id FROM instances WHERE study_uid=? AND route=?", (study_uid, route)).fetchall()
+        return {str(r[0]) for r in rows}
+
+    def delete(self, target_ids: list[str]) -> None:
+        """Delete instance documents, and dose documents that name the same instance ID."""
+        with self.sink._lock:  # noqa: SLF001
+            conn = self.sink._conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for table, column in (("instances", "_id"), ("dose_events", "orthanc_id"),
+                                      ("dose_summaries", "orthanc_id")):
+                    conn.executemany(f"DELETE FROM {table} WHERE {column}=?", [(t,) for t in target_ids])
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        self.forget_delivered(target_ids)
+
     def has(self, target_ids: list[str]) -> set[str]:
         return set(self.sink.has(target_ids))
 
