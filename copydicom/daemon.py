@@ -82,6 +82,11 @@ class RouteState:
         return self.route.name
 
     @property
+    def feed_reset(self) -> Any:
+        """The unrepaired feed reset holding this route (``/healthz`` answers 503 while it lasts)."""
+        return self.runner.feed_reset if self.runner is not None else None
+
+    @property
     def poll_seconds(self) -> float | None:
         return self.route.trigger.poll_seconds if self.route.trigger.kind == "changes" else None
 
@@ -95,6 +100,7 @@ class Daemon:
     def __init__(self, config: AppConfig) -> None:
         self.config = config
         self.ledger = Ledger(config.state)
+        self.route_locks: list[Any] = []
         self.stopping = threading.Event()
         self.fatal: BaseException | None = None
         self.routes: dict[str, RouteState] = {}
@@ -149,8 +155,11 @@ class Daemon:
         return hook
 
     def _update_backlog(self, state: RouteState) -> None:
-        """Backlog = the source's ``Last`` seen at this poll minus the checkpoint."""
-        if self.observability is None or state.runner is None or state.runner.last_seen is None:
+        """Backlog = the source's ``Last`` seen at this poll minus the checkpoint (none during a feed reset)."""
+        if self.observability is None or state.runner is None:
+            return
+        self.observability.metrics.set_feed_reset(state.route.name, state.feed_reset is not None)
+        if state.runner.last_seen is None or state.feed_reset is not None:
             return
         checkpoint = self.ledger.checkpoint(state.route.name)
         if checkpoint is not None:
@@ -259,6 +268,8 @@ class Daemon:
         signal.signal(signal.SIGTERM, self.request_stop)
         signal.signal(signal.SIGINT, self.request_stop)
         try:
+            # One process per route feed: a second daemon on this state is refused here (exit 2).
+            self.route_locks = [self.ledger.store.lock_route(route.name) for route in self.config.routes]
             if self.observability is not None:  # bind first: a taken port fails before anything starts
                 self.observability.start()
             self._build()
@@ -286,6 +297,8 @@ class Daemon:
             if state.runtime is not None:
                 state.runtime.close()
         self.ledger.close()
+        for lock in self.route_locks:
+            lock.release()
         log.info("copydicom daemon stopped")
         return 1 if self.fatal is not None else 0
 

@@ -101,7 +101,7 @@ class Ledger:
             settled, self._pending_settled = self._pending_settled, []
         position = None
         if checkpoint is not None:
-            resource = checkpoint[2] if len(checkpoint) > 2 else None  # type: ignore[misc]
+            resource = checkpoint[2] if len(checkpoint) > 2 else None
             position = (checkpoint[0], FeedPosition(int(checkpoint[1]), resource))
         try:
             released = self.store.write_batch(

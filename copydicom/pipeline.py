@@ -23,7 +23,6 @@ instances finish and submits no more.
 from __future__ import annotations
 
 import logging
-import os
 import re
 import threading
 import time
@@ -42,6 +41,7 @@ from copydicom.errors import (
     SkippableError,
 )
 from copydicom.ledger import Ledger
+from copydicom.state import display_source_id, one_line, private_dir, quarantine_file_name, write_private_bytes
 from copydicom.model import (
     Destination,
     Identity,
@@ -318,19 +318,17 @@ class Pipeline:
         return still
 
     def _quarantine(self, ref: InstanceRef, data: bytes | None, exc: SkippableError) -> Outcome:
+        # The file name is a digest of route and source ID: collision-free, and never the
+        # source's path (file names of a folder import are often patient names and MRNs).
         path: str | None = None
         if data is not None:
-            folder = self.quarantine_dir / self.route
-            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-            safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in ref.source_id)[-120:]
-            target = folder / f"{safe}.dcm"
-            fd = os.open(target, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
+            folder = private_dir(self.quarantine_dir / self.route)
+            target = folder / quarantine_file_name(self.route, ref.source_id)
+            write_private_bytes(target, data)
             path = str(target)
-        reason = f"{type(exc).__name__}: {exc}"
+        reason = one_line(f"{type(exc).__name__}: {exc}")
         self.ledger.quarantine(self.route, ref.source_id, exc.code, reason, path)
-        log.warning("instance %s quarantined on route %s: %s", ref.source_id, self.route, reason)
+        log.warning("instance %s quarantined on route %s: %s", display_source_id(ref.source_id), self.route, reason)
         return Outcome(ref, "quarantined", reason)
 
     # -- driving -------------------------------------------------------------------------
@@ -383,6 +381,8 @@ class Pipeline:
         raise exc
 
     def _report(self, outcome: Outcome) -> Outcome:
+        if outcome.kind in ("stored", "existing") and not self.dry_run:
+            self.ledger.record_settled(self.route, outcome.ref.source_id)  # releases a quarantine entry
         if not outcome.destinations:  # decided for the whole batch: the same at every destination
             outcome = replace(outcome, destinations=tuple((d.name, outcome.kind) for d in self.destinations))
         if self.on_outcome is not None:
