@@ -30,7 +30,10 @@ ENDPOINT_TYPES: dict[str, tuple[str, str, str, str | None]] = {
     "splunk": ("copydicom.sinks.splunk", "SplunkConfig", "index", "splunk"),
 }
 
-_TOP_KEYS = {"state", "quarantine_dir", "workers", "endpoints", "profiles", "routes", "logging", "metrics", "health"}
+_TOP_KEYS = {
+    "state", "quarantine_dir", "workers", "endpoints", "profiles", "routes", "logging", "metrics", "health",
+    "quarantine", "index_spool",  # retention (state branch): see copydicom/state/_retention.py
+}
 _ROUTE_KEYS = {"name", "source", "trigger", "profile", "destinations", "indexes", "workers", "stages"}
 _WAIT_FOR = ("instance", "stable_series", "stable_study")
 
@@ -94,6 +97,8 @@ class AppConfig:
     log_json: bool = False
     metrics: dict[str, Any] = field(default_factory=dict)
     source_file: Path | None = None
+    #: ``quarantine: {retain: 30d}`` and ``index_spool: {retain: 30d}`` (state branch).
+    retention: Any = None
 
     def endpoint(self, name: str) -> Any:
         return self.endpoints[name]
@@ -299,7 +304,22 @@ def parse_config(data: Any, *, base_dir: Path | None = None, source_file: Path |
         log_json=bool(logging_cfg.get("json", False)),
         metrics=metrics,
         source_file=source_file,
+        retention=_retention(data),
     )
+
+
+def _retention(data: Mapping[str, Any]) -> Any:
+    """``quarantine: {retain: ..}`` and ``index_spool: {retain: ..}`` (default 30d each; ``off`` keeps)."""
+    from copydicom.state import DEFAULT_RETAIN, Retention, parse_retain
+
+    values: dict[str, float | None] = {}
+    for key, attr in (("quarantine", "quarantine"), ("index_spool", "rejected_documents")):
+        section = _require_mapping(data.get(key) or {}, key)
+        unknown = sorted(set(section) - {"retain"})
+        if unknown:
+            raise ConfigError(f"{key}: unknown key(s) {', '.join(unknown)} (known: retain)")
+        values[attr] = parse_retain(section["retain"], f"{key}.retain") if "retain" in section else DEFAULT_RETAIN
+    return Retention(**values)
 
 
 def load_config(path: str | Path) -> AppConfig:

@@ -253,6 +253,20 @@ class Daemon:
         self.fatal = exc
         self.stopping.set()
 
+    def _schedule_retention(self) -> None:
+        """Purge expired quarantine entries and refused documents at start and every hour (PHI at rest)."""
+        from copydicom.state import Retention, purge_expired
+
+        retention = self.config.retention or Retention()
+
+        def job() -> None:
+            try:
+                purge_expired(self.ledger.store, retention)
+            except Exception as exc:  # never stop the daemon for housekeeping
+                log.error("retention: purge failed: %s", type(exc).__name__)
+
+        self.scheduler.add_job(job, "interval", hours=1, id="copydicom-retention", next_run_time=_now())
+
     # -- life cycle ---------------------------------------------------------------------
 
     def request_stop(self, *_: Any) -> None:
@@ -281,6 +295,7 @@ class Daemon:
         except OSError as exc:  # the metrics port is taken or not allowed
             self.ledger.close()
             raise ConfigError(f"metrics.listen: cannot listen: {exc.strerror or exc}") from None
+        self._schedule_retention()
         self.scheduler.start()
         sd_notify("READY=1")
         log.info("copydicom daemon started: %d route(s)", len(self.routes))

@@ -22,12 +22,17 @@ from copydicom.state._files import (
     write_private_bytes,
 )
 from copydicom.state._lock import RouteLock
+from copydicom.state._retention import DEFAULT_RETAIN, Retention, parse_retain, purge_expired
 from copydicom.state._protocol import DeliveryCount, FeedReset, QuarantineEntry, Store
 from copydicom.state._schema import LATEST as SCHEMA_VERSION
 from copydicom.state._sqlite import SqliteStore, connect, open_store
 
 __all__ = [
+    "DEFAULT_RETAIN",
     "SCHEMA_VERSION",
+    "Retention",
+    "parse_retain",
+    "purge_expired",
     "DeliveryCount",
     "FeedPosition",
     "FeedReset",
