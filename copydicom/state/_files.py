@@ -42,11 +42,21 @@ def private_dir(path: str | Path) -> Path:
 
 
 def private_file(path: str | Path) -> Path:
-    """Create ``path`` empty and owner-only if it is missing; make it owner-only if it exists."""
+    """Create ``path`` empty and owner-only if it is missing; make it owner-only if it exists.
+
+    An existing file is never opened here, only ``chmod``-ed: closing a descriptor of a
+    SQLite database releases every POSIX lock this process holds on it, including those of
+    its open connections (fcntl semantics), which would let another process checkpoint and
+    reset the WAL under them.
+    """
     p = Path(path)
-    private_dir(p.parent)
-    fd = os.open(p, os.O_CREAT | os.O_WRONLY, FILE_MODE)
-    os.close(fd)
+    if not p.exists():
+        private_dir(p.parent)
+        try:
+            fd = os.open(p, os.O_CREAT | os.O_EXCL | os.O_WRONLY | getattr(os, "O_NOFOLLOW", 0), FILE_MODE)
+            os.close(fd)
+        except FileExistsError:
+            pass
     os.chmod(p, FILE_MODE)
     return p
 

@@ -121,6 +121,8 @@ def migrate(conn: sqlite3.Connection, where: str) -> int:
     SchemaTooNew
         The file was written by a newer release.
     """
+    if current_version(conn) == LATEST:  # the usual start: no write lock taken (read-only commands)
+        return LATEST
     conn.execute("BEGIN IMMEDIATE")
     try:
         found = current_version(conn)

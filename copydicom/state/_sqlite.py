@@ -48,7 +48,7 @@ def connect(path: str | Path, *, create: bool = True) -> sqlite3.Connection:
     ``create=False`` refuses a missing file instead of creating it.
     """
     p = Path(path)
-    if create:
+    if create and not p.exists():
         private_file(p)
     elif not p.exists():
         raise LedgerError(f"no state database at {p}")
@@ -101,6 +101,7 @@ class SqliteStore:
         self._index_names: set[str] = set()
         self._refs = 0
         try:
+            private_file(self.path)  # owner-only even if an older release or another tool made it
             migrate(self._conn(), str(self.path))
         except sqlite3.Error as exc:
             self.close_connections()

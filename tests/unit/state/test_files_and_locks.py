@@ -122,3 +122,23 @@ def test_retention_config(tmp_path: Path) -> None:
         parse_config({**base, "quarantine": {"retain": "soon"}})
     with pytest.raises(ConfigError, match="quarantine: unknown key"):
         parse_config({**base, "quarantine": {"keep": "7d"}})
+
+
+def test_an_existing_database_file_is_never_opened_by_hand(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Closing a descriptor of the database drops this process's SQLite (POSIX) locks on it: a second
+    process could then reset the WAL under our open connections (rows lost, seen in the two-daemon test)."""
+    from copydicom.state import private_file
+
+    path = tmp_path / "state.db"
+    Ledger(path).close()
+    path.chmod(0o644)
+
+    def no_open(*_: object, **__: object) -> int:
+        raise AssertionError("an existing database file was opened outside SQLite")
+
+    monkeypatch.setattr(os, "open", no_open)
+    private_file(path)
+    assert mode(path) == 0o600
+    ledger = Ledger(path)  # new connections (any thread) open nothing by hand either
+    ledger.record_delivered("d", "t", "s", "r", "stored")
+    ledger.close()
