@@ -71,7 +71,7 @@ def probe_write(path: str | Path) -> None:
 
 
 def _wrap(exc: sqlite3.Error, what: str) -> LedgerError:
-    return LedgerError(f"state {what} failed: {exc}")
+    return LedgerError(f"ledger {what} failed: {exc}")
 
 
 def _entry(row: Any) -> QuarantineEntry:
