@@ -41,7 +41,14 @@ from copydicom.errors import (
     SkippableError,
 )
 from copydicom.ledger import Ledger
-from copydicom.state import display_source_id, one_line, private_dir, quarantine_file_name, write_private_bytes
+from copydicom.state import (
+    display_source_id,
+    one_line,
+    private_dir,
+    quarantine_file_name,
+    quarantine_folder_name,
+    write_private_bytes,
+)
 from copydicom.model import (
     Destination,
     Identity,
@@ -322,7 +329,7 @@ class Pipeline:
         # source's path (file names of a folder import are often patient names and MRNs).
         path: str | None = None
         if data is not None:
-            folder = private_dir(self.quarantine_dir / self.route)
+            folder = private_dir(self.quarantine_dir / quarantine_folder_name(self.route))
             target = folder / quarantine_file_name(self.route, ref.source_id)
             write_private_bytes(target, data)
             path = str(target)

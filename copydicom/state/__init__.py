@@ -18,6 +18,7 @@ from copydicom.state._files import (
     private_dir,
     private_file,
     quarantine_file_name,
+    quarantine_folder_name,
     restrict_sqlite_companions,
     write_private_bytes,
 )
@@ -50,6 +51,7 @@ __all__ = [
     "private_dir",
     "private_file",
     "quarantine_file_name",
+    "quarantine_folder_name",
     "restrict_sqlite_companions",
     "write_private_bytes",
 ]

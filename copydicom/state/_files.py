@@ -100,6 +100,16 @@ def quarantine_file_name(route: str, source_id: str) -> str:
     return f"{digest(route, source_id)}.dcm"
 
 
+def quarantine_folder_name(route: str) -> str:
+    """The quarantine sub-folder of a route: its name when that is a plain word, else ``route-<digest>``.
+
+    One-shot route names are built from endpoint names or URLs (``oneshot:http://host>dest``):
+    slashes would nest folders and a URL could carry credentials into a directory name.
+    """
+    plain = route.replace("-", "").replace("_", "").replace(".", "")
+    return route if plain.isascii() and plain.isalnum() and not route.startswith(".") else f"route-{digest(route, length=16)}"
+
+
 def is_path_like(source_id: str) -> bool:
     """Whether a source ID is a file path (folder import): those are PHI (names, MRNs in file names)."""
     return "/" in source_id or "\\" in source_id or source_id.startswith(".")

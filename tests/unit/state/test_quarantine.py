@@ -118,3 +118,19 @@ def test_dry_run_releases_nothing(ledger: Ledger, tmp_path: Path) -> None:
     assert [e.source_id for e in ledger.quarantined()] == ["a"]
 
 
+
+
+def test_quarantine_folder_of_a_url_route_carries_no_credentials(tmp_path: Path) -> None:
+    route = "oneshot:http://alice:hunter2@127.0.0.1:8042>dst"
+    ledger = Ledger(tmp_path / "state.db")
+    try:
+        stage = RaisingStage(InvalidInstance("bad"), {"a"})
+        pipe = Pipeline(route, FakeSource({"a": b"A"}), [stage], [FakeDestination()], ledger,  # type: ignore[arg-type]
+                        quarantine_dir=tmp_path / "q")
+        pipe.run([[InstanceRef("a")]])
+        pipe.close()
+        (entry,) = ledger.quarantined()
+        relative = Path(entry.path or "").relative_to(tmp_path / "q")
+        assert len(relative.parts) == 2 and "hunter2" not in str(relative) and relative.parts[0].startswith("route-")
+    finally:
+        ledger.close()
