@@ -28,7 +28,7 @@ def v1(tmp_path: Path) -> Path:
 
 
 def test_fixture_is_a_first_release_file() -> None:
-    db = sqlite3.connect(f"file:{V1}?mode=ro", uri=True)
+    db = sqlite3.connect(f"file:{V1}?mode=ro&immutable=1", uri=True)  # creates no -wal/-shm beside it
     try:
         assert db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == ("1",)
         columns = [r[1] for r in db.execute("PRAGMA table_info(checkpoints)")]
