@@ -43,6 +43,7 @@ from copydicom.errors import (
 from copydicom.ledger import Ledger
 from copydicom.state import (
     display_source_id,
+    mask_source_path,
     one_line,
     private_dir,
     quarantine_file_name,
@@ -301,7 +302,7 @@ class Pipeline:
         except (ConfigError, FatalError):
             raise
         except Exception as exc:  # a malformed file tripped a stage: quarantine, keep running
-            log.debug("unexpected error on instance %s", ref.source_id, exc_info=True)
+            log.debug("unexpected error on instance %s", display_source_id(ref.source_id), exc_info=True)
             return self._quarantine(ref, data, InvalidInstance(f"cannot process: {safe_reason(exc)}"))
         for stage_name, actions in instance.audit.items():
             self.ledger.record_audit(self.route, instance.target_id, stage_name, actions)
@@ -313,7 +314,8 @@ class Pipeline:
     ) -> list[Destination]:
         actual = instance.target_id
         if actual != predicted and instance.ref.identity is not None:
-            log.warning("instance %s: predicted and actual de-identified IDs differ", instance.ref.source_id)
+            log.warning("instance %s: predicted and actual de-identified IDs differ",
+                        display_source_id(instance.ref.source_id))
         if actual == predicted and instance.ref.identity is not None:
             return needed
         still: list[Destination] = []
@@ -335,7 +337,8 @@ class Pipeline:
             path = str(target)
         reason = one_line(f"{type(exc).__name__}: {exc}")
         self.ledger.quarantine(self.route, ref.source_id, exc.code, reason, path)
-        log.warning("instance %s quarantined on route %s: %s", display_source_id(ref.source_id), self.route, reason)
+        log.warning("instance %s quarantined on route %s: %s", display_source_id(ref.source_id), self.route,
+                    mask_source_path(reason, ref.source_id))
         return Outcome(ref, "quarantined", reason)
 
     # -- driving -------------------------------------------------------------------------

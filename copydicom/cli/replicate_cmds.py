@@ -22,7 +22,7 @@ from copydicom.logsetup import mask_secrets
 from copydicom.model import FeedPosition, InstanceRef
 from copydicom.pipeline import Outcome, Summary
 from copydicom.sources.orthanc import OrthancSource
-from copydicom.state import FeedReset, display_source_id, one_line
+from copydicom.state import FeedReset, display_source_id, mask_source_path, one_line
 
 
 def default_state() -> Path:
@@ -339,8 +339,8 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
             show = bool(getattr(args, "show_paths", False))
             for e in entries:
                 kept = (e.path or "-") if show else ("kept" if e.path else "-")
-                print(f"{e.route}\t{display_source_id(e.source_id, show_paths=show)}\t{e.code}\t"
-                      f"{one_line(e.reason)}\t{kept}")
+                reason = one_line(e.reason) if show else mask_source_path(one_line(e.reason), e.source_id)
+                print(f"{e.route}\t{display_source_id(e.source_id, show_paths=show)}\t{e.code}\t{reason}\t{kept}")
             print(f"{len(entries)} quarantined")
             return 0
         if args.action == "purge":

@@ -14,6 +14,7 @@ from copydicom.model import FeedPosition
 from copydicom.state._errors import FeedResetDetected, RouteLocked, SchemaTooNew
 from copydicom.state._files import (
     display_source_id,
+    mask_source_path,
     one_line,
     private_dir,
     private_file,
@@ -46,6 +47,7 @@ __all__ = [
     "Store",
     "connect",
     "display_source_id",
+    "mask_source_path",
     "one_line",
     "open_store",
     "private_dir",

@@ -122,6 +122,12 @@ def display_source_id(source_id: str, *, show_paths: bool = False) -> str:
     return f"file:{digest(source_id, length=16)}"
 
 
+def mask_source_path(text: str, source_id: str) -> str:
+    """``text`` with a file-path source ID replaced by its digest form (reasons often quote the path)."""
+    shown = display_source_id(source_id)
+    return text if shown == source_id else text.replace(source_id, shown)
+
+
 def one_line(text: str, limit: int = 500) -> str:
     """``text`` on one line (a multi-line JSON body from a server becomes one line), at most ``limit`` chars."""
     flat = " ".join(text.split())

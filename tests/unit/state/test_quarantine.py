@@ -70,7 +70,8 @@ def test_long_paths_with_the_same_tail_do_not_overwrite_each_other(ledger: Ledge
 
 
 def test_list_hides_file_paths_unless_asked(ledger: Ledger, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    ledger.quarantine("r", "/import/DOE^JOHN/MRN123.dcm", "invalid", "InvalidInstance: bad", "/q/r/abc.dcm")
+    ledger.quarantine("r", "/import/DOE^JOHN/MRN123.dcm", "invalid",
+                      "InvalidInstance: cannot read /import/DOE^JOHN/MRN123.dcm: Permission denied", "/q/r/abc.dcm")
     ledger.quarantine("r", "0a1b2c3d-00000000-00000000-00000000-00000000", "invalid", "x", None)
     ledger.flush()
     state = str(ledger.path)
@@ -81,6 +82,18 @@ def test_list_hides_file_paths_unless_asked(ledger: Ledger, tmp_path: Path, caps
     assert main(["quarantine", "list", "--state", state, "--show-paths"]) == 0
     out = capsys.readouterr().out
     assert "/import/DOE^JOHN/MRN123.dcm" in out and "/q/r/abc.dcm" in out
+    assert "cannot read /import/DOE^JOHN/MRN123.dcm: Permission denied" in out
+
+
+def test_log_line_of_a_folder_import_quarantine_names_no_path(
+    ledger: Ledger, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = "/import/DOE^JOHN/MRN123.dcm"
+    stage = RaisingStage(InvalidInstance(f"cannot read {path}: truncated"), {path})
+    assert run(ledger, tmp_path, FakeSource({path: b"A"}), FakeDestination(), path, stages=[stage]) == {
+        "quarantined": 1}
+    logged = " ".join(r.getMessage() for r in caplog.records)
+    assert "quarantined" in logged and "DOE" not in logged and "MRN123" not in logged
 
 
 def test_reason_is_stored_on_one_line(ledger: Ledger, tmp_path: Path) -> None:
