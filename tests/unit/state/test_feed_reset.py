@@ -150,3 +150,21 @@ def test_health_answers_503_and_metric_is_set_during_a_reset() -> None:
     metrics = Metrics()
     metrics.set_feed_reset("r", True)
     assert metrics.value("copydicom_feed_reset", {"route": "r"}) == 1.0
+
+
+def test_checkpoint_command_rebases_and_clears_the_reset_but_not_under_a_running_daemon(
+    ledger: Ledger, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from copydicom.cli import main
+    from copydicom.state import FeedReset
+
+    ledger.advance_checkpoint("r", 5008, "i8")
+    ledger.store.feed_reset_put(FeedReset("r", 1.0, 5008, "i8", 13, "below the checkpoint"))
+    state = str(ledger.path)
+    assert main(["checkpoint", "--state", state, "--route", "r"]) == 0
+    assert "checkpoint 5008; FEED RESET: below the checkpoint" in capsys.readouterr().out
+    lock = ledger.store.lock_route("r")  # a daemon follows the route
+    assert main(["checkpoint", "--state", state, "--route", "r", "--rebase", "0"]) == 2
+    lock.release()
+    assert main(["checkpoint", "--state", state, "--route", "r", "--rebase", "0"]) == 0
+    assert ledger.position("r") == FeedPosition(0) and ledger.feed_resets() == {}
