@@ -86,6 +86,11 @@ class RouteState:
         return self.route.name
 
     @property
+    def feed_reset(self) -> Any:
+        """The unrepaired feed reset holding this route (``/healthz`` answers 503 while it lasts)."""
+        return self.runner.feed_reset if self.runner is not None else None
+
+    @property
     def poll_seconds(self) -> float | None:
         return self.route.trigger.poll_seconds if self.route.trigger.kind == "changes" else None
 
@@ -99,6 +104,7 @@ class Daemon:
     def __init__(self, config: AppConfig) -> None:
         self.config = config
         self.ledger = Ledger(config.state)
+        self.route_locks: list[Any] = []
         self.stopping = threading.Event()
         self.fatal: BaseException | None = None
         self.routes: dict[str, RouteState] = {}
@@ -160,8 +166,11 @@ class Daemon:
         return hook
 
     def _update_backlog(self, state: RouteState) -> None:
-        """Backlog = the source's ``Last`` seen at this poll minus the checkpoint."""
-        if self.observability is None or state.runner is None or state.runner.last_seen is None:
+        """Backlog = the source's ``Last`` seen at this poll minus the checkpoint (none during a feed reset)."""
+        if self.observability is None or state.runner is None:
+            return
+        self.observability.metrics.set_feed_reset(state.route.name, state.feed_reset is not None)
+        if state.runner.last_seen is None or state.feed_reset is not None:
             return
         checkpoint = self.ledger.checkpoint(state.route.name)
         if checkpoint is not None:
@@ -284,6 +293,20 @@ class Daemon:
         self.fatal = exc
         self.stopping.set()
 
+    def _schedule_retention(self) -> None:
+        """Purge expired quarantine entries and refused documents at start and every hour (PHI at rest)."""
+        from copydicom.state import Retention, purge_expired
+
+        retention = self.config.retention or Retention()
+
+        def job() -> None:
+            try:
+                purge_expired(self.ledger.store, retention)
+            except Exception as exc:  # never stop the daemon for housekeeping
+                log.error("retention: purge failed: %s", type(exc).__name__)
+
+        self.scheduler.add_job(job, "interval", hours=1, id="copydicom-retention", next_run_time=_now())
+
     # -- life cycle ---------------------------------------------------------------------
 
     def request_stop(self, *_: Any) -> None:
@@ -299,6 +322,8 @@ class Daemon:
         signal.signal(signal.SIGTERM, self.request_stop)
         signal.signal(signal.SIGINT, self.request_stop)
         try:
+            # One process per route feed: a second daemon on this state is refused here (exit 2).
+            self.route_locks = [self.ledger.store.lock_route(route.name) for route in self.config.routes]
             if self.observability is not None:  # bind first: a taken port fails before anything starts
                 self.observability.start()
             self._build()
@@ -310,6 +335,7 @@ class Daemon:
         except OSError as exc:  # the metrics port is taken or not allowed
             self.ledger.close()
             raise ConfigError(f"metrics.listen: cannot listen: {exc.strerror or exc}") from None
+        self._schedule_retention()
         self.scheduler.start()
         sd_notify("READY=1")
         log.info("copydicom daemon started: %d route(s)", len(self.routes))
@@ -326,6 +352,8 @@ class Daemon:
             if state.runtime is not None:
                 state.runtime.close()
         self.ledger.close()
+        for lock in self.route_locks:
+            lock.release()
         log.info("copydicom daemon stopped")
         if isinstance(self.fatal, ConfigError):
             return 2  # a configuration error (refused credentials...): systemd RestartPreventExitStatus=2

@@ -35,10 +35,11 @@ def build_parser() -> argparse.ArgumentParser:
         index_cmds,
         replicate_cmds,
         s3_cmds,
+        state_cmds,
     )
 
     for module in (replicate_cmds, demo_cmds, dose_cmds, deid_cmds, s3_cmds, index_cmds, conditional_cmds,
-                   endpoints_cmds):
+                   endpoints_cmds, state_cmds):
         module.register(subparsers)
     return parser
 
