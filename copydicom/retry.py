@@ -13,7 +13,12 @@ what tenacity does not give is written here:
 - a stop request interrupts a sleep at once: :meth:`Backoff.sleep` waits on a
   :class:`threading.Event` (the module's :data:`STOP` unless one is passed), and
   a call interrupted that way re-raises the last error without another attempt;
-- the clock and the sleep are injectable, so tests do not pay wall-clock time.
+- the clock and the sleep are injectable, so tests do not pay wall-clock time:
+  in-process tests pass ``sleep=`` (or replace :func:`wait`); a test that runs
+  the daemon as a child process sets ``COPYDICOM_TEST_TIME_SCALE`` (a factor in
+  ``(0, 1]``, read once at import) and every backoff and spool interval of that
+  process shrinks by it, so a fault test waits milliseconds where production
+  waits seconds, through the same code.
 
 The daemon calls :func:`request_stop` on SIGTERM; one-shot commands never set it.
 """
@@ -22,6 +27,7 @@ from __future__ import annotations
 
 import email.utils
 import logging
+import os
 import random
 import threading
 import time
@@ -38,6 +44,30 @@ _T = TypeVar("_T")
 
 #: The longest ``Retry-After`` obeyed, in seconds; a longer request is cut to this.
 RETRY_AFTER_CAP = 30.0
+
+
+
+def _time_scale() -> float:
+    """``COPYDICOM_TEST_TIME_SCALE`` (tests of child processes), else 1; out-of-range values are ignored."""
+    raw = os.environ.get("COPYDICOM_TEST_TIME_SCALE", "")
+    try:
+        value = float(raw) if raw else 1.0
+    except ValueError:
+        value = 1.0
+    if not 0.0 < value <= 1.0:
+        log.warning("COPYDICOM_TEST_TIME_SCALE=%r ignored: it must be in (0, 1]", raw)
+        return 1.0
+    return value
+
+
+#: Factor applied to every wait of every policy (1 in production; see the module docstring).
+TIME_SCALE = _time_scale()
+
+
+def scaled(seconds: float) -> float:
+    """``seconds`` on this process's backoff clock (:data:`TIME_SCALE`)."""
+    return seconds * TIME_SCALE
+
 
 #: The process-wide stop request (set by the daemon on SIGTERM/SIGINT); every default policy waits on it.
 STOP = threading.Event()
@@ -150,9 +180,9 @@ class Backoff:
         (tenacity's ``wait_random_exponential``: full jitter).
         """
         if retry_after is not None:
-            return max(0.0, min(float(retry_after), self.retry_after_cap))
+            return scaled(max(0.0, min(float(retry_after), self.retry_after_cap)))
         high = min(self.cap, self.base * 2 ** max(0, min(failures - 1, 62)))
-        return self.rng.uniform(0.0, high)
+        return scaled(self.rng.uniform(0.0, high))
 
     def sleep_for(self, seconds: float) -> bool:
         """Sleep ``seconds`` unless a stop is requested; return ``True`` when stopped."""

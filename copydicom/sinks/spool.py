@@ -26,7 +26,7 @@ from typing import Any
 
 from copydicom.errors import ConfigError, DocumentsRejected, IndexUnavailable, LedgerError
 from copydicom.model import IndexSink
-from copydicom.retry import Backoff
+from copydicom.retry import Backoff, scaled
 
 log = logging.getLogger(__name__)
 
@@ -301,10 +301,11 @@ class SpooledIndex:
         """
         policy = backoff or Backoff(retries=None, base=interval, cap=max_interval)
         policy.stop = self._stop
+        every = scaled(interval)
 
         def loop() -> None:
             failures = 0
-            wait = interval
+            wait = every
             while not policy.sleep_for(wait):
                 try:
                     result = self.flush()
@@ -316,7 +317,7 @@ class SpooledIndex:
                                   type(exc).__name__)
                     result = FlushResult(0, 0, 0, error=type(exc).__name__)
                 failures = failures + 1 if result.error else 0
-                wait = policy.delay(failures) if failures else interval
+                wait = policy.delay(failures) if failures else every
 
         self._stop.clear()
         self._thread = threading.Thread(target=loop, name=f"spool-{self.name}", daemon=True)
