@@ -208,6 +208,12 @@ class Backoff:
         what
             For the log line ``"<error>; retry 2/4 in 1.3 s"`` (free of patient data).
         """
+        # Fast path: most calls succeed at once, and building a tenacity loop costs ~50 us (measured:
+        # a few percent of a whole instance transfer's client CPU); only a failure pays for it.
+        try:
+            return attempt()
+        except retry_on as exc:
+            first: list[BaseException] = [exc]
         stop_rule: tenacity.stop.stop_base = tenacity.stop_when_event_set(self.stop)
         if self.retries is not None:
             stop_rule = stop_rule | tenacity.stop_after_attempt(self.retries + 1)
@@ -234,9 +240,11 @@ class Backoff:
             before_sleep=before_sleep,
             reraise=True,
         )
-        last: list[BaseException] = []
+        last: list[BaseException] = list(first)
 
         def remembered() -> _T:
+            if first:  # the loop's first attempt is the one already made above
+                raise first.pop()
             try:
                 return attempt()
             except BaseException as exc:
