@@ -93,8 +93,6 @@ def _es_errors() -> tuple[type[Exception], ...]:
     return (elasticsearch.ApiError, elasticsearch.TransportError, elasticsearch.UnsupportedProductError)
 
 
-
-
 class ElasticsearchIndex:
     """An :class:`~copydicom.model.IndexSink` on Elasticsearch."""
 
