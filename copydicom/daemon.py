@@ -55,7 +55,7 @@ ROUTE_BACKOFF_CAP = 30.0
 ROUTE_BACKOFF_BASE = 2.0
 #: Seconds from SIGTERM to exit when a server never answers an in-flight request (systemd's default
 #: TimeoutStopSec is 90 s; the project promises 10 s).
-STOP_BUDGET = 8.0
+STOP_BUDGET = 6.0
 
 
 def sd_notify(message: str) -> bool:
