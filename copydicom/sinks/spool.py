@@ -26,6 +26,7 @@ from typing import Any
 from copydicom.errors import ConfigError, DocumentsRejected, IndexUnavailable
 from copydicom.model import IndexSink
 from copydicom.state import Store, one_line, open_store
+from copydicom.retry import Backoff, scaled
 
 log = logging.getLogger(__name__)
 
@@ -203,12 +204,21 @@ class SpooledIndex:
         """The subset of ``doc_ids`` this sink already received (per-sink dedupe memory)."""
         return self.spool.delivered(self.name, doc_ids)
 
-    def start(self, interval: float = 5.0, max_interval: float = 300.0) -> None:
-        """Flush in a daemon thread every ``interval`` s, backing off to ``max_interval`` while the index is down."""
+    def start(self, interval: float = 5.0, max_interval: float = 30.0, *, backoff: Backoff | None = None) -> None:
+        """Flush in a daemon thread every ``interval`` s; while the index is down, back off.
+
+        The waits follow the one retry policy (:class:`copydicom.retry.Backoff`: full
+        jitter, doubling from ``interval``, capped at ``max_interval``) and :meth:`close`
+        interrupts them at once.  ``backoff`` replaces the policy (tests inject a sleep).
+        """
+        policy = backoff or Backoff(retries=None, base=interval, cap=max_interval)
+        policy.stop = self._stop
+        every = scaled(interval)
 
         def loop() -> None:
-            wait = interval
-            while not self._stop.wait(wait):
+            failures = 0
+            wait = every
+            while not policy.sleep_for(wait):
                 try:
                     result = self.flush()
                 except ConfigError as exc:
@@ -218,7 +228,8 @@ class SpooledIndex:
                     log.exception("index %s: flush failed (%s); documents stay in the spool", self.name,
                                   type(exc).__name__)
                     result = FlushResult(0, 0, 0, error=type(exc).__name__)
-                wait = min(wait * 2, max_interval) if result.error else interval
+                failures = failures + 1 if result.error else 0
+                wait = policy.delay(failures) if failures else every
 
         self._stop.clear()
         self._thread = threading.Thread(target=loop, name=f"spool-{self.name}", daemon=True)
