@@ -36,7 +36,10 @@ import yaml
 from copydicom import registry
 from copydicom.errors import ConfigError
 
-_TOP_KEYS = {"state", "quarantine_dir", "workers", "endpoints", "profiles", "routes", "logging", "metrics"}
+_TOP_KEYS = {
+    "state", "quarantine_dir", "workers", "endpoints", "profiles", "routes", "logging", "metrics",
+    "quarantine", "index_spool",  # retention: see copydicom/state/_retention.py
+}
 _ROUTE_KEYS = {"name", "source", "trigger", "profile", "destinations", "indexes", "workers", "stages",
                "index_source_ids", "on_changed_instance", "deletions", "reconcile"}
 #: What a route does when an instance it delivered changed at the source (same SOP Instance UID, new bytes).
@@ -109,6 +112,8 @@ class AppConfig:
     #: ``metrics:`` parsed once (an ``observability.MetricsConfig``), ``None`` without the section.
     metrics_config: Any = None
     source_file: Path | None = None
+    #: ``quarantine: {retain: 30d}`` and ``index_spool: {retain: 30d}`` (state branch).
+    retention: Any = None
 
     def endpoint(self, name: str) -> Any:
         return self.endpoints[name]
@@ -379,7 +384,22 @@ def parse_config(data: Any, *, base_dir: Path | None = None, source_file: Path |
         metrics=metrics,
         metrics_config=metrics_config,
         source_file=source_file,
+        retention=_retention(data),
     )
+
+
+def _retention(data: Mapping[str, Any]) -> Any:
+    """``quarantine: {retain: ..}`` and ``index_spool: {retain: ..}`` (default 30d each; ``off`` keeps)."""
+    from copydicom.state import DEFAULT_RETAIN, Retention, parse_retain
+
+    values: dict[str, float | None] = {}
+    for key, attr in (("quarantine", "quarantine"), ("index_spool", "rejected_documents")):
+        section = _require_mapping(data.get(key) or {}, key)
+        unknown = sorted(set(section) - {"retain"})
+        if unknown:
+            raise ConfigError(f"{key}: unknown key(s) {', '.join(unknown)} (known: retain)")
+        values[attr] = parse_retain(section["retain"], f"{key}.retain") if "retain" in section else DEFAULT_RETAIN
+    return Retention(**values)
 
 
 def _read_yaml(p: Path) -> Any:

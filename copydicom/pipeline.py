@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import re
 import threading
 import time
@@ -51,6 +50,15 @@ from copydicom.errors import (
     SkippableError,
 )
 from copydicom.ledger import Ledger
+from copydicom.state import (
+    display_source_id,
+    mask_source_path,
+    one_line,
+    private_dir,
+    quarantine_file_name,
+    quarantine_folder_name,
+    write_private_bytes,
+)
 from copydicom.model import (
     Destination,
     Identity,
@@ -270,7 +278,7 @@ class Pipeline:
             stale = [d for d in holders if recorded[d.name][target] != now]
             if stale:
                 log.warning("instance %s changed at the source since it was delivered (on_changed_instance: %s)",
-                            loggable_id(target), self.on_changed)
+                            display_source_id(target), self.on_changed)
                 changed[target] = stale
         return changed
 
@@ -398,7 +406,7 @@ class Pipeline:
         except (ConfigError, FatalError):
             raise
         except Exception as exc:  # a malformed file tripped a stage: quarantine, keep running
-            log.debug("unexpected error on instance %s", loggable_id(ref.source_id), exc_info=True)
+            log.debug("unexpected error on instance %s", display_source_id(ref.source_id), exc_info=True)
             return self._quarantine(ref, data, InvalidInstance(f"cannot process: {safe_reason(exc)}"))
         for stage_name, actions in instance.audit.items():
             self.ledger.record_audit(self.route, instance.target_id, stage_name, actions)
@@ -410,7 +418,8 @@ class Pipeline:
     ) -> list[Destination]:
         actual = instance.target_id
         if actual != predicted and instance.ref.identity is not None:
-            log.warning("instance %s: predicted and actual de-identified IDs differ", loggable_id(instance.ref.source_id))
+            log.warning("instance %s: predicted and actual de-identified IDs differ",
+                        display_source_id(instance.ref.source_id))
         if actual == predicted and instance.ref.identity is not None:
             return needed
         still: list[Destination] = []
@@ -422,19 +431,18 @@ class Pipeline:
         return still
 
     def _quarantine(self, ref: InstanceRef, data: bytes | None, exc: SkippableError) -> Outcome:
+        # The file name is a digest of route and source ID: collision-free, and never the
+        # source's path (file names of a folder import are often patient names and MRNs).
         path: str | None = None
         if data is not None:
-            folder = self.quarantine_dir / self.route
-            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-            safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in ref.source_id)[-120:]
-            target = folder / f"{safe}.dcm"
-            fd = os.open(target, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
+            folder = private_dir(self.quarantine_dir / quarantine_folder_name(self.route))
+            target = folder / quarantine_file_name(self.route, ref.source_id)
+            write_private_bytes(target, data)
             path = str(target)
-        reason = f"{type(exc).__name__}: {exc}"
+        reason = one_line(f"{type(exc).__name__}: {exc}")
         self.ledger.quarantine(self.route, ref.source_id, exc.code, reason, path)
-        log.warning("instance %s quarantined on route %s: %s", loggable_id(ref.source_id), self.route, reason)
+        log.warning("instance %s quarantined on route %s: %s", display_source_id(ref.source_id), self.route,
+                    mask_source_path(reason, ref.source_id))
         return Outcome(ref, "quarantined", reason)
 
     # -- driving -------------------------------------------------------------------------
@@ -512,6 +520,8 @@ class Pipeline:
         raise exc
 
     def _report(self, outcome: Outcome) -> Outcome:
+        if outcome.kind in ("stored", "existing") and not self.dry_run:
+            self.ledger.record_settled(self.route, outcome.ref.source_id)  # releases a quarantine entry
         if not outcome.destinations:  # decided for the whole batch: the same at every destination
             outcome = replace(outcome, destinations=tuple((d.name, outcome.kind) for d in self.destinations))
         if self.on_outcome is not None:
@@ -528,20 +538,6 @@ class Pipeline:
             close = getattr(stage, "close", None)
             if callable(close):
                 close()
-
-
-_ORTHANC_ID = re.compile(r"^[0-9a-f]{8}(?:-[0-9a-f]{8}){4}$")
-
-
-def loggable_id(source_id: str) -> str:
-    """A source ID fit for a log line: an Orthanc ID as it is, anything else as a digest.
-
-    Other sources' IDs are file paths (``import``: names are often patient names and MRNs) or
-    S3 keys made of UIDs: PHI, so a log line carries ``sha256:<16 hex>`` of them instead.
-    """
-    if _ORTHANC_ID.match(source_id):
-        return source_id
-    return "sha256:" + hashlib.sha256(source_id.encode("utf-8", "surrogateescape")).hexdigest()[:16]
 
 
 _QUOTED = re.compile(r"('[^']*'|\"[^\"]*\")")

@@ -12,7 +12,7 @@ validator's.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -110,6 +110,13 @@ PROFILE_KEYS = (
 )
 
 
+class RetainModel(BaseModel):
+    """How long PHI at rest is kept (``30d``, ``12h``; ``off`` keeps it until purged by hand)."""
+
+    model_config = _STRICT
+    retain: Annotated[str, Field(pattern=r"^(off|[1-9]\d*[smhd])$")] | Literal[False] = "30d"
+
+
 class TopLevel(BaseModel):
     """A copydicom configuration file."""
 
@@ -122,6 +129,8 @@ class TopLevel(BaseModel):
     routes: list[RouteModel] = Field(default_factory=list)
     logging: LoggingModel | None = None
     metrics: MetricsModel | None = None
+    quarantine: RetainModel | None = Field(default=None, description="retention of quarantined bytes")
+    index_spool: RetainModel | None = Field(default=None, description="retention of undeliverable documents")
 
 
 def json_schema() -> dict[str, Any]:

@@ -7,6 +7,7 @@ import json
 import sys
 import time
 from collections.abc import Iterable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -14,12 +15,14 @@ from copydicom import registry
 from copydicom.cli._args import add_index_timeout
 from copydicom.config import AppConfig, Route, load_config
 from copydicom.errors import ConfigError, RetryableError
-from copydicom.ledger import Ledger
+from copydicom.feedcheck import names_change, reset_reason
+from copydicom.ledger import Ledger, remove_files
 from copydicom.logsetup import mask_secrets
-from copydicom.model import ChangeFeedSource, InstanceRef, SelectableSource, Source
+from copydicom.model import ChangeFeedSource, FeedPosition, InstanceRef, SelectableSource, Source
 from copydicom.pipeline import Outcome, Summary
 from copydicom.routes import build_route, default_state, oneshot_route
 from copydicom.sources.orthanc import OrthancSource
+from copydicom.state import FeedReset, display_source_id, mask_source_path, one_line
 
 
 class Progress:
@@ -204,49 +207,88 @@ def cmd_run(args: argparse.Namespace) -> int:
     return Daemon(config).run_forever()
 
 
-def _source_last(config: AppConfig, route: Route) -> int | None:
-    """The newest sequence number of the route's source feed (``None``: unreachable or no feed)."""
+def _source_feed(config: AppConfig, route: Route, position: FeedPosition | None) -> tuple[int | None, bool | None]:
+    """The source's ``Last`` and whether the checkpoint's change still names its resource (``None``: unknown)."""
     endpoint_type = registry.get(config.endpoint_types[route.source])
     if endpoint_type.source is None or not endpoint_type.feeds:
-        return None
+        return None, None
     try:
         source = endpoint_type.source(config.endpoints[route.source], registry.BuildContext(pool_size=1))
     except (RetryableError, ConfigError):
-        return None
+        return None, None
     try:
-        return source.last_change() if isinstance(source, ChangeFeedSource) else None
+        if not isinstance(source, ChangeFeedSource):
+            return None, None
+        last = source.last_change()
+        names = source.names_change(position) if position is not None and last >= position.seq else None
+        return last, names
     except (RetryableError, ConfigError):
-        return None
+        return None, None
     finally:
         source.close()
 
 
+def _age(now: float, then: float | None) -> str | None:
+    """An age written like the durations of the config (``45s``, ``12m``, ``5h``, ``3d``)."""
+    if then is None:
+        return None
+    seconds = max(0, int(now - then))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
 def cmd_status(args: argparse.Namespace) -> int:
+    """Read-only: works while a daemon holds the route locks."""
     config = _load(args)
     state = Path(args.state) if args.state else (config.state if config else default_state())
     if not state.exists():
         raise ConfigError(f"no state database at {state}")
     ledger = Ledger(state)
+    now = time.time()
     try:
         counts = ledger.counts()
+        per_destination = ledger.destination_counts()
         reasons = ledger.quarantine_reasons()
+        resets = ledger.feed_resets()
         routes = {r.name: r for r in config.routes} if config else {}
-        names = sorted(set(routes) | set(counts))
+        names = sorted(set(routes) | set(counts) | set(per_destination) | set(resets))
         reconciles = _last_reconciles(ledger)
         report: list[dict[str, Any]] = []
         for name in names:
-            checkpoint = ledger.checkpoint(name)
+            position = ledger.position(name)
+            checkpoint = None if position is None else position.seq
             row: dict[str, Any] = {"route": name, "checkpoint": checkpoint}
+            reset = resets.get(name)
             if name in routes and config is not None and routes[name].trigger.kind == "changes":
-                last = _source_last(config, routes[name])
+                last, same = _source_feed(config, routes[name], position)
                 row["source_last"] = last
-                row["backlog"] = None if last is None or checkpoint is None else last - checkpoint
+                reason = reset.reason if reset is not None else reset_reason(position, last, same)
+                # Never a negative backlog: a source behind its checkpoint is a feed reset, shown as such.
+                row["backlog"] = None if last is None or checkpoint is None or reason else last - checkpoint
+                if reason and reset is None:
+                    reset = FeedReset(name, now, checkpoint or 0, None, last, reason)
+            row["feed_reset"] = None if reset is None else {
+                "reason": reset.reason, "checkpoint": reset.checkpoint, "source_last": reset.source_last,
+                "detected": reset.detected,
+            }
             row["counts"] = counts.get(name, {})
+            dests = per_destination.get(name, {})
+            row["images"] = {d: {k: v for k, v in c.items() if k != "kind"} for d, c in dests.items()
+                             if c["kind"] == "image"}
+            row["index_documents"] = {d: {k: v for k, v in c.items() if k != "kind"} for d, c in dests.items()
+                                      if c["kind"] == "index"}
             row["quarantine_reasons"] = reasons.get(name, {})
             if name in reconciles:
                 row["last_reconcile"] = reconciles[name]
             report.append(row)
         extra_providers = _status_extras(ledger)
+        oldest = ledger.store.quarantine_oldest()
+        extra_providers["quarantine_oldest_age"] = _age(now, oldest)
+        rejected = ledger.store.spool_rejected_oldest()
+        if rejected is not None:
+            extra_providers["rejected_documents_oldest_age"] = _age(now, rejected)
         if args.json:
             text = json.dumps({"state": str(state), "routes": report, **extra_providers}, indent=2)
             print(mask_secrets(text))
@@ -258,6 +300,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _counts_text(c: dict[str, int]) -> str:
+    return f"stored {c.get('stored', 0)}, already present {c.get('existing', 0)}"
+
+
 def _status_lines(state: Path, report: list[dict[str, Any]], extras: dict[str, Any]) -> Iterator[str]:
     """The text of ``status`` (every line is passed through :func:`mask_secrets` by the caller)."""
     yield f"state: {state}"
@@ -266,16 +312,23 @@ def _status_lines(state: Path, report: list[dict[str, Any]], extras: dict[str, A
         line = f"  checkpoint: {row['checkpoint']}"
         if "source_last" in row:
             shown = "unreachable" if row["source_last"] is None else row["source_last"]
-            line += f"   source Last: {shown}   backlog: {row.get('backlog')}"
+            backlog = row.get("backlog")
+            line += f"   source Last: {shown}   backlog: {'-' if backlog is None else backlog}"
         yield line
+        if row.get("feed_reset"):
+            yield f"  FEED RESET: {row['feed_reset']['reason']}; checkpoint held, nothing sent from the feed"
         c = row["counts"]
         yield (
-            f"  stored: {c.get('stored', 0)}   already present: {c.get('existing', 0)}   "
+            f"  instances: stored: {c.get('stored', 0)}   already present: {c.get('existing', 0)}   "
             f"quarantined: {c.get('quarantined', 0)}"
         )
         if c.get("changed"):
             yield (f"  changed at the source since delivery, older copy kept (on_changed_instance: report): "
                    f"{c['changed']}")
+        for dest, dc in sorted(row.get("images", {}).items()):
+            yield f"    image destination {dest}: {_counts_text(dc)}"
+        for sink, dc in sorted(row.get("index_documents", {}).items()):
+            yield f"    index {sink} (instance documents): {_counts_text(dc)}"
         for code, n in sorted(row["quarantine_reasons"].items()):
             yield f"    quarantine {code}: {n}"
         if "last_reconcile" in row:
@@ -284,6 +337,8 @@ def _status_lines(state: Path, report: list[dict[str, Any]], extras: dict[str, A
             yield (f"  last reconcile: {when}{' (dry run)' if r['dry_run'] else ''}   missing={r['missing']} "
                    f"repaired={r['repaired']} extra={r['extra']} deleted={r['deleted']} "
                    f"mismatched={r['mismatched']} seconds={r['seconds']:.1f}")
+    if extras.get("quarantine_oldest_age"):
+        yield f"quarantine: oldest entry {extras['quarantine_oldest_age']} old"
     spool = extras.get("index_spool")
     if spool is not None:
         if spool:
@@ -293,7 +348,7 @@ def _status_lines(state: Path, report: list[dict[str, Any]], extras: dict[str, A
         else:
             yield "index spool: empty"
     for key, value in extras.items():
-        if key != "index_spool":
+        if key not in ("index_spool", "quarantine_oldest_age"):
             yield f"{key}: {value}"
 
 
@@ -308,13 +363,9 @@ def _last_reconciles(ledger: Ledger) -> dict[str, dict[str, Any]]:
 
 def _status_extras(ledger: Ledger) -> dict[str, Any]:
     """More status sections contributed by other components (index spools...)."""
-    extras: dict[str, Any] = {}
-    try:
-        from copydicom.sinks.spool import spool_sizes  # type: ignore[attr-defined,unused-ignore]
-    except ImportError:
-        return extras
-    extras["index_spool"] = spool_sizes(ledger.connection)
-    return extras
+    from copydicom.sinks.spool import spool_sizes
+
+    return {"index_spool": spool_sizes(ledger.store)}
 
 
 def cmd_quarantine(args: argparse.Namespace) -> int:
@@ -324,14 +375,17 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
     try:
         entries = ledger.quarantined(args.route)
         if args.action == "list":
+            # Source IDs that are file paths (folder import) are PHI: a digest unless --show-paths.
+            show = bool(getattr(args, "show_paths", False))
             for e in entries:
-                print(f"{e.route}\t{e.source_id}\t{e.code}\t{e.reason}\t{e.path or '-'}")
+                kept = (e.path or "-") if show else ("kept" if e.path else "-")
+                reason = one_line(e.reason) if show else mask_source_path(one_line(e.reason), e.source_id)
+                print(f"{e.route}\t{display_source_id(e.source_id, show_paths=show)}\t{e.code}\t{reason}\t{kept}")
             print(f"{len(entries)} quarantined")
             return 0
         if args.action == "purge":
             for e in entries:
-                if e.path:
-                    Path(e.path).unlink(missing_ok=True)
+                remove_files(e)
                 ledger.release(e.route, e.source_id)
             print(f"purged {len(entries)}")
             return 0
@@ -341,14 +395,21 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
 
 
 def _retry(args: argparse.Namespace, config: AppConfig | None, ledger: Ledger, entries: Iterable[Any]) -> int:
+    """Re-process quarantined instances through their route (with its indexes).
+
+    An entry stays until its instance is delivered: the pipeline releases it (and removes its
+    files) on success; a retry that fails again keeps the entry and its bytes.
+    """
     by_route: dict[str, list[Any]] = {}
     for e in entries:
         by_route.setdefault(e.route, []).append(e)
     summary = Summary()
     for route_name, items in by_route.items():
-        if args.src and args.dest:
+        if args.src and (args.dest or args.index):
             route, app = _oneshot_route(args, config)
-            route = Route(route_name, route.source, route.destinations, profile=route.profile, workers=route.workers)
+            route = Route(route_name, route.source, route.destinations, indexes=route.indexes,
+                          profile=route.profile, workers=route.workers)
+            app = replace(app, routes=(route,))
         elif config is not None and route_name in {r.name for r in config.routes}:
             route = next(r for r in config.routes if r.name == route_name)
             app = config
@@ -356,23 +417,19 @@ def _retry(args: argparse.Namespace, config: AppConfig | None, ledger: Ledger, e
             print(f"route {route_name}: give --config with this route, or --src and --dest", file=sys.stderr)
             summary.counts["failed"] += len(items)
             continue
-        runtime = build_route(route, app, ledger)
+        runtime = build_route(route, app, ledger, key_file=getattr(args, "key_file", None))
         try:
-            for e in items:
-                ledger.release(e.route, e.source_id)
             source = runtime.source
             refs = [
-                [source.complete(InstanceRef(e.source_id)) if isinstance(source, OrthancSource) else InstanceRef(e.source_id)]
+                [source.complete(InstanceRef(e.source_id)) if isinstance(source, OrthancSource)
+                 else InstanceRef(e.source_id)]
                 for e in items
             ]
             for outcome in runtime.pipeline.stream(refs):
                 summary.add(outcome)
-                if outcome.kind in ("stored", "existing"):
-                    path = next((e.path for e in items if e.source_id == outcome.ref.source_id), None)
-                    if path:
-                        Path(path).unlink(missing_ok=True)
         finally:
             runtime.close()
+    ledger.flush()
     print(summary.line())
     return 0 if summary.ok else 1
 
@@ -435,4 +492,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--index", action="append", default=[], help="for retry of a one-shot route: index(es)")
     p.add_argument("--workers", type=int, default=4)
     p.add_argument("--profile")
+    p.add_argument("--key-file", help="for retry of a de-identifying route: the key (owner-only file)")
+    p.add_argument("--show-paths", action="store_true",
+                   help="list: show source file paths and quarantine files (file names may be PHI)")
     p.set_defaults(func=cmd_quarantine)

@@ -7,9 +7,10 @@ of the client CPU per instance (see that module for the measurement).
 
 Every status code is mapped to the exception tree in one place
 (:meth:`OrthancClient._check`, via :func:`copydicom.errors.classify_http_status`).
-Transient failures (connection errors, timeouts, 429, 5xx) are retried here
-with exponential backoff and full jitter; when the attempts are used up the
-caller gets a :class:`~copydicom.errors.RetryableError`.
+Transient failures (connection errors, timeouts, 425, 429, 5xx) are retried
+here with the one retry policy (:mod:`copydicom.retry`: exponential backoff,
+full jitter, ``Retry-After`` capped, interrupted by a stop request); when the
+attempts are used up the caller gets a :class:`~copydicom.errors.RetryableError`.
 
 Downloads of ``/instances/{id}/file`` send ``Accept-Encoding: identity``:
 otherwise Orthanc deflates every file on the fly, which measured 6-7 times
@@ -21,9 +22,6 @@ from __future__ import annotations
 import http.client
 import json
 import logging
-import random
-import ssl
-import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, ClassVar, TypeVar
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
@@ -34,13 +32,16 @@ from requests.adapters import HTTPAdapter
 
 from copydicom.clients._keepalive import KeepAlive, Reply
 from copydicom.errors import (
+    RETRYABLE,
     ConfigError,
-    DestinationUnavailable,
+    CopyDicomError,
     RetryableError,
-    SourceUnavailable,
+    Side,
+    classify_exception,
     classify_http_status,
 )
 from copydicom.registry import EndpointConfig, config_error
+from copydicom.retry import Backoff, parse_retry_after
 from copydicom.secrets import expand_env, resolve_secret
 
 log = logging.getLogger(__name__)
@@ -155,7 +156,10 @@ class OrthancClient:
     def __init__(self, config: OrthancConfig, *, pool_size: int = 8, side: str = "source") -> None:
         self.config = config
         self.name = config.name
-        self._retryable: type[RetryableError] = SourceUnavailable if side == "source" else DestinationUnavailable
+        self._side: Side = "source" if side == "source" else "destination"
+        self._retryable: type[RetryableError] = RETRYABLE[self._side]
+        #: The retry policy of every request (tests replace it to record or skip the waits).
+        self.backoff = Backoff(retries=config.retries, base=config.backoff_base, cap=config.backoff_max)
         self.session = requests.Session()
         # Proxies and .netrc from the environment cost a lookup per request; Orthanc
         # peers are addressed directly.
@@ -183,33 +187,29 @@ class OrthancClient:
     # -- transport ---------------------------------------------------------------------
 
     def _retrying(self, what: str, attempt_once: Callable[[], _T]) -> _T:
-        """Run ``attempt_once`` until it succeeds, backing off on retryable errors.
+        """Run ``attempt_once`` with the one retry policy (:class:`copydicom.retry.Backoff`).
 
         ``attempt_once`` raises :class:`RetryableError` (or another
         :class:`~copydicom.errors.CopyDicomError`, which is not retried).
-        Backoff is exponential with full jitter, or the server's ``Retry-After``.
+        Backoff is exponential with full jitter, or the server's ``Retry-After``
+        (capped); a stop request (SIGTERM) ends the wait at once.
         """
-        attempt = 0
-        while True:
-            try:
-                return attempt_once()
-            except RetryableError as error:
-                if attempt >= self.config.retries:
-                    raise
-                delay = error.retry_after
-                if delay is None:
-                    delay = random.uniform(0, min(self.config.backoff_max, self.config.backoff_base * 2**attempt))
-                log.info("%s; retry %d/%d in %.1f s", error, attempt + 1, self.config.retries, delay)
-                time.sleep(delay)
-                attempt += 1
+        return self.backoff.call(attempt_once, what=what)
 
     def _check(self, what: str, status: int, body: str, retry_after: str | None) -> None:
         """The one place where this client maps an HTTP status to an error."""
         classified = classify_http_status(
-            status, what=what, retryable=self._retryable, body=body, retry_after=_parse_retry_after(retry_after)
+            status, what=what, side=self._side, body=body, retry_after=parse_retry_after(retry_after)
         )
         if classified is not None:
             raise classified
+
+    def _transport_error(self, exc: BaseException, what: str) -> CopyDicomError:
+        """A connection error, timeout or TLS failure as the error tree says (one table, errors.py)."""
+        mapped = classify_exception(exc, what=what, side=self._side)
+        if mapped is None:
+            raise exc
+        return mapped
 
     def _request(
         self,
@@ -226,10 +226,8 @@ class OrthancClient:
         def once() -> requests.Response | None:
             try:
                 reply = self.session.request(method, url, timeout=self._timeout, **kwargs)
-            except requests.exceptions.SSLError as exc:
-                raise ConfigError(f"{what}: TLS error: {exc}") from None
-            except (requests.ConnectionError, requests.Timeout) as exc:
-                raise self._retryable(f"{what}: {type(exc).__name__}") from None
+            except requests.RequestException as exc:
+                raise self._transport_error(exc, what) from None
             if reply.status_code == 404 and ok404:
                 return None
             self._check(what, reply.status_code, reply.text if reply.status_code >= 400 else "",
@@ -244,10 +242,8 @@ class OrthancClient:
         def once() -> Reply:
             try:
                 reply = self._keepalive.request(method, path, body, headers)
-            except ssl.SSLError as exc:
-                raise ConfigError(f"{what}: TLS error: {exc}") from None
             except (OSError, http.client.HTTPException) as exc:
-                raise self._retryable(f"{what}: {type(exc).__name__}") from None
+                raise self._transport_error(exc, what) from None
             if reply.content_length is not None and reply.content_length != len(reply.body):
                 raise self._retryable(f"{what}: reply cut short")
             text = reply.body[:300].decode("utf-8", "replace") if reply.status >= 400 else ""
@@ -352,11 +348,3 @@ class OrthancClient:
         self.session.close()
         self._keepalive.close()
 
-
-def _parse_retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        return None

@@ -23,6 +23,9 @@ Metric names
     Histogram of the time per instance sent to at least one destination (fetch, stages, stores).
 ``copydicom_stage_seconds{route,stage}``
     Histogram of the time per stage (``deid`` is the de-identification time).
+``copydicom_feed_reset{route}``
+    1 while the route's source change feed no longer matches its checkpoint (source database
+    rebuilt or reset: nothing is sent from the feed until the route is repaired), else 0.
 ``copydicom_last_success_timestamp_seconds{route}``
     Unix time of the route's last successful poll.
 """
@@ -98,6 +101,10 @@ class Metrics:
         self.feed_resets = prom.Counter(
             "copydicom_feed_resets", "Times the source's change feed went backwards (repaired by a reconcile)",
             ["route"], registry=r)
+        self.feed_reset = prom.Gauge(
+            "copydicom_feed_reset", "1 while the source change feed no longer matches the checkpoint", ["route"],
+            registry=r,
+        )
         self.last_success = prom.Gauge(
             "copydicom_last_success_timestamp_seconds", "Unix time of the last successful poll", ["route"],
             registry=r,
@@ -140,6 +147,8 @@ class Metrics:
         self.reconcile_extra.labels(route).set(report.extra - report.deleted)
         self.reconcile_mismatched.labels(route).set(report.mismatched - report.replaced)
         self.reconcile_seconds.labels(route).set(report.seconds)
+    def set_feed_reset(self, route: str, reset: bool) -> None:
+        self.feed_reset.labels(route).set(1 if reset else 0)
 
     def set_last_success(self, route: str, when: float) -> None:
         self.last_success.labels(route).set(when)

@@ -20,7 +20,8 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from copydicom.ledger import Ledger
-from copydicom.model import ChangeFeedSource
+from copydicom.feedcheck import reset_reason
+from copydicom.model import ChangeFeedSource, FeedPosition
 from copydicom.reconcile import _store
 from copydicom.reconcile._engine import Options, Reconciler, Report
 from copydicom.routes import RouteRuntime
@@ -54,16 +55,32 @@ def since_hours(hours: float, *, now: datetime | None = None) -> str:
 
 
 def feed_reset_detected(feed: ChangeFeedSource, ledger: Ledger, route: str) -> bool:
-    """Whether the source's feed went backwards: its ``Last`` is below the route's checkpoint."""
-    checkpoint = ledger.checkpoint(route)
-    if checkpoint is None:
+    """Whether the route's feed was reset: recorded by its runner, or seen now by the same two signs.
+
+    The signs are :mod:`copydicom.feedcheck`'s: the source's ``Last`` below the checkpoint, or the
+    checkpoint's sequence number naming another resource (a rebuilt source already past it).
+    """
+    if route in ledger.feed_resets():
+        return True
+    position = ledger.position(route)
+    if position is None:
         return False
     last = feed.last_change()
-    if last < checkpoint:
-        log.error("route %s: the source's change feed went backwards (Last %d < checkpoint %d): "
-                  "its database was probably rebuilt; reconciling the route", route, last, checkpoint)
-        return True
-    return False
+    names = feed.names_change(position) if last >= position.seq else None
+    reason = reset_reason(position, last, names)
+    if reason is None:
+        return False
+    log.error("route %s: change feed reset: %s; reconciling the route", route, reason)
+    return True
+
+
+def _position_of(feed: ChangeFeedSource, last: int) -> FeedPosition:
+    """The feed's newest change as a checkpoint (with its resource, for the next reset check)."""
+    resource = None
+    if last > 0:
+        page = feed.changes_page(last - 1)
+        resource = getattr(page, "resources", {}).get(last)
+    return FeedPosition(last, resource)
 
 
 def repair_feed_reset(
@@ -83,7 +100,8 @@ def repair_feed_reset(
     options = Options(deletions=policy, on_changed=runtime.route.on_changed_instance)  # type: ignore[arg-type]
     report = run_reconcile(runtime, ledger, options, metrics=metrics)
     if report.missing == report.repaired and not report.failed:
-        _store.rebase_checkpoint(ledger, runtime.route.name, last)
+        ledger.flush()
+        ledger.store.rebase_checkpoint(runtime.route.name, _position_of(feed, last))  # also clears the reset
         log.warning("route %s: feed reset repaired (%s); checkpoint re-based to %d",
                     runtime.route.name, report.line(), last)
     else:

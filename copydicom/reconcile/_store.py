@@ -3,15 +3,13 @@
 Tables
 ------
 ``reconcile_runs(route, at, seconds, missing, repaired, extra, deleted, mismatched, dry_run)``
-    The last reconcile of each route, for ``status`` (one row per route, replaced).
-    Created here with ``CREATE TABLE IF NOT EXISTS``; the state store's migrations
-    should take it over as a numbered step.
+    The last reconcile of each route, for ``status`` (one row per route, replaced); created by
+    the state store's migration 4 (:mod:`copydicom.state._schema`).
 
 Reads of ``delivered`` (which destination holds what, per route) and the two
-repairs of the ledger reconcile needs (forget a delivery the destination no
-longer holds; re-base a checkpoint after a feed reset, which
-:meth:`~copydicom.ledger.Ledger.advance_checkpoint` refuses since it never moves
-backwards) go through the ledger's shared connection and lock.
+repair of the ledger reconcile needs (forget a delivery the destination no
+longer holds) go through the ledger's shared connection and lock; a checkpoint is
+re-based after a feed reset by the store's own ``rebase_checkpoint``.
 """
 
 from __future__ import annotations
@@ -24,14 +22,6 @@ from typing import Any
 
 from copydicom.errors import LedgerError
 from copydicom.ledger import Ledger
-
-_RUNS = """
-CREATE TABLE IF NOT EXISTS reconcile_runs (
-    route TEXT PRIMARY KEY, at REAL NOT NULL, seconds REAL NOT NULL, missing INTEGER NOT NULL,
-    repaired INTEGER NOT NULL, extra INTEGER NOT NULL, deleted INTEGER NOT NULL, mismatched INTEGER NOT NULL,
-    dry_run INTEGER NOT NULL)
-"""
-
 
 @dataclass(frozen=True)
 class RunRecord:
@@ -86,20 +76,8 @@ def forget(ledger: Ledger, destination: str, target_ids: Iterable[str]) -> None:
         _execute(ledger, "DELETE FROM delivered WHERE destination=? AND target_id=?", rows, many=True)
 
 
-def rebase_checkpoint(ledger: Ledger, route: str, seq: int) -> None:
-    """Set a route's checkpoint to ``seq``, also backwards (after a feed reset was repaired)."""
-    ledger.flush()
-    _execute(
-        ledger,
-        "INSERT INTO checkpoints VALUES (?,?,?) ON CONFLICT(route) DO UPDATE SET seq = excluded.seq, "
-        "updated = excluded.updated",
-        (route, seq, time.time()),
-    )
-
-
 def record_run(ledger: Ledger, run: RunRecord) -> None:
     """Remember the last reconcile of a route (for ``status``)."""
-    _execute(ledger, _RUNS)
     _execute(
         ledger,
         "INSERT OR REPLACE INTO reconcile_runs VALUES (?,?,?,?,?,?,?,?,?)",
@@ -110,7 +88,6 @@ def record_run(ledger: Ledger, run: RunRecord) -> None:
 
 def last_runs(ledger: Ledger) -> dict[str, RunRecord]:
     """``{route: last reconcile}`` (empty when no reconcile ever ran)."""
-    _execute(ledger, _RUNS)
     rows = _execute(ledger, "SELECT route, at, seconds, missing, repaired, extra, deleted, mismatched, dry_run "
                             "FROM reconcile_runs")
     return {r[0]: RunRecord(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], bool(r[8])) for r in rows}

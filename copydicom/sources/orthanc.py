@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Literal
 
 from copydicom.clients.orthanc import OrthancClient
 from copydicom.errors import ConfigError
+from copydicom.feedcheck import names_change
 from copydicom.model import FeedPosition, Identity, InstanceRef
 
 log = logging.getLogger(__name__)
@@ -182,8 +183,8 @@ class OrthancSource:
         return ChangesFeed(self, wait_for=self.wait_for, page_size=self.page_size).page(since)
 
     def names_change(self, position: FeedPosition) -> bool | None:
-        """Whether ``position.seq`` still names ``position.resource`` (``None``: not checked here)."""
-        return None
+        """Whether the change at ``position.seq`` still names ``position.resource`` (feed-reset check)."""
+        return names_change(self.client, position)
 
     def content_md5(self, ref: InstanceRef) -> str | None:
         """MD5 of the instance's file as the source stores it (to notice new content under the same ID)."""
@@ -204,12 +205,15 @@ class ChangesPage:
         The feed's newest sequence number (``Last``).
     done
         True when this page reached the end of the feed.
+    resources
+        The resource ID of every change of the page (the checkpoint keeps it).
     """
 
     seqs: list[int]
     batches: list[list[InstanceRef]]
     last: int
     done: bool
+    resources: dict[int, str] = field(default_factory=dict)
 
 
 class ChangesFeed:
@@ -234,9 +238,11 @@ class ChangesFeed:
         reply = self.source.client.changes(since, self.page_size)
         seqs: list[int] = []
         batches: list[list[InstanceRef]] = []
+        resources: dict[int, str] = {}
         for change in reply.get("Changes", []):
             seq = int(change["Seq"])
             seqs.append(seq)
+            resources[seq] = str(change.get("ID", ""))
             if change.get("ChangeType") != self.change_type:
                 continue
             resource_id = str(change["ID"])
@@ -247,4 +253,8 @@ class ChangesFeed:
             else:
                 for series_id in self.source._children_series("studies", resource_id):
                     batches.append(self.source.series_batch(series_id, seq))
-        return ChangesPage(seqs, batches, int(reply.get("Last", since)), bool(reply.get("Done", True)))
+        return ChangesPage(seqs, batches, int(reply.get("Last", since)), bool(reply.get("Done", True)), resources)
+
+    def names_change(self, position: FeedPosition) -> bool | None:
+        """Feed-reset check (see :mod:`copydicom.feedcheck`)."""
+        return self.source.names_change(position)

@@ -180,7 +180,7 @@ def test_daemon_cron_job_failure_is_retried_after_the_backoff(
     from copydicom.daemon import RouteState
     from copydicom.errors import DestinationUnavailable
 
-    monkeypatch.setattr(RouteState, "backoff", lambda self: 0.05 * self.failures)  # clock-free: tiny backoff
+    monkeypatch.setattr(RouteState, "backoff", lambda self, policy=None: 0.05 * self.failures)  # tiny backoff
     daemon, dest, _ = _cron_daemon(tmp_path, "SELECT orthanc_id FROM instances")
     down = threading.Event()
     down.set()

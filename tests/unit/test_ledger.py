@@ -57,16 +57,16 @@ def test_delivered_among_many_ids(ledger: Ledger) -> None:
 def test_flush_failure_keeps_rows_for_the_next_attempt(ledger: Ledger, monkeypatch: pytest.MonkeyPatch) -> None:
     ledger.record_delivered("d", "t1", "s1", "r", "stored")
     ledger.record_audit("r", "t1", "deid", [["(0010,0010)", "Z"]])
-    real = ledger._write
+    real = ledger.store.write_batch
 
-    def broken(what: str, statements: Any) -> None:
+    def broken(**_: Any) -> None:
         raise LedgerError("ledger flush failed: disk I/O error")
 
-    monkeypatch.setattr(ledger, "_write", broken)
+    monkeypatch.setattr(ledger.store, "write_batch", broken)
     with pytest.raises(LedgerError):
         ledger.advance_checkpoint("r", 5)
     assert ledger.delivered_among("d", ["t1"]) == {"t1"}  # still pending
-    monkeypatch.setattr(ledger, "_write", real)
+    monkeypatch.setattr(ledger.store, "write_batch", real)
     ledger.record_delivered("d", "t2", "s2", "r", "stored")
     ledger.advance_checkpoint("r", 5)
     assert sorted(rows(ledger.path, "SELECT target_id FROM delivered")) == [("t1",), ("t2",)]

@@ -5,6 +5,7 @@ The sink module loads inside the factory; the config module is light.
 
 from __future__ import annotations
 
+from copydicom.errors import classify_exception
 from copydicom.model import IndexSink
 from copydicom.registry import BuildContext, EndpointType
 from copydicom.sinks.elasticsearch._config import ElasticsearchConfig
@@ -24,8 +25,9 @@ def probe(config: ElasticsearchConfig) -> None:
     try:
         try:
             sink.client.options(max_retries=0, request_timeout=5).info()
-        except Exception as exc:  # mapped to the error tree by the sink's own mapping
-            raise sink._map(exc, "GET /") from None
+        except Exception as exc:  # the one classifier maps client errors to the error tree
+            mapped = classify_exception(exc, what=f"elasticsearch {config.name}: GET /", side="index")
+            raise (exc if mapped is None else mapped) from None
     finally:
         sink.close()
 

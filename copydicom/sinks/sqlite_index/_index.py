@@ -19,6 +19,7 @@ from typing import Any
 from copydicom.errors import ConfigError, DocumentsRejected, IndexUnavailable, InvalidInstance
 from copydicom.sinks.documents import document_time, scalar
 from copydicom.sinks.sqlite_index._config import SqliteIndexConfig
+from copydicom.state import private_file, restrict_sqlite_companions
 
 log = logging.getLogger(__name__)
 
@@ -155,11 +156,16 @@ class SqliteIndex:
         """The writing connection, opened (with the schema created) on first use."""
         if self._writer is None:
             try:
-                self.config.path.parent.mkdir(parents=True, exist_ok=True)
+                # Owner-only whatever the umask: a plain route's index holds raw tags (PHI).
+                private_file(self.config.path)
                 conn = sqlite3.connect(str(self.config.path), check_same_thread=False, isolation_level=None)
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("PRAGMA synchronous=NORMAL")
                 conn.executescript(SCHEMA)
+                restrict_sqlite_companions(self.config.path)
+            except OSError as exc:
+                raise IndexUnavailable(f"sqlite index {self.name}: cannot create {self.config.path}: "
+                                       f"{exc.strerror}") from None
             except sqlite3.Error as exc:
                 raise IndexUnavailable(f"sqlite index {self.name}: cannot open {self.config.path}: {exc}") from None
             self._writer = conn

@@ -108,5 +108,5 @@ def test_file_paths_never_reach_log_lines(tmp_path: Path, caplog: pytest.LogCapt
         pipeline.close()
         ledger.close()
     assert summary.counts["quarantined"] == 1
-    assert "quarantined" in caplog.text and "sha256:" in caplog.text
+    assert "quarantined" in caplog.text and "file:" in caplog.text
     assert "DOE" not in caplog.text and "MRN0042" not in caplog.text
