@@ -68,6 +68,8 @@ class ReconcileModel(BaseModel):
     cron: str | None = Field(default=None, description="cron schedule of a full reconcile, e.g. '0 3 * * *'")
     on_start: str | None = Field(default=None, description="at start-up, reconcile studies dated within this "
                                  "duration (30s, 5m, 2h, 24h)")
+    on_feed_reset: Literal["repair", "hold"] = Field(
+        default="repair", description="a reset change feed: reconcile and re-base, or hold the route for an operator")
 
 
 class RouteModel(BaseModel):

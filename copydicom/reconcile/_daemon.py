@@ -9,8 +9,9 @@ read (so it never runs alongside the route's own pipeline work):
   was down; it does not cover new instances added to an older study (use ``cron`` for those).
 - ``reconcile: {cron: "0 3 * * *"}``: a full reconcile is due at each time of the schedule and
   runs at the next poll.
-- A feed reset (``Last`` below the checkpoint) is repaired by
-  :func:`copydicom.reconcile.repair_feed_reset` before the poll.
+- A feed reset (:mod:`copydicom.feedcheck`'s two signs) is repaired by
+  :func:`copydicom.reconcile.repair_feed_reset` before the poll, unless the route says
+  ``reconcile: {on_feed_reset: hold}`` (then the runner holds the route and reports it).
 """
 
 from __future__ import annotations
@@ -51,7 +52,8 @@ def before_poll(daemon: Any, state: Any) -> None:
         return
     metrics = daemon.observability.metrics if daemon.observability is not None else None
     route = state.route
-    if feed_reset_detected(runtime.source, daemon.ledger, route.name):
+    hold = route.reconcile is not None and route.reconcile.on_feed_reset == "hold"
+    if not hold and feed_reset_detected(runtime.source, daemon.ledger, route.name):
         if metrics is not None and hasattr(metrics, "feed_resets"):
             metrics.feed_resets.labels(route.name).inc()
         repair_feed_reset(runtime, daemon.ledger, deletions=route.deletions, metrics=metrics)

@@ -1,8 +1,12 @@
 """The route keys of reconcile: ``deletions`` and ``reconcile: {cron, on_start}``.
 
 ``deletions: ignore|report|propagate`` (default ``ignore``: an archive keeps what it received).
-``reconcile: {cron: "0 3 * * *", on_start: 24h}``: the daemon reconciles the route on that
-schedule, and at start-up reconciles the studies dated within ``on_start``.
+``reconcile: {cron: "0 3 * * *", on_start: 24h, on_feed_reset: repair}``: the daemon reconciles the
+route on that schedule, and at start-up reconciles the studies dated within ``on_start``. When the
+source's change feed is reset (its database rebuilt), ``repair`` (the default, also without a
+``reconcile:`` section) reconciles the route and re-bases its checkpoint; ``hold`` keeps the route
+stopped and reported (``status``, metric, ``/healthz`` 503) until an operator runs ``copydicom
+reconcile`` and ``copydicom checkpoint --rebase``.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ class ReconcileSchedule:
 
     cron: str | None = None
     on_start: float | None = None
+    on_feed_reset: str = "repair"
 
 
 def deletions_policy(value: Any, where: str) -> str:
@@ -36,7 +41,7 @@ def reconcile_options(value: Any, where: str) -> ReconcileSchedule | None:
         return None
     if not isinstance(value, Mapping):
         raise ConfigError(f"{where}: a mapping with cron and/or on_start")
-    unknown = sorted(set(value) - {"cron", "on_start"})
+    unknown = sorted(set(value) - {"cron", "on_start", "on_feed_reset"})
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}")
     cron = value.get("cron")
@@ -56,4 +61,7 @@ def reconcile_options(value: Any, where: str) -> ReconcileSchedule | None:
             seconds = duration(str(on_start))
         except argparse.ArgumentTypeError as exc:
             raise ConfigError(f"{where}.on_start: {exc}") from None
-    return ReconcileSchedule(str(cron) if cron is not None else None, seconds)
+    on_reset = value.get("on_feed_reset", "repair")
+    if on_reset not in ("repair", "hold"):
+        raise ConfigError(f"{where}.on_feed_reset: repair or hold")
+    return ReconcileSchedule(str(cron) if cron is not None else None, seconds, str(on_reset))

@@ -97,7 +97,7 @@ def test_feed_reset_while_the_daemon_runs_is_repaired_without_a_restart(
         wait_until(lambda: checkpoint_of(state, "copy") == last_seq(source), timeout=30,
                    what="the checkpoint re-based to the source's Last")
         assert daemon.running()
-        assert "change feed went backwards" in daemon.log()
+        assert "change feed reset" in daemon.log()
         db = sqlite3.connect(f"file:{state}?mode=ro", uri=True)
         runs = db.execute("SELECT missing, repaired FROM reconcile_runs WHERE route='copy'").fetchall()
         db.close()

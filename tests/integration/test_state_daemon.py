@@ -51,8 +51,12 @@ def _get(url: str) -> tuple[int, str]:
 
 
 def _with_metrics(config: Path) -> None:
+    """Metrics on, and a feed reset held for an operator (these tests check the detection and its report;
+    the automatic repair, the default, is tests/integration/test_reconcile_daemon.py's)."""
     data: dict[str, Any] = yaml.safe_load(config.read_text())
     data["metrics"] = {"listen": "127.0.0.1:0", "stale_margin_seconds": 30}
+    for route in data["routes"]:
+        route["reconcile"] = {"on_feed_reset": "hold"}
     config.write_text(yaml.safe_dump(data))
 
 
