@@ -30,7 +30,7 @@ ENDPOINT_TYPES: dict[str, tuple[str, str, str, str | None]] = {
     "splunk": ("copydicom.sinks.splunk", "SplunkConfig", "index", "splunk"),
 }
 
-_TOP_KEYS = {"state", "quarantine_dir", "workers", "endpoints", "profiles", "routes", "logging", "metrics", "health"}
+_TOP_KEYS = {"state", "quarantine_dir", "workers", "endpoints", "profiles", "routes", "logging", "metrics", "health", "console"}
 _ROUTE_KEYS = {"name", "source", "trigger", "profile", "destinations", "indexes", "workers", "stages"}
 _WAIT_FOR = ("instance", "stable_series", "stable_study")
 
@@ -94,6 +94,7 @@ class AppConfig:
     log_json: bool = False
     metrics: dict[str, Any] = field(default_factory=dict)
     source_file: Path | None = None
+    console: Any = None
 
     def endpoint(self, name: str) -> Any:
         return self.endpoints[name]
@@ -288,7 +289,11 @@ def parse_config(data: Any, *, base_dir: Path | None = None, source_file: Path |
         from copydicom.observability._config import MetricsConfig
 
         MetricsConfig.from_mapping(metrics, where="metrics")
+    console = None
+    if data.get("console") is not None:
+        console = _console(data["console"], base)
     return AppConfig(
+        console=console,
         state=state,
         quarantine_dir=quarantine_dir,
         endpoints=endpoints,
@@ -300,6 +305,27 @@ def parse_config(data: Any, *, base_dir: Path | None = None, source_file: Path |
         metrics=metrics,
         source_file=source_file,
     )
+
+
+def _console(data: Any, base: Path) -> Any:
+    """The ``console:`` section (pydantic model; paths relative to the config file)."""
+    from pydantic import ValidationError
+
+    from copydicom.console._config import ConsoleConfig
+    from copydicom.registry import config_error
+
+    body = dict(_require_mapping(data, "console"))
+    for key in ("users_file", "session_secret_file", "audit_log"):
+        if isinstance(body.get(key), str):
+            body[key] = str(base / body[key])
+    if isinstance(body.get("tls"), Mapping):
+        body["tls"] = {k: str(base / v) if isinstance(v, str) else v for k, v in body["tls"].items()}
+    if isinstance(body.get("folder_roots"), list):
+        body["folder_roots"] = [str(base / r) if isinstance(r, str) else r for r in body["folder_roots"]]
+    try:
+        return ConsoleConfig.model_validate(body)
+    except ValidationError as exc:
+        raise config_error(exc, where="console") from None
 
 
 def load_config(path: str | Path) -> AppConfig:

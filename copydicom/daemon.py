@@ -76,6 +76,7 @@ class RouteState:
     started: float = field(default_factory=time.time)
     last_progress: float | None = None
     failing_since: float | None = None
+    running: bool = False
 
     @property
     def name(self) -> str:
@@ -100,6 +101,7 @@ class Daemon:
         self.routes: dict[str, RouteState] = {}
         self.scheduler = BackgroundScheduler(daemon=True, job_defaults={"max_instances": 1, "coalesce": True})
         self.observability: Observability | None = None
+        self.console: Any = None
         if config.metrics:
             from copydicom.observability._wiring import Observability
 
@@ -195,6 +197,7 @@ class Daemon:
         Returns the summary, or ``None`` when the job raised.
         """
         name = state.route.name
+        state.running = True
         try:
             summary = work()
         except RetryableError as exc:
@@ -214,6 +217,8 @@ class Daemon:
             log.exception("route %s: unexpected error", name)
             self._failed(state, f"{type(exc).__name__}")
             return None
+        finally:
+            state.running = False
         for kind, n in summary.counts.items():
             state.totals[kind] = state.totals.get(kind, 0) + n
         if summary.counts["failed"]:
@@ -246,6 +251,20 @@ class Daemon:
 
     # -- life cycle ---------------------------------------------------------------------
 
+    def _start_console(self) -> None:
+        """Serve the web console when ``console:`` is configured (off by default)."""
+        if getattr(self.config, "console", None) is None:
+            return
+        from copydicom.console import ConsoleServer, JobManager, create_app
+        from copydicom.console._wiring import make_backend, make_upload_runner
+
+        app = create_app(
+            self.config.console, make_backend(self.config, self.ledger, live=lambda: list(self.routes.values())),
+            jobs=JobManager(make_upload_runner(self.config, self.ledger)), work_dir=self.config.state.parent,
+        )
+        self.console = ConsoleServer(self.config.console, app)
+        self.console.start()
+
     def request_stop(self, *_: Any) -> None:
         if not self.stopping.is_set():
             log.info("stop requested: finishing in-flight instances")
@@ -270,6 +289,7 @@ class Daemon:
         except OSError as exc:  # the metrics port is taken or not allowed
             self.ledger.close()
             raise ConfigError(f"metrics.listen: cannot listen: {exc.strerror or exc}") from None
+        self._start_console()
         self.scheduler.start()
         sd_notify("READY=1")
         log.info("copydicom daemon started: %d route(s)", len(self.routes))
@@ -282,6 +302,8 @@ class Daemon:
         self.scheduler.shutdown(wait=True)
         if self.observability is not None:
             self.observability.stop()
+        if self.console is not None:
+            self.console.stop()
         for state in self.routes.values():
             if state.runtime is not None:
                 state.runtime.close()

@@ -41,6 +41,7 @@ from copydicom.console._upload import Limits, Receiver, UploadRejected
 from copydicom.console._users import User, UserStore
 
 _TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
+_TEMPLATES.env.filters["when"] = lambda t: time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) if t else "-"
 _SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
                                "form-action 'self'; frame-ancestors 'none'",
@@ -143,7 +144,7 @@ def _user(request: Request, console: Console) -> tuple[User, bool]:
         keys = (f"ip:{_client(request)}", f"user:{name}")
         if console.limiter.blocked(*keys):
             raise _Denied(429, "too many failed logins; wait a few minutes")
-        user = console.users.verify(name, password)
+        user = console.users.verify(name, password, cache_seconds=300)
         if user is None:
             console.limiter.failed(*keys)
             raise _Denied(401, "authentication required")

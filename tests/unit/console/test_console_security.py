@@ -159,7 +159,7 @@ def test_upload_sniffs_dicom_and_runs_a_job_with_the_csv(env: dict[str, Any]) ->
         "/api/uploads", headers=op, data={"route": "research"},
         files=[("files", ("study.zip", archive, "application/zip")),
                ("files", ("loose.dcm", dicom_bytes(), "application/dicom")),
-               ("csv", ("map.csv", b"PatientID,ResearchID\nMRN-CANARY-1,R001\n", "text/csv"))],
+               ("csv", ("map.csv", b"patient_id,research_id\nMRN-CANARY-1,R001\n", "text/csv"))],
     )
     assert response.status_code == 202, response.text
     job = wait_job(client, response.json()["job"], op)
