@@ -20,5 +20,5 @@ if [ ! -x "$VENV/bin/python" ]; then
   python3 -m venv "$VENV"
 fi
 "$VENV/bin/python" -m pip install -q --upgrade pip
-"$VENV/bin/python" -m pip install -q -e '.[test,s3,elasticsearch,splunk,metrics,ops]'
+"$VENV/bin/python" -m pip install -q -e '.[test,s3,elasticsearch,splunk,metrics,console,ops]'
 echo "setup: ready ($VENV)"
