@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from copydicom.cli._args import add_index_timeout
 from copydicom.config import AppConfig, load_config
 from copydicom.errors import ConfigError
 
@@ -67,7 +68,8 @@ def cmd_replicate_tags(args: argparse.Namespace) -> int:
     parallel downloads, dedupe by the ledger and by what the index already
     received, quarantine, the same summary line and exit status.  Documents go
     through the durable spool; any the index could not take yet stay there
-    for the next run or the daemon.
+    for the next run or the daemon: the command waits up to ``--index-timeout`` for the spool to
+    drain, then counts what is still pending as failed (exit 1).
     """
     from copydicom.cli.replicate_cmds import cmd_replicate
 
@@ -117,5 +119,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--ids", nargs="*", help="Orthanc IDs or UIDs to index (default: all)")
     p.add_argument("--ids-file", help="file with one Orthanc ID or UID per line")
     p.add_argument("--dry-run", action="store_true", help="decide what would be indexed; index nothing")
+    add_index_timeout(p)
     p.set_defaults(func=cmd_replicate_tags)
 

@@ -41,11 +41,10 @@ def entry_id(route: str, source_id: str) -> str:
 
 
 def shown_source(source_id: str) -> str:
-    """A source ID as shown: an Orthanc ID as it is, anything else (a file path) as a digest."""
-    parts = source_id.split("-")
-    if len(parts) == 5 and all(len(p) == 8 and all(c in "0123456789abcdef" for c in p) for p in parts):
-        return source_id
-    return "sha256:" + hashlib.sha256(source_id.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+    """A source ID as shown: an Orthanc ID as it is, a file path or any other ID as a digest."""
+    from copydicom.state import display_source_id
+
+    return display_source_id(source_id)
 
 
 @dataclass(frozen=True)
@@ -153,7 +152,7 @@ class StateBackend:
         since = now - 3600
         rows = self.ledger.connection.execute(
             "SELECT route, CAST((at - ?) / 300 AS INTEGER) AS slot, count(*) FROM delivered "
-            "WHERE at >= ? GROUP BY route, slot", (since, since)).fetchall()
+            "WHERE at >= ? AND kind = 'image' GROUP BY route, slot", (since, since)).fetchall()
         out: dict[str, list[int]] = {}
         for route, slot, n in rows:
             out.setdefault(route, [0] * 12)[min(max(int(slot), 0), 11)] += int(n)
@@ -255,14 +254,9 @@ class StateBackend:
         return self.retry_fn(entries)
 
     def purge(self, item_ids: Iterable[str]) -> int:
-        entries = self._find(item_ids)
-        for e in entries:
-            if e.path:
-                Path(e.path).unlink(missing_ok=True)
-            self.ledger.release(e.route, e.source_id)
-        if entries:
-            self.ledger.flush()
-        return len(entries)
+        from copydicom.quarantine import purge_entries
+
+        return purge_entries(self.ledger, self._find(item_ids))
 
     # -- dose ----------------------------------------------------------------------------
 

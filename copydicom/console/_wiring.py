@@ -1,41 +1,22 @@
 """The console's backend and upload runner built from a validated configuration.
 
-Uploads and retries go through the same assembly path as every command: the
-route's stages (de-identification, dose, index documents), destinations and
-indexes, with the uploaded files as the source.
+Uploads and retries go through the one assembly path (:func:`copydicom.routes.build_route`):
+an upload runs the chosen route (its de-identification profile, destinations and indexes)
+with the uploaded files as its source; a retry is :func:`copydicom.quarantine.retry_entries`,
+the same as ``copydicom quarantine retry``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from copydicom.config import AppConfig
 from copydicom.console._backend import StateBackend
-from copydicom.errors import ConfigError, InvalidInstance
-from copydicom.model import InstanceRef
-
-
-class UploadedFiles:
-    """A source over the files of one upload job (named ``NNNNNN.dcm`` by the receiver: no PHI)."""
-
-    def __init__(self, files: list[Path]) -> None:
-        self.name = "upload"
-        self.files = files
-
-    def batches(self) -> Iterator[list[InstanceRef]]:
-        for start in range(0, len(self.files), 200):
-            yield [InstanceRef(source_id=str(p)) for p in self.files[start: start + 200]]
-
-    def fetch(self, ref: InstanceRef) -> bytes:
-        try:
-            return Path(ref.source_id).read_bytes()
-        except OSError as exc:
-            raise InvalidInstance(f"cannot read an uploaded file: {exc.strerror}") from None
-
-    def close(self) -> None:
-        return None
+from copydicom.errors import ConfigError
+from copydicom.ledger import Ledger
 
 
 def _profile_with_map(profile: Any, patient_csv: Path | None) -> Any:
@@ -47,77 +28,59 @@ def _profile_with_map(profile: Any, patient_csv: Path | None) -> Any:
     from copydicom.stages.deid import PatientMap
 
     own = profile.patient_map
-    spec: dict[str, Any] = {"csv": str(patient_csv), "missing": "quarantine"}
-    if own is not None:
-        spec["missing"] = own.missing
+    spec: dict[str, Any] = {"csv": str(patient_csv), "missing": own.missing if own is not None else "quarantine"}
     return dataclasses.replace(profile, patient_map=PatientMap.from_mapping(spec, where="upload csv"))
 
 
-def make_upload_runner(config: Any, ledger: Any) -> Callable[..., None]:
-    """An :class:`~copydicom.console._jobs.UploadRunner` for the configured routes."""
-    from copydicom import app as assembly
-    from copydicom.pipeline import Pipeline
+def upload_route(config: AppConfig, route_name: str, folder: Path, patient_csv: Path | None) -> tuple[Any, AppConfig]:
+    """The configured route with the job's folder as its source (and the CSV as its patient map)."""
+    from copydicom.endpoints.folder import FolderConfig
 
-    routes = {r.name: r for r in config.routes}
+    route = next(r for r in config.routes if r.name == route_name)
+    source = FolderConfig(name=f"upload:{route_name}", path=folder)
+    profiles = dict(config.profiles)
+    if route.profile is not None:
+        profiles[route.profile] = _profile_with_map(profiles[route.profile], patient_csv)
+    elif patient_csv is not None:
+        raise ConfigError("a patient map CSV needs a route with a de-identification profile")
+    app = dataclasses.replace(
+        config,
+        endpoints={**config.endpoints, source.name: source},
+        endpoint_types={**config.endpoint_types, source.name: "folder"},
+        profiles=profiles,
+    )
+    trigger = dataclasses.replace(route.trigger, kind="manual")
+    return dataclasses.replace(route, name=f"upload:{route_name}", source=source.name, trigger=trigger), app
+
+
+def make_upload_runner(config: AppConfig, ledger: Ledger) -> Callable[..., None]:
+    """An :class:`~copydicom.console._jobs.UploadRunner` for the configured routes."""
+    from copydicom.routes import build_route
 
     def run(files: list[Path], *, route: str, patient_csv: Path | None,
             on_outcome: Callable[[int, str, str], None]) -> None:
-        spec = routes[route]
-        profile = config.profiles.get(spec.profile) if spec.profile else None
-        profile = _profile_with_map(profile, patient_csv)
-        stages = assembly.make_stages(profile, state=config.state, index_route=spec.name if spec.indexes else None,
-                                      dose=spec.dose)
-        destinations = [
-            assembly.make_destination(config.endpoint_types[d], config.endpoints[d], pool_size=spec.workers + 2)
-            for d in spec.destinations
-        ] + [assembly.make_index_destination(config.endpoints[i], state=config.state, background=False)
-             for i in spec.indexes]
+        folder = files[0].parent if files else Path(".")
+        spec, app = upload_route(config, route, folder, patient_csv)
         position = {str(p): i for i, p in enumerate(files)}
-        source = UploadedFiles(files)
-        pipeline = Pipeline(f"upload:{route}", source, stages, destinations, ledger,
-                            quarantine_dir=config.quarantine_dir, workers=spec.workers)
+        runtime = build_route(spec, app, ledger)
         try:
-            for outcome in pipeline.stream(source.batches()):
-                on_outcome(position.get(outcome.ref.source_id, -1), outcome.kind,
-                           outcome.reason.split(":", 1)[0] if outcome.kind != "stored" else "")
+            for outcome in runtime.pipeline.stream(runtime.source.batches()):
+                reason = outcome.reason.split(":", 1)[0] if outcome.kind not in ("stored", "existing") else ""
+                on_outcome(position.get(outcome.ref.source_id, -1), outcome.kind, reason)
         finally:
-            pipeline.close()
-            for dest in destinations:
-                dest.close()  # an index destination delivers its spool on close
+            runtime.close()  # an index destination delivers its spool on close
 
     return run
 
 
-def make_retry(config: Any, ledger: Any) -> Callable[[list[Any]], dict[str, int]]:
+def make_retry(config: AppConfig, ledger: Ledger) -> Callable[[list[Any]], dict[str, int]]:
     """Re-process quarantine entries through their configured route; entries stay until delivered."""
-    from copydicom.app import build_route
-    from copydicom.pipeline import Summary
+    from copydicom.quarantine import retry_entries
 
     routes = {r.name: r for r in config.routes}
 
     def retry(entries: list[Any]) -> dict[str, int]:
-        summary = Summary()
-        by_route: dict[str, list[Any]] = {}
-        for entry in entries:
-            by_route.setdefault(entry.route, []).append(entry)
-        for name, items in by_route.items():
-            if name not in routes:
-                summary.counts["failed"] += len(items)
-                continue
-            runtime = build_route(routes[name], config, ledger)
-            try:
-                complete = getattr(runtime.source, "complete", lambda r: r)
-                batches = [[complete(InstanceRef(e.source_id))] for e in items]
-                for outcome in runtime.pipeline.stream(batches):
-                    summary.add(outcome)
-                    if outcome.kind in ("stored", "existing"):
-                        entry = next(e for e in items if e.source_id == outcome.ref.source_id)
-                        if entry.path:
-                            Path(entry.path).unlink(missing_ok=True)
-                        ledger.release(entry.route, entry.source_id)
-                ledger.flush()
-            finally:
-                runtime.close()
+        summary, _unknown = retry_entries(config, ledger, entries, routes)
         c = summary.counts
         return {"replicated": c["stored"], "skipped_existing": c["existing"],
                 "quarantined": c["quarantined"], "failed": c["failed"]}
@@ -125,16 +88,14 @@ def make_retry(config: Any, ledger: Any) -> Callable[[list[Any]], dict[str, int]
     return retry
 
 
-def make_backend(config: Any, ledger: Any, live: Callable[[], list[Any]] | None = None) -> StateBackend:
+def make_backend(config: AppConfig, ledger: Ledger, live: Callable[[], list[Any]] | None = None) -> StateBackend:
     """The console backend of a configuration (the dose page reads its first sqlite index)."""
     dose_index = next((Path(e.path) for n, e in config.endpoints.items()
                        if config.endpoint_types.get(n) == "sqlite"), None)
 
     def spool() -> dict[str, int]:
         try:
-            from copydicom.sinks.spool import spool_sizes
-
-            return dict(spool_sizes(ledger.connection))
+            return dict(ledger.store.spool_sizes())
         except Exception:  # noqa: BLE001 - the overview must render even if the spool cannot be read
             return {}
 

@@ -258,7 +258,15 @@ class S3Destination:
 
     # -- store ---------------------------------------------------------------------------
 
-    def store(self, instance: Instance) -> StoreOutcome:
+    def replace(self, instance: Instance) -> StoreOutcome:
+        """Overwrite the object of an instance whose content changed at the source.
+
+        Only the route policy ``on_changed_instance: resend`` calls this; otherwise uploads are
+        conditional (``If-None-Match: *``) and an existing object is never overwritten.
+        """
+        return self.store(instance, overwrite=True)
+
+    def store(self, instance: Instance, *, overwrite: bool = False) -> StoreOutcome:
         """Upload one instance; ``"existing"`` when the key exists and overwrite is off.
 
         Raises
@@ -294,7 +302,7 @@ class S3Destination:
             extra["SSEKMSKeyId"] = self.config.sse_kms_key_id
         if self.config.storage_class:
             extra["StorageClass"] = self.config.storage_class
-        conditional = not self.config.allow_overwrite
+        conditional = not (self.config.allow_overwrite or overwrite)
         if conditional and self.config.head_before_put and self._head(key):
             log.debug("instance %s already in %s", target, self.name)
             return "existing"

@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import parse_qs, unquote, urlparse
 
+from pydantic import Field
+
 from copydicom.errors import ConfigError
+from copydicom.registry import EndpointConfig
 from copydicom.secrets import expand_env, resolve_secret
 
 _KEYS = {"type", "url", "username", "password", "password_file", "hec_url", "hec_token", "hec_token_file",
@@ -19,8 +21,7 @@ _KEYS = {"type", "url", "username", "password", "password_file", "hec_url", "hec
 _FALSE = ("0", "false", "no", "off")
 
 
-@dataclass(frozen=True)
-class SplunkConfig:
+class SplunkConfig(EndpointConfig):
     """Where and how to index into Splunk.
 
     Attributes
@@ -37,26 +38,29 @@ class SplunkConfig:
         The zone of DICOM dates/times without offset (PS3.3 C.12.1.1.8), for event times.
     """
 
+    secret_keys: ClassVar[tuple[str, ...]] = ("password", "hec_token")
+
+    type: str = "splunk"
     name: str
     hec_url: str
-    hec_token: str
+    hec_token: str = Field(repr=False)
     index: str
     url: str | None = None
     username: str | None = None
-    password: str | None = None
+    password: str | None = Field(default=None, repr=False)
     sourcetype: str = "_json"
     source: str = "copydicom"
     host: str = ""
     ack: bool = False
-    ack_timeout: float = 60.0
-    batch_size: int = 200
-    batch_bytes: int = 800_000
+    ack_timeout: float = Field(default=60.0, gt=0)
+    batch_size: int = Field(default=200, ge=1)
+    batch_bytes: int = Field(default=800_000, ge=1)
     verify: bool = True
     ca_certs: str | None = None
-    timeout: float = 30.0
-    max_retries: int = 3
-    backoff: float = 1.0
-    page_size: int = 1000
+    timeout: float = Field(default=30.0, gt=0)
+    max_retries: int = Field(default=3, ge=0)
+    backoff: float = Field(default=1.0, ge=0)
+    page_size: int = Field(default=1000, ge=1)
     timezone: str = "UTC"
 
     def __repr__(self) -> str:  # never show secrets

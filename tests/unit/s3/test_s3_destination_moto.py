@@ -168,3 +168,17 @@ def test_without_head_the_conditional_put_still_refuses_to_overwrite(s3: Any) ->
     assert dest.store(Instance(instance.ref, instance.data + b"\0\0")) == "existing"
     assert calls == Counter({"PutObject": 1})
     assert s3.get_object(Bucket=BUCKET, Key=_key(instance))["Body"].read() == instance.data
+
+
+def test_overwrites_only_when_replacing_a_changed_instance(s3: Any) -> None:
+    """``on_changed_instance: resend``: S3 overwrites under this policy only (issue 11 item 3)."""
+    dest = _dest()
+    first = _instance(3)
+    ds = ct_dataset(1, 0, 1, 3, rows=16, cols=16)
+    ds.StudyDescription = "CORRECTED"
+    corrected = Instance(InstanceRef("src-3"), to_bytes(ds))
+    assert dest.store(first) == "stored"
+    assert dest.store(corrected) == "existing"  # a plain store never overwrites
+    assert s3.get_object(Bucket=BUCKET, Key=_key(first))["Body"].read() == first.data
+    assert dest.replace(corrected) == "stored"
+    assert s3.get_object(Bucket=BUCKET, Key=_key(first))["Body"].read() == corrected.data
