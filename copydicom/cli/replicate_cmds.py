@@ -13,46 +13,33 @@ from pathlib import Path
 from typing import Any
 
 from copydicom import registry
+from copydicom.cli._progress import Progress
 from copydicom.cli._args import add_index_timeout
 from copydicom.config import AppConfig, Route, load_config
 from copydicom.errors import ConfigError, RetryableError
 from copydicom.feedcheck import names_change, reset_reason
 from copydicom.ledger import Ledger
 from copydicom.logsetup import mask_secrets
-from copydicom.model import ChangeFeedSource, FeedPosition, InstanceRef, SelectableSource, Source
+from copydicom.model import ChangeFeedSource, CountableSource, FeedPosition, InstanceRef, SelectableSource, Source
 from copydicom.pipeline import Outcome, Summary
 from copydicom.routes import build_route, default_state, oneshot_route
 from copydicom.sources.orthanc import OrthancSource
 from copydicom.state import FeedReset, display_source_id, mask_source_path, one_line
 
 
-class Progress:
-    """A one-line progress display on a terminal (stderr); silent otherwise."""
+def make_progress(args: argparse.Namespace) -> Progress:
+    """The progress display of a one-shot command (``--quiet``: none; a bar on a terminal, lines otherwise)."""
+    return Progress("quiet" if getattr(args, "quiet", False) else "auto")
 
-    def __init__(self, enabled: bool | None = None) -> None:
-        self.enabled = sys.stderr.isatty() if enabled is None else enabled
-        self.summary: Summary | None = None
-        self._last = 0.0
 
-    def __call__(self, outcome: Outcome) -> None:
-        if not self.enabled or self.summary is None:
-            return
-        now = time.monotonic()
-        if now - self._last < 0.2:
-            return
-        self._last = now
-        c = self.summary.counts
-        done = sum(c.values()) + 1
-        rate = done / max(self.summary.seconds, 1e-6)
-        sys.stderr.write(
-            f"\r  {done} done ({c['stored']} sent, {c['existing']} present, "
-            f"{c['quarantined']} quarantined, {c['failed']} failed) {rate:.0f}/s "
-        )
-        sys.stderr.flush()
-
-    def end(self) -> None:
-        if self.enabled:
-            sys.stderr.write("\n")
+def listing_total(args: argparse.Namespace, source: Source) -> int | None:
+    """How many instances a whole-source listing will yield, when the source can say so cheaply."""
+    if getattr(args, "ids", None) or getattr(args, "ids_file", None) or not isinstance(source, CountableSource):
+        return None
+    try:
+        return source.count()
+    except (RetryableError, ConfigError):
+        return None
 
 
 def _load(args: argparse.Namespace) -> AppConfig | None:
@@ -109,10 +96,10 @@ def cmd_replicate(args: argparse.Namespace) -> int:
     config = _load(args)
     route, app = _oneshot_route(args, config)
     ledger = Ledger(app.state)
-    progress = Progress()
+    progress = make_progress(args)
     runtime = build_route(route, app, ledger, on_outcome=progress, dry_run=args.dry_run, key_file=args.key_file)
+    progress.set_total(listing_total(args, runtime.source))
     summary = Summary()
-    progress.summary = summary
     try:
         runtime.pipeline.run(_selection(runtime.source, args), summary)
         if not args.dry_run:
@@ -429,6 +416,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--ids", nargs="*", help="Orthanc IDs or Study/Series/SOP Instance UIDs to copy (default: all)")
     p.add_argument("--ids-file", help="file with one Orthanc ID or UID per line")
     p.add_argument("--dry-run", action="store_true", help="decide what would be sent; send nothing")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress display (the summary line stays)")
     add_index_timeout(p)
     p.set_defaults(func=cmd_replicate)
 
