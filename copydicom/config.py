@@ -39,6 +39,7 @@ from copydicom.errors import ConfigError
 _TOP_KEYS = {
     "state", "quarantine_dir", "workers", "endpoints", "profiles", "routes", "logging", "metrics",
     "quarantine", "index_spool",  # retention: see copydicom/state/_retention.py
+    "console",  # the web console: copydicom/console/_config.py
 }
 _ROUTE_KEYS = {"name", "source", "trigger", "profile", "destinations", "indexes", "workers", "stages",
                "index_source_ids", "on_changed_instance", "deletions", "reconcile"}
@@ -112,6 +113,7 @@ class AppConfig:
     #: ``metrics:`` parsed once (an ``observability.MetricsConfig``), ``None`` without the section.
     metrics_config: Any = None
     source_file: Path | None = None
+    console: Any = None
     #: ``quarantine: {retain: 30d}`` and ``index_spool: {retain: 30d}`` (state branch).
     retention: Any = None
 
@@ -372,7 +374,11 @@ def parse_config(data: Any, *, base_dir: Path | None = None, source_file: Path |
         from copydicom.observability._config import MetricsConfig
 
         metrics_config = MetricsConfig.from_mapping(metrics, where="metrics")
+    console = None
+    if data.get("console") is not None:
+        console = _console(data["console"], base)
     return AppConfig(
+        console=console,
         state=state,
         quarantine_dir=quarantine_dir,
         endpoints=endpoints,
@@ -386,6 +392,27 @@ def parse_config(data: Any, *, base_dir: Path | None = None, source_file: Path |
         source_file=source_file,
         retention=_retention(data),
     )
+
+
+def _console(data: Any, base: Path) -> Any:
+    """The ``console:`` section (pydantic model; paths relative to the config file)."""
+    from pydantic import ValidationError
+
+    from copydicom.console._config import ConsoleConfig
+    from copydicom.registry import config_error
+
+    body = dict(_require_mapping(data, "console"))
+    for key in ("users_file", "session_secret_file", "audit_log"):
+        if isinstance(body.get(key), str):
+            body[key] = str(base / body[key])
+    if isinstance(body.get("tls"), Mapping):
+        body["tls"] = {k: str(base / v) if isinstance(v, str) else v for k, v in body["tls"].items()}
+    if isinstance(body.get("folder_roots"), list):
+        body["folder_roots"] = [str(base / r) if isinstance(r, str) else r for r in body["folder_roots"]]
+    try:
+        return ConsoleConfig.model_validate(body)
+    except ValidationError as exc:
+        raise config_error(exc, where="console") from None
 
 
 def _retention(data: Mapping[str, Any]) -> Any:

@@ -94,6 +94,7 @@ class RouteState:
     started: float = field(default_factory=time.time)
     last_progress: float | None = None
     failing_since: float | None = None
+    running: bool = False
     #: Held while a job of the route runs (a cron route's retry and its schedule never overlap).
     busy: threading.Lock = field(default_factory=threading.Lock)
     #: Whether the last failure may pass by itself (retried after :meth:`backoff`), or needs a fix.
@@ -135,6 +136,7 @@ class Daemon:
         self.routes: dict[str, RouteState] = {}
         self.scheduler = BackgroundScheduler(daemon=True, job_defaults={"max_instances": 1, "coalesce": True})
         self.observability: Observability | None = None
+        self.console: Any = None
         if config.metrics:
             from copydicom.observability._wiring import Observability
 
@@ -266,6 +268,7 @@ class Daemon:
         Returns the summary, or ``None`` when the job raised.
         """
         name = state.route.name
+        state.running = True
         try:
             summary = work()
         except RetryableError as exc:
@@ -285,6 +288,8 @@ class Daemon:
             log.exception("route %s: unexpected error", name)
             self._failed(state, f"{type(exc).__name__}")
             return None
+        finally:
+            state.running = False
         for kind, n in summary.counts.items():
             state.totals[kind] = state.totals.get(kind, 0) + n
         if summary.counts["failed"]:
@@ -336,6 +341,20 @@ class Daemon:
 
     # -- life cycle ---------------------------------------------------------------------
 
+    def _start_console(self) -> None:
+        """Serve the web console when ``console:`` is configured (off by default)."""
+        if getattr(self.config, "console", None) is None:
+            return
+        from copydicom.console import ConsoleServer, JobManager, create_app
+        from copydicom.console._wiring import make_backend, make_upload_runner
+
+        app = create_app(
+            self.config.console, make_backend(self.config, self.ledger, live=lambda: list(self.routes.values())),
+            jobs=JobManager(make_upload_runner(self.config, self.ledger)), work_dir=self.config.state.parent,
+        )
+        self.console = ConsoleServer(self.config.console, app)
+        self.console.start()
+
     def request_stop(self, *_: Any) -> None:
         if not self.stopping.is_set():
             log.info("stop requested: finishing in-flight instances")
@@ -366,6 +385,7 @@ class Daemon:
         except OSError as exc:  # the metrics port is taken or not allowed
             self.ledger.close()
             raise ConfigError(f"metrics.listen: cannot listen: {exc.strerror or exc}") from None
+        self._start_console()
         self._schedule_retention()
         self.scheduler.start()
         sd_notify("READY=1")
@@ -382,6 +402,8 @@ class Daemon:
             return self._abandon(status)
         if self.observability is not None:
             self.observability.stop()
+        if self.console is not None:
+            self.console.stop()
         if not self._within_budget(self._close_routes, "routes to close"):
             return self._abandon(status)
         self.ledger.close()

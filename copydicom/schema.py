@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from copydicom import registry
+from copydicom.console._config import ConsoleConfig
 
 _STRICT = ConfigDict(extra="forbid")
 
@@ -133,6 +134,7 @@ class TopLevel(BaseModel):
     metrics: MetricsModel | None = None
     quarantine: RetainModel | None = Field(default=None, description="retention of quarantined bytes")
     index_spool: RetainModel | None = Field(default=None, description="retention of undeliverable documents")
+    console: ConsoleConfig | None = Field(default=None, description="the operator's web console (off by default)")
 
 
 def json_schema() -> dict[str, Any]:

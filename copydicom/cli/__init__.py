@@ -37,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
         demo_cmds,
         dose_cmds,
         endpoints_cmds,
+        console_cmds,
         index_cmds,
         reconcile_cmds,
         replicate_cmds,
@@ -45,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     for module in (replicate_cmds, demo_cmds, dose_cmds, deid_cmds, s3_cmds, index_cmds, conditional_cmds,
-                   endpoints_cmds, state_cmds, reconcile_cmds):
+                   endpoints_cmds, state_cmds, reconcile_cmds, console_cmds):
         module.register(subparsers)
     return parser
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections import Counter
 import json
 import sys
 import time
@@ -12,46 +13,33 @@ from pathlib import Path
 from typing import Any
 
 from copydicom import registry
+from copydicom.cli._progress import Progress
 from copydicom.cli._args import add_index_timeout
 from copydicom.config import AppConfig, Route, load_config
 from copydicom.errors import ConfigError, RetryableError
 from copydicom.feedcheck import names_change, reset_reason
-from copydicom.ledger import Ledger, remove_files
+from copydicom.ledger import Ledger
 from copydicom.logsetup import mask_secrets
-from copydicom.model import ChangeFeedSource, FeedPosition, InstanceRef, SelectableSource, Source
+from copydicom.model import ChangeFeedSource, CountableSource, FeedPosition, InstanceRef, SelectableSource, Source
 from copydicom.pipeline import Outcome, Summary
 from copydicom.routes import build_route, default_state, oneshot_route
 from copydicom.sources.orthanc import OrthancSource
 from copydicom.state import FeedReset, display_source_id, mask_source_path, one_line
 
 
-class Progress:
-    """A one-line progress display on a terminal (stderr); silent otherwise."""
+def make_progress(args: argparse.Namespace) -> Progress:
+    """The progress display of a one-shot command (``--quiet``: none; a bar on a terminal, lines otherwise)."""
+    return Progress("quiet" if getattr(args, "quiet", False) else "auto")
 
-    def __init__(self, enabled: bool | None = None) -> None:
-        self.enabled = sys.stderr.isatty() if enabled is None else enabled
-        self.summary: Summary | None = None
-        self._last = 0.0
 
-    def __call__(self, outcome: Outcome) -> None:
-        if not self.enabled or self.summary is None:
-            return
-        now = time.monotonic()
-        if now - self._last < 0.2:
-            return
-        self._last = now
-        c = self.summary.counts
-        done = sum(c.values()) + 1
-        rate = done / max(self.summary.seconds, 1e-6)
-        sys.stderr.write(
-            f"\r  {done} done ({c['stored']} sent, {c['existing']} present, "
-            f"{c['quarantined']} quarantined, {c['failed']} failed) {rate:.0f}/s "
-        )
-        sys.stderr.flush()
-
-    def end(self) -> None:
-        if self.enabled:
-            sys.stderr.write("\n")
+def listing_total(args: argparse.Namespace, source: Source) -> int | None:
+    """How many instances a whole-source listing will yield, when the source can say so cheaply."""
+    if getattr(args, "ids", None) or getattr(args, "ids_file", None) or not isinstance(source, CountableSource):
+        return None
+    try:
+        return source.count()
+    except (RetryableError, ConfigError):
+        return None
 
 
 def _load(args: argparse.Namespace) -> AppConfig | None:
@@ -108,10 +96,10 @@ def cmd_replicate(args: argparse.Namespace) -> int:
     config = _load(args)
     route, app = _oneshot_route(args, config)
     ledger = Ledger(app.state)
-    progress = Progress()
+    progress = make_progress(args)
     runtime = build_route(route, app, ledger, on_outcome=progress, dry_run=args.dry_run, key_file=args.key_file)
+    progress.set_total(listing_total(args, runtime.source))
     summary = Summary()
-    progress.summary = summary
     try:
         runtime.pipeline.run(_selection(runtime.source, args), summary)
         if not args.dry_run:
@@ -384,10 +372,9 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
             print(f"{len(entries)} quarantined")
             return 0
         if args.action == "purge":
-            for e in entries:
-                remove_files(e)
-                ledger.release(e.route, e.source_id)
-            print(f"purged {len(entries)}")
+            from copydicom.quarantine import purge_entries
+
+            print(f"purged {purge_entries(ledger, entries)}")
             return 0
         return _retry(args, config, ledger, entries)
     finally:
@@ -395,41 +382,27 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
 
 
 def _retry(args: argparse.Namespace, config: AppConfig | None, ledger: Ledger, entries: Iterable[Any]) -> int:
-    """Re-process quarantined instances through their route (with its indexes).
+    """Re-process quarantined instances through their route (with its indexes): see :mod:`copydicom.quarantine`."""
+    from copydicom.quarantine import retry_entries
 
-    An entry stays until its instance is delivered: the pipeline releases it (and removes its
-    files) on success; a retry that fails again keeps the entry and its bytes.
-    """
-    by_route: dict[str, list[Any]] = {}
-    for e in entries:
-        by_route.setdefault(e.route, []).append(e)
-    summary = Summary()
-    for route_name, items in by_route.items():
-        if args.src and (args.dest or args.index):
-            route, app = _oneshot_route(args, config)
-            route = Route(route_name, route.source, route.destinations, indexes=route.indexes,
-                          profile=route.profile, workers=route.workers)
-            app = replace(app, routes=(route,))
-        elif config is not None and route_name in {r.name for r in config.routes}:
-            route = next(r for r in config.routes if r.name == route_name)
-            app = config
-        else:
-            print(f"route {route_name}: give --config with this route, or --src and --dest", file=sys.stderr)
-            summary.counts["failed"] += len(items)
-            continue
-        runtime = build_route(route, app, ledger, key_file=getattr(args, "key_file", None))
-        try:
-            source = runtime.source
-            refs = [
-                [source.complete(InstanceRef(e.source_id)) if isinstance(source, OrthancSource)
-                 else InstanceRef(e.source_id)]
-                for e in items
-            ]
-            for outcome in runtime.pipeline.stream(refs):
-                summary.add(outcome)
-        finally:
-            runtime.close()
-    ledger.flush()
+    entries = list(entries)
+    routes: dict[str, Route] = {r.name: r for r in config.routes} if config is not None else {}
+    app = config
+    if args.src and (args.dest or args.index):
+        base, app = _oneshot_route(args, config)
+        routes = {
+            e.route: Route(e.route, base.source, base.destinations, indexes=base.indexes, profile=base.profile,
+                           workers=base.workers)
+            for e in entries
+        }
+        app = replace(app, routes=tuple(routes.values()))
+    if app is None:
+        print("give --config with the entries' routes, or --src and --dest", file=sys.stderr)
+        print(Summary(counts=Counter(failed=len(entries))).line())
+        return 1
+    summary, unknown = retry_entries(app, ledger, entries, routes, key_file=getattr(args, "key_file", None))
+    for name in unknown:
+        print(f"route {name}: give --config with this route, or --src and --dest", file=sys.stderr)
     print(summary.line())
     return 0 if summary.ok else 1
 
@@ -461,6 +434,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--ids", nargs="*", help="Orthanc IDs or Study/Series/SOP Instance UIDs to copy (default: all)")
     p.add_argument("--ids-file", help="file with one Orthanc ID or UID per line")
     p.add_argument("--dry-run", action="store_true", help="decide what would be sent; send nothing")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress display (the summary line stays)")
     add_index_timeout(p)
     p.set_defaults(func=cmd_replicate)
 

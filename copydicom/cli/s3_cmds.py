@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from copydicom.cli.replicate_cmds import Progress
+from copydicom.cli.replicate_cmds import make_progress
 from copydicom.config import AppConfig, Route, load_config
 from copydicom.ledger import Ledger
 from copydicom.pipeline import Summary
@@ -38,9 +38,8 @@ def _drive(
     Returns the exit status and the route's source (``import`` lists the files it skipped).
     """
     ledger = Ledger(app.state)
-    progress = Progress()
+    progress = make_progress(args)
     summary = Summary()
-    progress.summary = summary
     try:
         runtime = build_route(
             route, app, ledger, on_outcome=progress, dry_run=args.dry_run, key_file=key_file,
@@ -101,6 +100,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=4, help="parallel transfers (default 4)")
     p.add_argument("--route", help="route name in the ledger (default derived from the endpoints)")
     p.add_argument("--dry-run", action="store_true", help="decide what would be sent; send nothing")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress display (the summary line stays)")
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

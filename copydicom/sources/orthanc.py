@@ -169,6 +169,11 @@ class OrthancSource:
     def fetch(self, ref: InstanceRef) -> bytes:
         return self.client.download(ref.source_id)
 
+    def count(self) -> int | None:
+        """Instances in the whole archive (``/statistics``): the total of a full listing (progress)."""
+        stats = self.client.get_json("/statistics")
+        return int(stats["CountInstances"]) if isinstance(stats, dict) and "CountInstances" in stats else None
+
     def close(self) -> None:
         self.client.close()
 

@@ -314,7 +314,9 @@ def test_schema_is_valid_and_accepts_the_example(capsys: pytest.CaptureFixture[s
         },
     }
     assert [e.message for e in validator.iter_errors(every_type)] == []
-    del every_type["endpoints"]["s"]["hec_token_file"]  # a required secret: inline or as a _file
+    del every_type["endpoints"]["s"]["hec_token_file"]  # a search-only Splunk endpoint needs no HEC token
+    assert validator.is_valid(every_type)
+    del every_type["endpoints"]["s"]["index"]  # a required key
     assert not validator.is_valid(every_type)
     # The schema describes exactly the keys the validator accepts.
     assert set(TopLevel.model_fields) == config_module._TOP_KEYS

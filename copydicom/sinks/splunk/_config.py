@@ -29,7 +29,9 @@ class SplunkConfig(EndpointConfig):
     url
         The management API (``https://host:8089``), used by ``splunklib`` for searches.
     hec_url, hec_token
-        The HTTP Event Collector (``https://host:8088``) and its token.
+        The HTTP Event Collector (``https://host:8088``) and its token. An endpoint only searched
+        (the index of a conditional route, CopyDICOM's ``conditional_replicate --index``) may leave
+        them out when ``url`` is given; writing to it is then a configuration error.
     index, sourcetype, source, host
         Event metadata; ``sourcetype`` is ``_json`` so Splunk extracts fields at search time.
     ack
@@ -42,8 +44,8 @@ class SplunkConfig(EndpointConfig):
 
     type: str = "splunk"
     name: str
-    hec_url: str
-    hec_token: str = Field(repr=False)
+    hec_url: str = ""
+    hec_token: str = Field(default="", repr=False)
     index: str
     url: str | None = None
     username: str | None = None
@@ -72,11 +74,12 @@ class SplunkConfig(EndpointConfig):
         unknown = set(data) - _KEYS
         if unknown:
             raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
-        hec_url = data.get("hec_url")
-        if not isinstance(hec_url, str) or not hec_url.startswith(("http://", "https://")):
+        hec_url = data.get("hec_url") or ""
+        search_only = not hec_url and bool(data.get("url"))
+        if not search_only and (not isinstance(hec_url, str) or not hec_url.startswith(("http://", "https://"))):
             raise ConfigError(f"{where}.hec_url: the http(s):// URL of the HTTP Event Collector is required")
-        token = resolve_secret(data, "hec_token", where=where)
-        if not token:
+        token = resolve_secret(data, "hec_token", where=where) or ""
+        if not token and not search_only:
             raise ConfigError(f"{where}.hec_token: required (or hec_token_file)")
         index = data.get("index")
         if not isinstance(index, str) or not index:
@@ -100,7 +103,7 @@ class SplunkConfig(EndpointConfig):
             raise ConfigError(f"{where}.timezone: unknown time zone {data.get('timezone')!r}") from None
         try:
             return cls(
-                name=name, hec_url=expand_env(hec_url, where=f"{where}.hec_url").rstrip("/"), hec_token=token,
+                name=name, hec_url=expand_env(str(hec_url), where=f"{where}.hec_url").rstrip("/"), hec_token=token,
                 index=index, url=expand_env(url, where=f"{where}.url").rstrip("/") if url else None,
                 username=str(data["username"]) if data.get("username") else None, password=password,
                 sourcetype=str(data.get("sourcetype", "_json")), source=str(data.get("source", "copydicom")),
@@ -143,5 +146,6 @@ class SplunkConfig(EndpointConfig):
         if not parsed.username:
             data.pop("url")
         hec = urlparse(str(data["hec_url"]))
-        default_name = f"splunk:{hec.hostname}:{hec.port or 8088}/{data['index']}"
+        where_to = f"{hec.hostname}:{hec.port or 8088}" if data["hec_url"] else f"{parsed.hostname}:{parsed.port or 8089}"
+        default_name = f"splunk:{where_to}/{data['index']}"
         return cls.from_mapping(name or default_name, data, where="index URL")

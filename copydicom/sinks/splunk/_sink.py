@@ -106,6 +106,9 @@ class SplunkIndex:
         DocumentsRejected
             An event was refused (invalid data); the earlier batches were delivered.
         """
+        if not self.config.hec_url:
+            raise ConfigError(f"index {self.name}: no hec_url/hec_token: this Splunk endpoint can be searched, "
+                              "not written to")
         pending: list[int] = []
         for ids, payload in self._batches(documents):
             reply = self._post(ids, payload)
