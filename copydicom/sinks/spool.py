@@ -119,6 +119,10 @@ class Spool:
         """The subset of ``doc_ids`` already delivered to ``sink``."""
         return self.store.spool_delivered_among(sink, doc_ids)
 
+    def forget_delivered(self, sink: str, doc_ids: list[str]) -> None:
+        """Let the spool send these documents again (reconcile found them gone from the index)."""
+        self.store.spool_forget_delivered(sink, doc_ids)
+
     def rejected(self, sink: str) -> dict[str, str]:
         return self.store.spool_rejected(sink)
 

@@ -406,6 +406,10 @@ class SqliteStore:
                 f"SELECT doc_id FROM spool_delivered WHERE sink = ? AND doc_id IN ({marks})", [sink, *chunk]))
         return found
 
+    def spool_forget_delivered(self, sink: str, doc_ids: list[str]) -> None:
+        with self.transaction("spool forget") as conn:
+            conn.executemany("DELETE FROM spool_delivered WHERE sink = ? AND doc_id = ?", [(sink, d) for d in doc_ids])
+
     def spool_rejected(self, sink: str) -> dict[str, str]:
         rows = self._read("SELECT doc_id, reason FROM spool_rejected WHERE sink = ? ORDER BY rejected_at", (sink,))
         return {r[0]: r[1] for r in rows}

@@ -51,8 +51,4 @@ class SqliteIndexInventory:
 
     def forget_delivered(self, target_ids: list[str]) -> None:
         """Let the spool send these instance documents again (they are gone from the index)."""
-        spool = self.destination.spooled.spool
-        with spool._lock:  # noqa: SLF001 - one small statement on the spool's own connection
-            spool._conn.executemany(
-                "DELETE FROM spool_delivered WHERE sink=? AND doc_id=?", [(self.name, t) for t in target_ids]
-            )
+        self.destination.spooled.spool.forget_delivered(self.name, target_ids)
