@@ -132,12 +132,15 @@ class S3Destination:
         Endpoint settings.
     client
         A boto3 S3 client to use instead of one built from ``config`` (tests).
+    callers
+        Threads that will call :meth:`store` in parallel (the route's workers, plus
+        margin): the HTTP connection pool is sized for them.
     """
 
-    def __init__(self, config: S3Config, *, client: Any | None = None) -> None:
+    def __init__(self, config: S3Config, *, client: Any | None = None, callers: int = 0) -> None:
         self.config = config
         self.name = config.name
-        self._client = client if client is not None else make_client(config)
+        self._client = client if client is not None else make_client(config, callers=callers)
         self._checked = False
         self._lock = threading.Lock()
         self._memory: OrderedDict[str, Identity] = OrderedDict()

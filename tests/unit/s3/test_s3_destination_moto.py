@@ -264,3 +264,17 @@ def test_the_fast_path_still_sends_the_checksum_the_server_verifies(s3: Any) -> 
     )
     assert dest.store(instance) == "stored"
     assert sent == [base64.b64encode(hashlib.sha256(instance.data).digest()).decode()]
+
+
+def test_the_connection_pool_holds_every_worker_and_the_destination_pool(s3: Any) -> None:
+    """Fewer connections than callers: urllib3 discards the extras ("pool is full") and reconnects."""
+    from copydicom.endpoints.s3 import ENDPOINT
+    from copydicom.registry import BuildContext
+
+    assert _dest()._client.meta.config.max_pool_connections == 16  # max(10, 2 * max_concurrency 8)
+    config = S3Config.from_mapping("archive", {"bucket": BUCKET, "region": "us-east-1", "max_concurrency": 4},
+                                   where="destinations.archive")
+    assert ENDPOINT.destination is not None
+    built = ENDPOINT.destination(config, BuildContext(pool_size=34))
+    assert isinstance(built, S3Destination)
+    assert built._client.meta.config.max_pool_connections == 38  # 34 callers + 4 of its own
