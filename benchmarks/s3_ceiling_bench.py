@@ -37,6 +37,7 @@ import json
 import os
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -267,21 +268,26 @@ def main() -> None:
                           f"  CPU ms/instance: client {1000 * cpu / opts.n:.1f} SeaweedFS {1000 * s3_cpu / opts.n:.1f}"
                           f" Orthanc {1000 * orthanc_cpu / opts.n:.1f}", flush=True)
         print(f"\nsummary (N={opts.n}, workers={opts.workers}, rounds={opts.rounds}, {os.cpu_count()} cores shared)")
-        print(f"  {'':20s} {'inst/s':>8s} {'x ceiling':>10s} {'inst/s wall':>12s} {'x wall':>7s} {'peak RSS':>9s}"
-              f"  CPU ms/instance: {'client':>6s} {'S3':>5s} {'Orthanc':>7s} {'total':>6s}")
-        ceiling = sum(opts.n / v[0] for v in rows["ceiling"]) / len(rows["ceiling"])
-        ceiling_wall = sum(opts.n / v[1] for v in rows["ceiling"]) / len(rows["ceiling"])
+        print(f"  {'':20s} {'inst/s':>8s} {'x ceiling':>10s} {'x wall':>7s} {'peak RSS':>9s}"
+              f"  CPU ms/instance: {'client':>6s} {'S3':>5s} {'Orthanc':>7s} {'total':>6s} {'x by CPU':>8s}")
+        ceiling_cpu = statistics.median(sum(v[3:6]) for v in rows["ceiling"])
         for name, values in rows.items():
-            rate = sum(opts.n / v[0] for v in values) / len(values)
-            wall_rate = sum(opts.n / v[1] for v in values) / len(values)
+            # Ratios per round (each against the ceiling measured minutes apart, not an hour), then
+            # the median: one quiet or busy moment of the other tenants moves a mean a lot.
+            ratio = statistics.median(c[0] / v[0] for v, c in zip(values, rows["ceiling"]))
+            ratio_wall = statistics.median(c[1] / v[1] for v, c in zip(values, rows["ceiling"]))
+            rate = statistics.median(opts.n / v[0] for v in values)
             peak = max(v[2] for v in values)
-            cpu_ms = [1000 * sum(v[k] for v in values) / len(values) / opts.n for k in (3, 4, 5)]
-            print(f"  {name:20s} {rate:8.1f} {rate / ceiling:9.2f}x {wall_rate:12.1f} {wall_rate / ceiling_wall:6.2f}x"
-                  f" {peak / 1024:7.0f} MB {'':17s}{cpu_ms[0]:6.1f} {cpu_ms[1]:5.1f} {cpu_ms[2]:7.1f} {sum(cpu_ms):6.1f}")
-        print("  (inst/s: time measured inside each child, after imports (replicate: its seconds=);"
-              " wall: whole child process; CPU: user+sys of the child (with its start-up), of SeaweedFS and"
-              " of the source Orthanc, per instance: robust to the other tenants' load, unlike instances/s;"
-              " rates are means over rounds)")
+            cpu_ms = [1000 * statistics.median(v[k] for v in values) / opts.n for k in (3, 4, 5)]
+            total_cpu = statistics.median(sum(v[3:6]) for v in values)
+            print(f"  {name:20s} {rate:8.1f} {ratio:9.2f}x {ratio_wall:6.2f}x {peak / 1024:7.0f} MB {'':17s}"
+                  f"{cpu_ms[0]:6.1f} {cpu_ms[1]:5.1f} {cpu_ms[2]:7.1f} {1000 * total_cpu / opts.n:6.1f}"
+                  f" {ceiling_cpu / total_cpu:7.2f}x")
+        print("  inst/s: median over rounds, time measured inside each child after imports (replicate: its seconds=);")
+        print("  x ceiling / x wall: median over rounds of the ratio to the same round's ceiling (wall: whole child")
+        print("  process, start-up included); CPU: user+sys of the child (with its start-up), of SeaweedFS and of the")
+        print("  source Orthanc; x by CPU: ceiling CPU / this CPU, the ratio when the cores are the bottleneck")
+        print("  (robust to the other tenants' load, unlike instances/s)")
         print("  target: replicate >= 0.8x the ceiling")
     finally:
         source.cleanup()
