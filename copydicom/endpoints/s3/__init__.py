@@ -23,7 +23,7 @@ def _source(config: S3Config, ctx: BuildContext) -> Source:
 def _destination(config: S3Config, ctx: BuildContext) -> Destination:
     from copydicom.sinks.s3._destination import S3Destination
 
-    return S3Destination(config)
+    return S3Destination(config, callers=ctx.pool_size)
 
 
 def probe(config: S3Config) -> None:
