@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from copydicom import registry
 from copydicom.console._config import ConsoleConfig
+from copydicom.stages.pixels._settings import PIXEL_KEYS
 
 _STRICT = ConfigDict(extra="forbid")
 
@@ -110,7 +111,7 @@ class MetricsModel(BaseModel):
 PROFILE_KEYS = (
     "options", "key_file", "patient_map", "accept_pixel_risk", "pixel_risk_modalities",
     "pixel_risk_sop_classes", "free_text", "date_shift_days", "pseudonym_prefix", "description",
-)
+) + tuple(sorted(PIXEL_KEYS))  # Clean Pixel Data (copydicom.stages.pixels)
 
 
 class RetainModel(BaseModel):
