@@ -219,6 +219,11 @@ class SeaweedFSServer:
 
         return boto3.client("s3", **self.credentials())
 
+    def keys(self, bucket: str) -> list[str]:
+        """Every object key of ``bucket``, sorted."""
+        pages = self.client().get_paginator("list_objects_v2").paginate(Bucket=bucket)
+        return sorted(obj["Key"] for page in pages for obj in page.get("Contents", []))
+
     def create_bucket(self, name: str, timeout: float = 30.0) -> str:
         """Create a bucket (idempotent), wait until it takes a write, and return its name.
 
