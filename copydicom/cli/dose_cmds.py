@@ -32,15 +32,17 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def _read(path: str) -> pydicom.Dataset:
     if not Path(path).is_file():
         raise ConfigError(f"{path}: no such file")
-    try:
-        import pydicom
+    from copydicom.errors import InvalidInstance
+    from copydicom.stages.structure import read_checked
 
-        ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
-    except Exception as exc:
-        raise _Unreadable(f"{path}: not readable as DICOM ({type(exc).__name__})") from exc
-    if len(ds) == 0:
-        raise _Unreadable(f"{path}: no DICOM data elements")
-    return ds
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+        return read_checked(data, stop_before_pixels=True)  # refuses non-DICOM bytes, truncation, deep nesting
+    except InvalidInstance as exc:
+        raise _Unreadable(f"{path}: {exc}") from None
+    except OSError as exc:
+        raise _Unreadable(f"{path}: cannot read: {exc.strerror}") from None
 
 
 class _Unreadable(Exception):

@@ -133,16 +133,20 @@ def _walk(data: bytes, pos: int, implicit: bool, little: bool, max_depth: int) -
     depth = 0
     while True:
         while stack and stack[-1][1] is not None and pos >= stack[-1][1]:
-            if pos > stack[-1][1]:  # type: ignore[operator]
+            if pos > stack[-1][1]:
                 raise InvalidInstance("malformed: an element runs past the end of its sequence or item")
             if stack.pop()[0]:
                 depth -= 1
         if pos >= n:
             break
         if pos + 8 > n:
+            if not stack and not data[pos:].strip(b"\x00"):
+                break
             raise InvalidInstance("truncated: incomplete element header at the end")
         group, elem = tag_s(data, pos)
         tag = (group << 16) | elem
+        if tag == 0 and not stack and not data[pos:].strip(b"\x00"):
+            break  # zero padding after the last element (seen in the wild)
         if group == 0xFFFE:
             (length,) = u32(data, pos + 4)
             pos += 8
