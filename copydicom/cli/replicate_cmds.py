@@ -98,12 +98,13 @@ def _oneshot_route(
     profiles = dict(config.profiles) if config is not None else {}
     profile = getattr(args, "profile", None)
     if profile is not None and profile not in profiles:
-        if profile == "default":
-            from copydicom.stages.deid import DeidProfile
+        from copydicom.stages.deid import DeidProfile
 
-            profiles["default"] = DeidProfile.default()
-        else:
-            raise ConfigError(f"--profile {profile}: no such profile in the config ('default' is built in)")
+        builtin = DeidProfile.named(profile)
+        if builtin is None:
+            raise ConfigError(f"--profile {profile}: no such profile in the config "
+                              "(built in: default, private_only, hipaa_safe_harbor)")
+        profiles[profile] = builtin
     state = Path(args.state) if args.state else (config.state if config is not None else default_state())
     quarantine_dir = config.quarantine_dir if config is not None and not args.state else state.parent / "quarantine"
     name = args.route or f"oneshot:{src_cfg.name}>{','.join(dest_names + index_names)}" + (f"|{profile}" if profile else "")

@@ -105,11 +105,13 @@ def _profile(args: argparse.Namespace, config: AppConfig | None) -> Any | None:
     profiles = dict(config.profiles) if config is not None else {}
     if name in profiles:
         return profiles[name]
-    if name == "default":
-        from copydicom.stages.deid import DeidProfile
+    from copydicom.stages.deid import DeidProfile
 
-        return DeidProfile.default()
-    raise ConfigError(f"--profile {name}: no such profile in the config ('default' is built in)")
+    builtin = DeidProfile.named(name)
+    if builtin is not None:
+        return builtin
+    raise ConfigError(f"--profile {name}: no such profile in the config "
+                      "(built in: default, private_only, hipaa_safe_harbor)")
 
 
 def cmd_import(args: argparse.Namespace) -> int:

@@ -182,3 +182,23 @@ def test_tags_refuses_random_bytes(tmp_path: Path, capsys: pytest.CaptureFixture
     assert _run(["tags", str(path)]) == 1
     captured = capsys.readouterr()
     assert captured.out == "" and "not DICOM" in captured.err
+
+
+@pytest.mark.parametrize("rows,cols,spp,bits,frames,photometric", [
+    (8, 8, 1, 16, None, "MONOCHROME2"), (7, 5, 1, 1, "3", "MONOCHROME2"), (6, 6, 3, 8, "2", "YBR_FULL_422"),
+    (4, 6, 3, 8, None, "RGB"), (3, 3, 1, 32, "1", "MONOCHROME1"), (2, 2, 1, 8, "0", "MONOCHROME2"),
+])
+def test_expected_length_agrees_with_pydicom(rows: int, cols: int, spp: int, bits: int, frames: str | None,
+                                             photometric: str) -> None:
+    from pydicom.pixels.utils import get_expected_length
+
+    from copydicom.stages.structure import expected_native_length
+
+    ds = ct_dataset(1, rows=8, cols=8)
+    ds.Rows, ds.Columns, ds.SamplesPerPixel, ds.BitsAllocated = rows, cols, spp, bits
+    ds.PhotometricInterpretation = photometric
+    if frames is not None:
+        ds.NumberOfFrames = frames
+    raw = dcmread(__import__("io").BytesIO(to_bytes(ds)))  # raw elements, as the stage sees them
+    assert expected_native_length(raw) == get_expected_length(raw, unit="bytes")
+    assert expected_native_length(ds) == get_expected_length(ds, unit="bytes")  # converted: pydicom's own
