@@ -116,8 +116,16 @@ def _tick(clock: dict[str, float], phase: str, since: float) -> float:
     return now
 
 
+_FMT: dict[int, str] = {}
+
+
 def _fmt(tag: int) -> str:
-    return f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
+    text = _FMT.get(tag)
+    if text is None:
+        text = f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
+        if len(_FMT) < 65536:  # bounded: private and repeating groups vary
+            _FMT[tag] = text
+    return text
 
 
 def build_actions(profile: DeidProfile) -> tuple[dict[int, str], str, str, str, str]:
@@ -480,9 +488,10 @@ class DeidStage:
             raise InvalidInstance(f"sequences nested deeper than {MAX_DEPTH} levels")
         actions = self._actions
         match = ctx.ids_re is not None or bool(ctx.ids_equal)
-        for tag in list(ds._dict):
+        store = ds._dict
+        for tag in list(store):
             group = tag >> 16
-            elem = ds.get_item(tag)
+            elem = store.get(tag)  # raw as read, or converted: what get_item returns, without its overhead
             if elem is None:
                 continue
             if group & 1:
