@@ -79,6 +79,10 @@ def _row(path: str, doc: dict[str, Any]) -> list[str]:
         if "ct" in doc:
             ct = doc["ct"]
             values = f"CTDIvol {_fmt(ct['ctdivol_mgy'])} mGy  DLP {_fmt(ct['dlp_mgy_cm'])} mGy.cm"
+        elif "radiopharmaceutical" in doc:
+            rp = doc["radiopharmaceutical"]
+            values = (f"activity {_fmt(rp.get('administered_activity_mbq'))} MBq  "
+                      f"E {_fmt(rp.get('effective_dose_msv'))} mSv  organ doses {len(rp.get('organ_doses') or [])}")
         else:
             p = doc.get("projection", {})
             values = f"DAP {_fmt(p.get('dap_gy_m2'))} Gy.m2  RP {_fmt(p.get('dose_rp_mgy'))} mGy"

@@ -88,3 +88,14 @@ def test_qa_detection_with_reason(attrs: dict[str, str], reason: str) -> None:
 def test_patients_not_flagged(attrs: dict[str, str]) -> None:
     docs = extract_dose(b.ct_report([b.ct_event("1.2.3.921")], **attrs))
     assert {(d["not_patient"], d["not_patient_reason"]) for d in docs} == {(False, None)}
+
+
+def test_dose_cli_table_shows_administrations(tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    from copydicom.cli import main
+
+    path = tmp_path / "rr.dcm"
+    path.write_bytes(b.to_bytes(b.rrdsr_multi([b.administration("1.2.3.930", "370", organs=[
+        b.organ_dose(b.BLADDER, "45.5")])])))
+    assert main(["dose", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "activity 370 MBq" in out and "organ doses 1" in out
