@@ -142,6 +142,10 @@ def _check(data: bytes, max_depth: int, want: frozenset[int] | None, found: dict
                 raise InvalidInstance("deflated dataset does not inflate") from None
             pos = 0
         implicit, little = ts == _IMPLICIT, ts != _BIG
+        if little and pos + 6 <= len(data) and implicit == _looks_explicit(data, pos):
+            # The dataset's encoding contradicts its transfer syntax: read it as written, as
+            # pydicom does (it checks the first element's VR the same way).
+            implicit = not implicit
     _walk(data, pos, implicit, little, max_depth, want, found)
     return head is not None
 
@@ -405,6 +409,8 @@ def read_fast(data: bytes, *, max_depth: int = MAX_DEPTH) -> Dataset | None:
     if ts in _DEFLATED or ts == _BIG:
         return None
     implicit = ts == _IMPLICIT
+    if pos + 6 <= len(data) and implicit == _looks_explicit(data, pos):
+        return None  # encoding contradicts the transfer syntax: leave it to dcmread's own handling
     elems: list[list[Any]] = []
     _walk(data, pos, implicit, True, max_depth, None, None, elems)
     meta = FileMetaDataset()

@@ -202,3 +202,35 @@ def test_expected_length_agrees_with_pydicom(rows: int, cols: int, spp: int, bit
     raw = dcmread(__import__("io").BytesIO(to_bytes(ds)))  # raw elements, as the stage sees them
     assert expected_native_length(raw) == get_expected_length(raw, unit="bytes")
     assert expected_native_length(ds) == get_expected_length(ds, unit="bytes")  # converted: pydicom's own
+
+
+def test_structure_accepts_un_of_undefined_length_and_mismatched_encoding() -> None:
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_dataset
+
+    from copydicom.stages.structure import read_fast
+
+    ds = ct_dataset(1, rows=8, cols=8)
+    good = to_bytes(ds)
+    # A private sequence as UN of undefined length: its items are implicit VR (PS3.5 6.2.2).
+    un = (struct.pack("<HH2sH", 0x0009, 0x0010, b"LO", 6)
+          + b"VENDOR" + struct.pack("<HH2s2xI", 0x0009, 0x1010, b"UN", 0xFFFFFFFF)
+          + struct.pack("<HHI", 0xFFFE, 0xE000, 0xFFFFFFFF) + struct.pack("<HHI", 0x0009, 0x1011, 4) + b"ABCD"
+          + struct.pack("<HHI", 0xFFFE, 0xE00D, 0) + struct.pack("<HHI", 0xFFFE, 0xE0DD, 0))
+    at = good.index(struct.pack("<HH", 0x0010, 0x0010))  # before Patient's Name: group 0009 sorts there
+    with_un = good[:at] + un + good[at:]
+    assert check_structure(with_un) is True
+    assert read_fast(with_un) is None  # left to dcmread
+    assert dcmread(__import__("io").BytesIO(with_un)).PatientID == ds.PatientID
+    # Explicit VR declared, implicit VR written: read as written (pydicom does the same).
+    fp = DicomBytesIO()
+    fp.is_little_endian = True
+    fp.is_implicit_VR = True
+    write_dataset(fp, ds)
+    from copydicom.stages.structure import _split_part10
+
+    head = _split_part10(good)
+    assert head is not None
+    mismatched = good[: head[0]] + fp.getvalue()
+    assert check_structure(mismatched) is True
+    assert read_fast(mismatched) is None
