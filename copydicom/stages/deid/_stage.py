@@ -833,9 +833,11 @@ class DeidStage:
             raise InvalidInstance("file meta SOP Instance UID differs from the dataset's")
         if any(t in values for t in PIXEL_TAGS):
             for tag, kw in ((0x00280010, "Rows"), (0x00280011, "Columns"), (0x00280100, "BitsAllocated"),
-                            (0x00280002, "SamplesPerPixel"), (0x00280004, "PhotometricInterpretation")):
-                if not bytes(values.get(tag, b"")).strip(b"\x00 "):
+                            (0x00280002, "SamplesPerPixel")):  # US: binary, present when it has its 2 bytes
+                if len(values.get(tag, b"")) < 2:
                     raise InvalidInstance(f"Type 1 attribute {kw} missing after de-identification")
+            if not text(0x00280004):
+                raise InvalidInstance("Type 1 attribute PhotometricInterpretation missing after de-identification")
         if text(0x00120062) != "YES":
             raise InvalidInstance("Patient Identity Removed is not YES")
 

@@ -72,3 +72,10 @@ def test_fast_reader_output_is_byte_identical(name: str, data: bytes) -> None:
     via_fast = stage.process(Instance(InstanceRef("f"), data)).data
     via_dcmread = stage.process(Instance(InstanceRef("s"), data, dataset=slow)).data
     assert via_fast == via_dcmread
+
+
+@pytest.mark.parametrize("size", [32, 8224])  # 0x0020 and 0x2020: binary values that look like blanks
+def test_validation_gate_reads_binary_values_as_binary(size: int) -> None:
+    ds = ct_dataset(1, rows=size, cols=2)
+    out = DeidStage(DeidProfile.default(), KEY).process(Instance(InstanceRef("v"), to_bytes(ds)))
+    assert out.dataset is not None and out.dataset.Rows == size
