@@ -71,14 +71,14 @@ def _check_out(out: Path, inputs: list[str]) -> None:
 def _write_new(dir_fd: int, name: str, data: bytes) -> None:
     """Write ``name`` in the output folder without following a symlink planted there.
 
-    The bytes go to a fresh temporary name (``O_CREAT | O_EXCL | O_NOFOLLOW``), then
+    The bytes go to a fresh temporary name (``O_CREAT | O_EXCL | O_NOFOLLOW``, mode 0600), then
     ``rename`` replaces the directory entry ``name`` itself: a symlink at that name is
     replaced, its target is never opened.
     """
     tmp = f".{name}.{secrets.token_hex(6)}.tmp"
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
-    fd = os.open(tmp, flags, 0o644, dir_fd=dir_fd)
-    try:
+    fd = os.open(tmp, flags, 0o600, dir_fd=dir_fd)  # owner-only whatever the umask (a kept pixel or a
+    try:                                                # private_only output can still identify someone)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
         os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)

@@ -122,6 +122,7 @@ def test_deidentify_never_follows_a_planted_symlink(tmp_path: Path, key: Path) -
     assert _run(["deidentify", str(src), "--out", str(out), "--key-file", str(key)]) == 0
     assert victim.read_text() == "precious"
     assert not name.is_symlink() and dcmread(name).PatientIdentityRemoved == "YES"
+    assert name.stat().st_mode & 0o777 == 0o600
     assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []  # no temporary left
 
 
