@@ -131,29 +131,24 @@ def _child(args: list[str], checkout: Path = ROOT, *, check: bool = True) -> tup
     env = dict(os.environ, PYTHONPATH=str(checkout))
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "copydicom", *args], capture_output=True, text=True, env=env)
+    # cwd too: ``python -m`` puts the working directory ahead of PYTHONPATH on sys.path.
+    proc = subprocess.run([sys.executable, "-m", "copydicom", *args], capture_output=True, text=True, env=env,
+                          cwd=checkout)
     wall = time.perf_counter() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0 and check:
         sys.stderr.write(proc.stderr)
         raise SystemExit(f"copydicom exited with {proc.returncode}")
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    user, system = after.ru_utime - before.ru_utime, after.ru_stime - before.ru_stime
+    _LAST_SYS[0] = system
     lines = proc.stdout.strip().splitlines()
-    return wall, cpu, lines[-1] if lines else ""
+    return wall, user + system, lines[-1] if lines else ""
 
 
-def _seconds(line: str, wall: float) -> float:
-    """The run's own ``seconds=`` from its summary line (start-up excluded), else the wall time."""
-    for part in line.split():
-        if part.startswith("seconds="):
-            try:
-                return float(part[len("seconds="):].rstrip("s"))
-            except ValueError:
-                break
-    return wall
+_LAST_SYS = [0.0]  # system CPU seconds of the last child
 
 
-def replicate(n: int, workers: int, baseline: Path | None) -> None:
+def replicate(n: int, workers: int, baseline: Path | None, rounds: int) -> None:
     from tests.support.orthanc import OrthancServer
     from tests.support.synthetic import upload_all
 
@@ -161,11 +156,10 @@ def replicate(n: int, workers: int, baseline: Path | None) -> None:
     key = work / "deid.key"
     key.write_bytes(KEY)
     key.chmod(0o600)
-    plain_dest = OrthancServer("PLAINDEST", workdir=work / "plain")
-    deid_dest = OrthancServer("DEIDDEST", workdir=work / "deid")
+    dests = {name: OrthancServer(name.upper(), workdir=work / name)
+             for name in ("plain", "deid") + (("baseline",) if baseline is not None else ())}
     source = OrthancServer("SOURCE", workdir=work / "source")
-    base_dest = OrthancServer("BASEDEST", workdir=work / "base") if baseline is not None else None
-    servers = [plain_dest, deid_dest, source] + ([base_dest] if base_dest is not None else [])
+    servers = [*dests.values(), source]
     try:
         for server in servers:
             server.start()
@@ -174,44 +168,43 @@ def replicate(n: int, workers: int, baseline: Path | None) -> None:
         print(f"loaded {loaded} synthetic CT instances (512x512, 16-bit) into the source")
         common = ["replicate", "--src", source.url_with_credentials, "--workers", str(workers)]
         deid_args = ["--profile", "default", "--key-file", str(key)]
-        runs = {
-            "plain": (ROOT, [*common, "--dest", plain_dest.url_with_credentials, "--state", str(work / "p.db")]),
-            "deid": (ROOT, [*common, "--dest", deid_dest.url_with_credentials, "--state", str(work / "d.db"),
-                            *deid_args]),
+        runs: dict[str, tuple[Path, list[str]]] = {
+            "plain": (ROOT, [*common, "--dest", dests["plain"].url_with_credentials]),
+            "deid": (ROOT, [*common, "--dest", dests["deid"].url_with_credentials, *deid_args]),
         }
-        if baseline is not None and base_dest is not None:
-            runs["baseline"] = (baseline, [*common, "--dest", base_dest.url_with_credentials, "--state",
-                                           str(work / "b.db"), *deid_args])
-        # Start-up CPU (imports, tables, key) of each configuration: the same command on an empty
-        # selection, subtracted so that CPU per instance is per instance.
-        idle = {name: _child([*argv, "--ids", "ffffffff-ffffffff-ffffffff-ffffffff-ffffffff", "--state",
-                              str(work / f"idle-{name}.db")], checkout, check=False)[1]
-                for name, (checkout, argv) in runs.items()}
-        for server in (plain_dest, deid_dest, base_dest):
-            if server is not None:
-                assert server.statistics()["CountInstances"] == 0
-        results = {name: _child(argv, checkout) for name, (checkout, argv) in runs.items()}
-        plain_s, plain_cpu, plain_line = results["plain"]
-        deid_s, deid_cpu, deid_line = results["deid"]
-        plain_s, deid_s = _seconds(plain_line, plain_s), _seconds(deid_line, deid_s)
-        plain_cpu, deid_cpu = plain_cpu - idle["plain"], deid_cpu - idle["deid"]
-        base = results.get("baseline")
-        if base is not None:
-            base = (_seconds(base[2], base[0]), base[1] - idle["baseline"], base[2])
-        assert plain_dest.statistics()["CountInstances"] == n, "plain replicate did not copy everything"
-        assert deid_dest.statistics()["CountInstances"] == n, "de-identified replicate did not copy everything"
+        if baseline is not None:
+            runs["baseline"] = (baseline, [*common, "--dest", dests["baseline"].url_with_credentials, *deid_args])
+        walls: dict[str, list[float]] = {name: [] for name in runs}
+        cpus: dict[str, list[float]] = {name: [] for name in runs}
+        systems: dict[str, list[float]] = {name: [] for name in runs}
+        for r in range(rounds):  # interleaved: machine noise hits every configuration alike
+            for name, (checkout, argv) in runs.items():
+                dests[name].clear()
+                # Start-up (imports, tables, key): the same command on an empty selection, subtracted.
+                idle_wall, idle_cpu, _ = _child([*argv, "--ids", "ffffffff-ffffffff-ffffffff-ffffffff-ffffffff",
+                                                 "--state", str(work / f"idle-{name}-{r}.db")], checkout, check=False)
+                idle_sys = _LAST_SYS[0]
+                full = [*argv, "--state", str(work / f"{name}-{r}.db")]
+                wall, cpu, line = _child(full, checkout)
+                count = dests[name].statistics()["CountInstances"]
+                assert count == n, f"{name} replicate copied {count} of {n}"
+                walls[name].append(wall - idle_wall)
+                cpus[name].append(1000 * (cpu - idle_cpu) / n)
+                systems[name].append(1000 * (_LAST_SYS[0] - idle_sys) / n)
+                print(f"  round {r + 1} {name:8s}: {n / (wall - idle_wall):6.1f} instances/s, CPU "
+                      f"{cpus[name][-1]:.2f} ms/instance   [{line}]")
+        rate = {name: n / statistics.median(w) for name, w in walls.items()}
+        cpu_ms = {name: statistics.median(c) for name, c in cpus.items()}
+        sys_ms = {name: statistics.median(c) for name, c in systems.items()}
         phases = stage_cpu_per_phase(payloads[: min(n, 200)])
-        print("rates from each run's own seconds= (start-up excluded); CPU = child user+system minus the same command's"
-              " start-up on an empty selection")
-        print(f"plain replicate:           {n / plain_s:7.1f} instances/s  CPU {1000 * plain_cpu / n:.2f} ms/instance"
-              f"   [{plain_line}]")
-        print(f"replicate --profile default: {n / deid_s:5.1f} instances/s  CPU {1000 * deid_cpu / n:.2f} ms/instance"
-              f"   [{deid_line}]")
-        print(f"de-identified / plain = {plain_s / deid_s:.2f}x (target >= 0.7); extra client CPU "
-              f"{1000 * (deid_cpu - plain_cpu) / n:.2f} ms/instance")
-        if base is not None:
-            print(f"baseline {baseline} replicate --profile default: {n / base[0]:.1f} instances/s  "
-                  f"CPU {1000 * base[1] / n:.2f} ms/instance; baseline / plain = {plain_s / base[0]:.2f}x")
+        print(f"medians of {rounds} rounds; wall and CPU (user+system) of each child minus those of the same command"
+              " on an empty selection (start-up excluded)")
+        for name in runs:
+            label = f"baseline {baseline}" if name == "baseline" else name
+            print(f"  {label:30s} {rate[name]:7.1f} instances/s  CPU {cpu_ms[name]:.2f} ms/instance "
+                  f"(system {sys_ms[name]:.2f})  / plain = {rate[name] / rate['plain']:.2f}x")
+        print(f"de-identified / plain = {rate['deid'] / rate['plain']:.2f}x (target >= 0.7); extra client CPU "
+              f"{cpu_ms['deid'] - cpu_ms['plain']:.2f} ms/instance")
         _print_phases(phases)
         print(f"machine: {os.cpu_count()} cores; N={n}; workers={workers}")
     finally:
@@ -234,7 +227,7 @@ def main() -> int:
     warnings.simplefilter("ignore")
     logging.disable(logging.WARNING)
     if args.replicate:
-        replicate(args.replicate, args.workers, args.baseline)
+        replicate(args.replicate, args.workers, args.baseline, args.rounds)
     else:
         file_to_file(args.n, args.rounds)
     return 0
