@@ -290,6 +290,20 @@ def _fragments(data: bytes, pos: int, u32: Any, tag_s: Any) -> int:
         items += 1
 
 
+def _meta_transfer_syntax(ds: Dataset) -> str:
+    """The file meta's Transfer Syntax UID, read raw when it is (``Dataset.get`` converts and
+    validates it: a tenth of the stage's time in flight)."""
+    meta = ds.__dict__.get("file_meta")
+    if meta is None:
+        return ""
+    elem = meta._dict.get(0x00020010)
+    if elem is None:
+        return ""
+    if isinstance(elem, RawDataElement):
+        return bytes(elem.value or b"").decode("ascii", "replace").strip("\x00 ")
+    return str(elem.value or "").strip("\x00 ")
+
+
 def check_pixel_length(ds: Dataset) -> None:
     """Refuse native Pixel Data shorter than its attributes say (PS3.5 8.1.1, 8.2).
 
@@ -298,8 +312,7 @@ def check_pixel_length(ds: Dataset) -> None:
     elem = ds._dict.get(_PIXEL_DATA)  # type: ignore[call-overload]
     if elem is None:
         return
-    meta = getattr(ds, "file_meta", None)
-    ts = str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
+    ts = _meta_transfer_syntax(ds)
     if ts and ts not in (_IMPLICIT, "1.2.840.10008.1.2.1", _BIG, *_DEFLATED):
         return  # encapsulated: its fragments were checked by check_structure
     length = getattr(elem, "length", None)
