@@ -11,7 +11,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-
 from copydicom.errors import ConfigError, SkippableError
 from copydicom.model import Instance, InstanceRef
 

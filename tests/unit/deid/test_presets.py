@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from pydicom import Dataset
 from pydicom.sequence import Sequence
@@ -112,3 +114,30 @@ def test_presets_extended_in_config() -> None:
     assert [int(e.tag) for e in out if e.tag.is_private] == [0x00E10010, 0x00E11021]
     with pytest.raises(ConfigError, match=r"profiles.x.preset: unknown preset 'hippa'"):
         profiles_from_config({"profiles": {"x": {"preset": "hippa"}}})
+
+
+def test_preset_through_the_config_file_and_cli(tmp_path: Path) -> None:
+    import yaml
+    from pydicom import dcmread
+
+    from copydicom.cli import main
+
+    key = tmp_path / "deid.key"
+    key.write_text("0123456789abcdef0123456789abcdef")
+    key.chmod(0o600)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({"state": str(tmp_path / "s.db"), "profiles": {
+        "export": {"preset": "hipaa_safe_harbor", "key_file": str(key), "options": ["retain_safe_private"]}}}))
+    src = tmp_path / "in"
+    src.mkdir()
+    ds = ct_dataset(1, rows=8, cols=8)
+    ds.StudyDate = "20250317"
+    (src / "a.dcm").write_bytes(to_bytes(ds))
+    out = tmp_path / "out"
+    assert main(["deidentify", str(src), "--out", str(out), "--config", str(cfg), "--profile", "export"]) == 0
+    [written] = list(out.iterdir())
+    assert dcmread(written).StudyDate == "20250101"
+    assert main(["deidentify", str(src), "--out", str(tmp_path / "o2"), "--profile", "private_only",
+                 "--key-file", str(key)]) == 0
+    [kept] = list((tmp_path / "o2").iterdir())
+    assert dcmread(kept).PatientID == ds.PatientID
