@@ -78,7 +78,8 @@ def oneshot_route(
         Endpoint names (of ``config``) or URLs (``http://user:pass@host:8042``,
         ``s3://bucket/prefix/``, ``sqlite:///index.db``, ``file:///folder``...).
     profile
-        A profile name of ``config``, or ``"default"`` (built in).
+        A profile name of ``config``, or a built-in one: ``"default"``, ``"private_only"``,
+        ``"hipaa_safe_harbor"``.
     state
         The state database (default: the config's, else :func:`default_state`).
     route_name
@@ -112,12 +113,13 @@ def oneshot_route(
         raise ConfigError("give at least one --dest or --index")
     profiles = dict(config.profiles) if config is not None else {}
     if profile is not None and profile not in profiles:
-        if profile == "default":
-            from copydicom.stages.deid import DeidProfile
+        from copydicom.stages.deid import DeidProfile
 
-            profiles["default"] = DeidProfile.default()
-        else:
-            raise ConfigError(f"--profile {profile}: no such profile in the config ('default' is built in)")
+        builtin = DeidProfile.named(profile)  # default, private_only, hipaa_safe_harbor
+        if builtin is None:
+            raise ConfigError(f"--profile {profile}: no such profile in the config "
+                              "(built in: default, private_only, hipaa_safe_harbor)")
+        profiles[profile] = builtin
     state_path = Path(state) if state else (config.state if config is not None else default_state())
     quarantine_dir = config.quarantine_dir if config is not None and not state else state_path.parent / "quarantine"
     name = route_name or f"{prefix}:{source}>{','.join(dest_names + index_names)}" + (f"|{profile}" if profile else "")

@@ -109,7 +109,7 @@ class MetricsModel(BaseModel):
 
 
 PROFILE_KEYS = (
-    "options", "key_file", "patient_map", "accept_pixel_risk", "pixel_risk_modalities",
+    "preset", "options", "key_file", "patient_map", "accept_pixel_risk", "pixel_risk_modalities",
     "pixel_risk_sop_classes", "free_text", "date_shift_days", "pseudonym_prefix", "description",
 ) + tuple(sorted(PIXEL_KEYS))  # Clean Pixel Data (copydicom.stages.pixels)
 

@@ -11,7 +11,7 @@ import pytest
 from pydicom import Dataset, dcmread
 from pydicom.uid import ExplicitVRLittleEndian, RLELossless
 
-from copydicom.errors import PixelRiskError
+from copydicom.errors import InvalidInstance, PixelRiskError
 from copydicom.model import Instance, InstanceRef
 from copydicom.stages.deid import DeidProfile, DeidStage
 from copydicom.stages.pixels import PixelSettings
@@ -174,8 +174,20 @@ def test_without_the_option_the_pixel_risk_gate_stays() -> None:
 def test_undecodable_pixels_quarantine(stage: DeidStage) -> None:
     f, _ = us_frame()
     ds = us_dataset([f], encoding="jpeg")
-    ds.PixelData = ds.PixelData[:200] + b"\x00" * 64  # a truncated JPEG stream
+    from pydicom.encaps import encapsulate, generate_frames
+
+    (frame,) = generate_frames(ds.PixelData, number_of_frames=1)
+    # A JPEG stream broken inside a well-formed fragment (a cut stream is caught earlier, by the structure check).
+    ds.PixelData = encapsulate([frame[:2] + b"\x00" * (len(frame) - 2)])  # SOI, then no header
     with pytest.raises(PixelRiskError, match="pixel data could not be decoded"):
+        stage.process(Instance(InstanceRef("a"), _bytes(ds)))
+
+
+def test_truncated_encapsulated_pixels_quarantine(stage: DeidStage) -> None:
+    f, _ = us_frame()
+    ds = us_dataset([f], encoding="jpeg")
+    ds.PixelData = ds.PixelData[:200] + b"\x00" * 64  # a cut JPEG stream: the fragment is shorter than it says
+    with pytest.raises(InvalidInstance, match="truncated"):
         stage.process(Instance(InstanceRef("a"), _bytes(ds)))
 
 
