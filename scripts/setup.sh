@@ -6,12 +6,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v Orthanc >/dev/null 2>&1 && [ ! -x /usr/sbin/Orthanc ]; then
+# orthanc-dicomweb: the DICOMweb plugin (QIDO-RS/WADO-RS/STOW-RS) that the DICOMweb tests load into private servers.
+if { ! command -v Orthanc >/dev/null 2>&1 && [ ! -x /usr/sbin/Orthanc ]; } \
+   || [ ! -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so ]; then
   SUDO=""
   if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
-  echo "setup: installing Orthanc (apt-get install orthanc)"
+  echo "setup: installing Orthanc and its DICOMweb plugin (apt-get install orthanc orthanc-dicomweb)"
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq orthanc >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq orthanc orthanc-dicomweb >/dev/null
 fi
 
 VENV="${COPYDICOM_VENV:-.venv}"

@@ -248,18 +248,21 @@ class DicomwebSource:
     # -- metadata mode (index feed) ------------------------------------------------------
 
     def _series_metadata(self, study: str, series: str) -> dict[str, Any]:
+        """One series' ``/metadata``, fetched once for all workers (single flight), two series cached."""
         key = (study, series)
         with self._meta_lock:
-            cached = self._metadata.get(key)
-            if cached is not None:
-                self._metadata.move_to_end(key)
-                return cached
-        found = {J.first(obj, J.SOP_UID): obj for obj in self.client.metadata(study, series)}
-        with self._meta_lock:
-            self._metadata[key] = found
-            while len(self._metadata) > 2:
-                self._metadata.popitem(last=False)
-        return found
+            entry = self._metadata.get(key)
+            if entry is None:
+                entry = {"lock": threading.Lock(), "data": None}
+                self._metadata[key] = entry
+                while len(self._metadata) > 4:
+                    self._metadata.popitem(last=False)
+            self._metadata.move_to_end(key)
+        with entry["lock"]:
+            if entry["data"] is None:
+                entry["data"] = {J.first(obj, J.SOP_UID): obj for obj in self.client.metadata(study, series)}
+            data: dict[str, Any] = entry["data"]
+        return data
 
     def _header_file(self, identity: Identity) -> bytes:
         """A Part 10 file holding the instance's header from ``/metadata`` (no pixel data).
