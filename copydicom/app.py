@@ -36,6 +36,8 @@ URL_SCHEMES: dict[str, str] = {
     "es+https": "elasticsearch",
     "splunk+http": "splunk",
     "splunk+https": "splunk",
+    "dicomweb+http": "dicomweb",
+    "dicomweb+https": "dicomweb",
 }
 
 
@@ -68,6 +70,11 @@ def make_destination(type_name: str, endpoint: Any, *, pool_size: int) -> Destin
         module = importlib.import_module("copydicom.sinks.s3")
         destination: Destination = module.S3Destination(endpoint)
         return destination
+    if type_name == "dicomweb":
+        from copydicom.endpoints.dicomweb import make_destination as make_stow
+        from copydicom.registry import BuildContext
+
+        return make_stow(endpoint, BuildContext(pool_size=pool_size))
     raise ConfigError(f"endpoint {getattr(endpoint, 'name', '?')} of type {type_name} is not an image destination")
 
 
@@ -124,7 +131,7 @@ class RouteRuntime:
     """A route's live objects; :meth:`close` releases them."""
 
     route: Route
-    source: OrthancSource
+    source: Any  # OrthancSource or a DICOMweb source (model.Source)
     pipeline: Pipeline
     destinations: list[Destination]
 
@@ -132,7 +139,11 @@ class RouteRuntime:
         self.pipeline.close()
         for dest in self.destinations:
             dest.close()
-        self.source.client.close()
+        close = getattr(self.source, "close", None)
+        if callable(close):
+            close()
+        else:
+            self.source.client.close()
 
 
 def build_route(
@@ -146,8 +157,8 @@ def build_route(
     background_index: bool = False,
 ) -> RouteRuntime:
     """Build the source, stages, destinations and pipeline of a configured route."""
-    source_cfg: OrthancConfig = config.endpoints[route.source]
-    client = OrthancClient(source_cfg, pool_size=route.workers + 2, side="source")
+    source_cfg = config.endpoints[route.source]
+    source_type = config.endpoint_types[route.source]
     profile = config.profiles.get(route.profile) if route.profile else None
     stages = make_stages(
         profile,
@@ -166,8 +177,35 @@ def build_route(
     ]
     # Identities are read from the source's index (no download) when de-identification
     # changes them or a destination addresses objects by them (S3 keys).
-    by_identity = profile is not None or any(config.endpoint_types[d] == "s3" for d in route.destinations)
-    source = OrthancSource(client, want_identity=by_identity)
+    by_identity = profile is not None or any(
+        config.endpoint_types[d] in ("s3", "dicomweb") for d in route.destinations
+    )
+    describe = None
+    source: Any
+    if source_type == "dicomweb":
+        from copydicom.endpoints.dicomweb import make_source
+        from copydicom.registry import BuildContext
+
+        if not route.destinations and source_cfg.mode != "metadata":
+            source_cfg = source_cfg.model_copy(update={"mode": "metadata"})  # an index feed: no pixel download
+        options = {"filter": route.filter, "trigger": {"qido": {"window": route.trigger.window_seconds}}}
+        source = make_source(source_cfg, BuildContext(pool_size=route.workers + 2, options=options))
+    else:
+        client = OrthancClient(source_cfg, pool_size=route.workers + 2, side="source")
+        source = OrthancSource(client, want_identity=by_identity)
+        if route.filter is not None:
+            from copydicom.stages.filter_attrs import orthanc_describer
+
+            describe = orthanc_describer(source, keywords=route.filter.keywords)
+    rate_limiter = window = None
+    if route.max_rate:
+        from copydicom.politeness import RateLimiter
+
+        rate_limiter = RateLimiter.parse(route.max_rate, where=f"route {route.name}: max_rate")
+    if route.window:
+        from copydicom.politeness import TimeWindow
+
+        window = TimeWindow.parse(route.window, where=f"route {route.name}: window")
     pipeline = Pipeline(
         route.name,
         source,
@@ -178,5 +216,9 @@ def build_route(
         workers=route.workers,
         on_outcome=on_outcome,
         dry_run=dry_run,
+        route_filter=route.filter,
+        describe=describe,
+        rate_limiter=rate_limiter,
+        window=window,
     )
     return RouteRuntime(route, source, pipeline, destinations)

@@ -28,10 +28,17 @@ ENDPOINT_TYPES: dict[str, tuple[str, str, str, str | None]] = {
     "sqlite": ("copydicom.sinks.sqlite_index", "SqliteIndexConfig", "index", None),
     "elasticsearch": ("copydicom.sinks.elasticsearch", "ElasticsearchConfig", "index", "elasticsearch"),
     "splunk": ("copydicom.sinks.splunk", "SplunkConfig", "index", "splunk"),
+    "dicomweb": ("copydicom.endpoints.dicomweb", "DicomwebConfig", "orthanc", None),
 }
 
+#: Endpoint types a route may read from.
+SOURCE_TYPES = ("orthanc", "dicomweb")
+
 _TOP_KEYS = {"state", "quarantine_dir", "workers", "endpoints", "profiles", "routes", "logging", "metrics", "health"}
-_ROUTE_KEYS = {"name", "source", "trigger", "profile", "destinations", "indexes", "workers", "stages"}
+_ROUTE_KEYS = {
+    "name", "source", "trigger", "profile", "destinations", "indexes", "workers", "stages",
+    "filter", "window", "max_rate",
+}
 _WAIT_FOR = ("instance", "stable_series", "stable_study")
 
 
@@ -53,6 +60,8 @@ class Trigger:
     """When a route runs.
 
     ``changes``: poll the source's changes feed every ``poll_seconds``;
+    ``qido``: poll a DICOMweb source every ``poll_seconds`` for the studies whose
+    StudyDate falls in the last ``window_seconds``;
     ``cron``: run ``query`` against ``index`` on a cron schedule (conditional
     replication); ``manual``: only from the command line.
     """
@@ -64,6 +73,7 @@ class Trigger:
     cron: str | None = None
     query: str | None = None
     index: str | None = None
+    window_seconds: float = 7200.0
 
 
 @dataclass(frozen=True)
@@ -78,6 +88,10 @@ class Route:
     trigger: Trigger = field(default_factory=Trigger)
     workers: int = 4
     dose: bool = True
+    #: Compiled ``filter:`` (:class:`copydicom.stages.filters.Filter`), ``window:`` and ``max_rate:`` texts.
+    filter: Any = None
+    window: str | None = None
+    max_rate: str | None = None
 
 
 @dataclass(frozen=True)
@@ -145,6 +159,17 @@ def _trigger(data: Any, where: str) -> Trigger:
         if start_from not in ("beginning", "now"):
             raise ConfigError(f"{where}.changes.start_from: 'beginning' or 'now'")
         return Trigger("changes", float(poll), wait_for, start_from)
+    if kind == "qido":
+        from copydicom.endpoints.dicomweb import parse_duration
+
+        unknown = set(body) - {"poll_seconds", "window"}
+        if unknown:
+            raise ConfigError(f"{where}.qido: unknown key(s) {', '.join(sorted(unknown))}")
+        poll = body.get("poll_seconds", 60)
+        if not isinstance(poll, (int, float)) or isinstance(poll, bool) or poll <= 0:
+            raise ConfigError(f"{where}.qido.poll_seconds: must be a number > 0")
+        window = parse_duration(str(body.get("window", "2h")), where=f"{where}.qido.window")
+        return Trigger("qido", float(poll), window_seconds=window)
     if kind == "cron":
         expression = body.get("schedule")
         if not isinstance(expression, str):
@@ -164,7 +189,22 @@ def _trigger(data: Any, where: str) -> Trigger:
         return Trigger("cron", cron=expression, query=query, index=index)
     if kind == "manual":
         return Trigger(kind="manual")
-    raise ConfigError(f"{where}: unknown trigger {kind!r} (changes, cron or manual)")
+    raise ConfigError(f"{where}: unknown trigger {kind!r} (changes, qido, cron or manual)")
+
+
+def _politeness(body: Mapping[str, Any], where: str) -> tuple[Any, str | None, str | None]:
+    """A route's ``filter:`` (compiled), ``window:`` and ``max_rate:`` (checked), each optional."""
+    from copydicom.politeness import RateLimiter, TimeWindow
+    from copydicom.stages.filters import parse_filter
+
+    route_filter = parse_filter(body["filter"], where=f"{where}.filter") if body.get("filter") is not None else None
+    window = body.get("window")
+    if window is not None:
+        TimeWindow.parse(str(window), where=f"{where}.window")
+    max_rate = body.get("max_rate")
+    if max_rate is not None:
+        RateLimiter.parse(str(max_rate), where=f"{where}.max_rate")
+    return route_filter, None if window is None else str(window), None if max_rate is None else str(max_rate)
 
 
 def _load_profiles(data: Any, where: str) -> dict[str, Any]:
@@ -249,13 +289,13 @@ def parse_config(data: Any, *, base_dir: Path | None = None, source_file: Path |
             raise ConfigError(f"{where}.name: duplicate route name {name!r}")
         seen.add(name)
         source = body.get("source")
-        if source not in endpoints or types.get(str(source)) != "orthanc":
-            raise ConfigError(f"{where}.source: {source!r} is not an orthanc endpoint of endpoints:")
+        if source not in endpoints or types.get(str(source)) not in SOURCE_TYPES:
+            raise ConfigError(f"{where}.source: {source!r} is not an orthanc or dicomweb endpoint of endpoints:")
         destinations = _names(body.get("destinations"), f"{where}.destinations")
         indexes = _names(body.get("indexes"), f"{where}.indexes")
         for j, dest in enumerate(destinations):
             if dest not in endpoints or ENDPOINT_TYPES[types[dest]][2] == "index":
-                raise ConfigError(f"{where}.destinations[{j}]: {dest!r} is not an orthanc or s3 endpoint")
+                raise ConfigError(f"{where}.destinations[{j}]: {dest!r} is not an orthanc, dicomweb or s3 endpoint")
             if dest == source:
                 raise ConfigError(f"{where}.destinations[{j}]: the destination is the source")
         for j, index in enumerate(indexes):
@@ -267,6 +307,13 @@ def parse_config(data: Any, *, base_dir: Path | None = None, source_file: Path |
         if profile is not None and profile not in profiles:
             raise ConfigError(f"{where}.profile: no profile {profile!r} under profiles:")
         trigger = _trigger(body.get("trigger"), f"{where}.trigger")
+        if trigger.kind == "qido" and types[str(source)] != "dicomweb":
+            raise ConfigError(f"{where}.trigger.qido: needs a dicomweb source")
+        if trigger.kind == "changes" and types[str(source)] != "orthanc" and body.get("trigger") is not None:
+            raise ConfigError(f"{where}.trigger.changes: needs an orthanc source (use qido for dicomweb)")
+        if trigger.kind == "changes" and types[str(source)] == "dicomweb":
+            trigger = Trigger("qido", 60.0)
+        route_filter, window, max_rate = _politeness(body, where)
         if trigger.index is not None and (trigger.index not in endpoints or ENDPOINT_TYPES[types[trigger.index]][2] != "index"):
             raise ConfigError(f"{where}.trigger.cron.index: {trigger.index!r} is not an index endpoint")
         stages = _require_mapping(body.get("stages") or {}, f"{where}.stages")
@@ -280,6 +327,9 @@ def parse_config(data: Any, *, base_dir: Path | None = None, source_file: Path |
                 trigger=trigger,
                 workers=_positive_int(body.get("workers", workers), f"{where}.workers"),
                 dose=bool(stages.get("dose", True)),
+                filter=route_filter,
+                window=window,
+                max_rate=max_rate,
             )
         )
     logging_cfg = _require_mapping(data.get("logging") or {}, "logging")

@@ -67,7 +67,7 @@ class RouteState:
 
     route: Route
     runtime: RouteRuntime | None = None
-    runner: ChangesRunner | None = None
+    runner: Any = None  # ChangesRunner, or a RouteDriver's runner (the QIDO poller)
     last_success: float | None = None
     last_error: str = ""
     failures: int = 0
@@ -83,7 +83,12 @@ class RouteState:
 
     @property
     def poll_seconds(self) -> float | None:
-        return self.route.trigger.poll_seconds if self.route.trigger.kind == "changes" else None
+        return self.route.trigger.poll_seconds if self.route.trigger.kind in ("changes", "qido") else None
+
+    @property
+    def waiting_for_window(self) -> float | None:
+        """Seconds until the route's ``window:`` opens while it waits for it, else None."""
+        return self.runtime.pipeline.waiting_until if self.runtime is not None else None
 
     def backoff(self) -> float:
         return float(min(300, 5 * 2 ** min(self.failures - 1, 6)))
@@ -121,6 +126,13 @@ class Daemon:
                     self._poll, "interval", args=[route.name], seconds=route.trigger.poll_seconds,
                     id=route.name, next_run_time=_now(),
                 )
+            elif route.trigger.kind == "qido":
+                state.runtime = build_route(route, self.config, self.ledger, background_index=True, on_outcome=on_outcome)
+                state.runner = state.runtime.source.runner(route.name, state.runtime.pipeline, self.ledger)
+                self.scheduler.add_job(
+                    self._poll, "interval", args=[route.name], seconds=route.trigger.poll_seconds,
+                    id=route.name, next_run_time=_now(),
+                )
             elif route.trigger.kind == "cron":
                 from apscheduler.triggers.cron import CronTrigger
 
@@ -150,7 +162,7 @@ class Daemon:
 
     def _update_backlog(self, state: RouteState) -> None:
         """Backlog = the source's ``Last`` seen at this poll minus the checkpoint."""
-        if self.observability is None or state.runner is None or state.runner.last_seen is None:
+        if self.observability is None or getattr(state.runner, "last_seen", None) is None:
             return
         checkpoint = self.ledger.checkpoint(state.route.name)
         if checkpoint is not None:

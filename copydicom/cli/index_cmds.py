@@ -108,7 +108,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p = subparsers.add_parser("replicate-tags", help="index the tags and dose of every instance of a source, once")
     p.add_argument("--config", "-c", help="YAML configuration file")
     p.add_argument("--state", help="state database holding the index spool (default: the config's)")
-    p.add_argument("--src", required=True, help="source Orthanc (name or URL)")
+    p.add_argument("--src", required=True, help="source Orthanc or DICOMweb server (name or URL; a DICOMweb "
+                   "source is read from QIDO-RS /metadata, no pixel download)")
     p.add_argument("--index", required=True, help="index name or URL (sqlite:///, es+https://, splunk+https://)")
     p.add_argument("--route", help="route name stored in the documents (default derived from the endpoints)")
     p.add_argument("--workers", type=int, default=4, help="parallel downloads (default 4)")
@@ -116,6 +117,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--key-file", help="de-identification key (owner-only file)")
     p.add_argument("--ids", nargs="*", help="Orthanc IDs or UIDs to index (default: all)")
     p.add_argument("--ids-file", help="file with one Orthanc ID or UID per line")
+    from copydicom.cli.replicate_cmds import add_filter_options
+
+    add_filter_options(p)
     p.add_argument("--dry-run", action="store_true", help="decide what would be indexed; index nothing")
     p.set_defaults(func=cmd_replicate_tags)
 

@@ -66,15 +66,15 @@ def _oneshot_route(
 ) -> tuple[Route, AppConfig]:
     """A route from ``--src``/``--dest``/``--profile`` (names or URLs)."""
     src_type, src_cfg = resolve_endpoint(config, args.src)
-    if src_type != "orthanc":
-        raise ConfigError("--src: must be an Orthanc server (name or http[s]:// URL)")
+    if src_type not in ("orthanc", "dicomweb"):
+        raise ConfigError("--src: must be an Orthanc server (http[s]://) or a DICOMweb server (dicomweb+http[s]://)")
     endpoints: dict[str, Any] = {src_cfg.name: src_cfg}
     types = {src_cfg.name: src_type}
     dest_names: list[str] = []
     for value in args.dest:
         d_type, d_cfg = resolve_endpoint(config, value)
-        if d_type not in ("orthanc", "s3"):
-            raise ConfigError(f"--dest {mask_secrets(value)}: not an image destination (orthanc or s3)")
+        if d_type not in ("orthanc", "s3", "dicomweb"):
+            raise ConfigError(f"--dest {mask_secrets(value)}: not an image destination (orthanc, dicomweb or s3)")
         if d_cfg.name == src_cfg.name:
             raise ConfigError("--dest: the destination is the source")
         endpoints[d_cfg.name] = d_cfg
@@ -114,6 +114,7 @@ def _oneshot_route(
         indexes=tuple(index_names),
         profile=profile,
         workers=args.workers,
+        filter=_cli_filter(args),
     )
     app = AppConfig(
         state=state,
@@ -127,11 +128,21 @@ def _oneshot_route(
     return route, app
 
 
-def _selection(source: OrthancSource, args: argparse.Namespace) -> Iterator[list[InstanceRef]]:
-    wanted: list[str] = list(args.ids or [])
+def _cli_filter(args: argparse.Namespace) -> Any:
+    """``--filter 'Key=v1,v2'`` / ``'Key!=v'`` options, all of which must hold (None if none)."""
+    from copydicom.stages.filters import parse_cli_filters
+
+    return parse_cli_filters(getattr(args, "filter", None) or [])
+
+
+def _selection(source: Any, args: argparse.Namespace) -> Iterator[list[InstanceRef]]:
+    wanted: list[str] = list(args.ids or []) + list(getattr(args, "study", None) or [])
     if args.ids_file:
         wanted.extend(line.strip() for line in Path(args.ids_file).read_text().splitlines() if line.strip())
-    return source.selected(wanted) if wanted else source.all_instances()
+    if wanted:
+        return source.selected(wanted)
+    listing = getattr(source, "all_instances", None) or source.batches
+    return listing()
 
 
 def cmd_replicate(args: argparse.Namespace) -> int:
@@ -155,6 +166,15 @@ def cmd_replicate(args: argparse.Namespace) -> int:
         print(f"first failure: {summary.first_retryable}", file=sys.stderr)
     print(summary.line(), flush=True)
     return 0 if summary.ok else 1
+
+
+def add_filter_options(p: argparse.ArgumentParser) -> None:
+    """``--filter`` and ``--study`` for one-shot commands."""
+    p.add_argument("--filter", action="append", default=[], metavar="EXPR",
+                   help="only instances matching Keyword=v1,v2 (globs, DICOM date ranges) or Keyword!=v; "
+                   "repeatable (all must hold); '\\,' is a literal comma")
+    p.add_argument("--study", action="append", default=[], metavar="UID",
+                   help="only this study (Study Instance UID); repeatable")
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -348,7 +368,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "http://user:pass@127.0.0.1:8042 or s3://bucket/prefix/?endpoint_url=...",
     )
     _common(p)
-    p.add_argument("--src", required=True, help="source Orthanc (name or URL)")
+    p.add_argument("--src", required=True,
+                   help="source: an Orthanc (name or http[s]:// URL) or a DICOMweb server (dicomweb+http[s]://)")
     p.add_argument("--dest", action="append", default=[], help="destination (name or URL); repeatable")
     p.add_argument("--index", action="append", default=[],
                    help="also index tags and dose: sqlite:///path, es+https://..., splunk+https://... or a name")
@@ -358,6 +379,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--route", help="route name in the ledger (default derived from the endpoints)")
     p.add_argument("--ids", nargs="*", help="Orthanc IDs or Study/Series/SOP Instance UIDs to copy (default: all)")
     p.add_argument("--ids-file", help="file with one Orthanc ID or UID per line")
+    add_filter_options(p)
     p.add_argument("--dry-run", action="store_true", help="decide what would be sent; send nothing")
     p.set_defaults(func=cmd_replicate)
 

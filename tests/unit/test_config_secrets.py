@@ -84,7 +84,7 @@ def test_missing_state() -> None:
 def test_missing_source() -> None:
     data = config()
     del data["routes"][0]["source"]
-    assert error_of(data) == "routes[0].source: None is not an orthanc endpoint of endpoints:"
+    assert error_of(data) == "routes[0].source: None is not an orthanc or dicomweb endpoint of endpoints:"
     assert error_of(config(route={"source": "nope"})).startswith("routes[0].source: 'nope'")
 
 
@@ -101,7 +101,7 @@ def test_unknown_destination() -> None:
     "trigger, expected",
     [
         ({"changes": {}, "manual": {}}, "routes[0].trigger: give exactly one of changes, cron, manual"),
-        ({"weekly": {}}, "routes[0].trigger: unknown trigger 'weekly' (changes, cron or manual)"),
+        ({"weekly": {}}, "routes[0].trigger: unknown trigger 'weekly' (changes, qido, cron or manual)"),
         ({"changes": {"every": 3}}, "routes[0].trigger.changes: unknown key(s) every"),
         ({"changes": {"wait_for": "study"}}, "routes[0].trigger.changes.wait_for: one of"),
         ({"changes": {"start_from": "end"}}, "routes[0].trigger.changes.start_from:"),

@@ -318,6 +318,8 @@ class QidoPoller:
         self.pipeline = pipeline
         self.window = window
         self.clock = clock
+        #: No feed position to report (the daemon's backlog gauge reads it from change-feed runners).
+        self.last_seen: int | None = None
 
     def poll(self) -> Any:
         now = self.clock()
