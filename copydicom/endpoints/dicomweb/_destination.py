@@ -3,8 +3,9 @@
 Batching ("group commit"): the pipeline calls :meth:`StowDestination.store`
 once per instance from each worker thread and expects that instance's own
 outcome.  The first worker to arrive opens a batch and waits up to
-``stow_linger`` seconds for the others; the batch is sent as soon as it holds
-one instance per worker (or ``stow_max_instances``, or ``stow_max_bytes``),
+``stow_linger`` seconds for others; the batch is sent as soon as it holds
+half the workers' instances, so two requests are in flight (or
+``stow_max_instances``, or ``stow_max_bytes``),
 then every waiting worker gets its own outcome from the response.  So a
 request carries several instances without any worker holding more than its
 own, and memory stays bounded by ``workers`` instances.
@@ -140,14 +141,17 @@ class StowDestination:
     client
         The server's client (``side="destination"``).
     concurrency
-        Workers that call :meth:`store` in parallel: a batch is sent when it holds this many.
+        Workers that call :meth:`store` in parallel: a batch is sent when it holds half of them.
     """
 
     def __init__(self, client: DicomwebClient, *, concurrency: int = 4) -> None:
         self.client = client
         self.name = client.name
         cfg = client.config
-        self.group = max(1, min(concurrency, cfg.stow_max_instances))
+        # Half the workers per request, so that two requests are in flight: one batch of every
+        # worker leaves the server idle while the client waits (measured with Orthanc's plugin,
+        # 4 workers: 1 per request 91/s, 2 per request 105-123/s, 4 per request 69-98/s).
+        self.group = max(1, min((concurrency + 1) // 2, cfg.stow_max_instances))
         self.max_bytes = cfg.stow_max_bytes
         self.linger = cfg.stow_linger
         self._lock = threading.Lock()

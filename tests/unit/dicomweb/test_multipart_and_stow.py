@@ -119,7 +119,7 @@ def instance(uid: str) -> Instance:
 @pytest.mark.parametrize("orthanc_style", [False, True])
 def test_group_commit_batches_workers_and_quarantines_exactly_the_failed_one(orthanc_style: bool) -> None:
     client = FakeStowClient({"9.3"}, orthanc_style=orthanc_style)
-    dest = StowDestination(client, concurrency=4)  # type: ignore[arg-type]
+    dest = StowDestination(client, concurrency=8)  # type: ignore[arg-type]  # batches of half the workers: 4
     results: dict[str, Any] = {}
     barrier = threading.Barrier(4)
 
@@ -135,7 +135,7 @@ def test_group_commit_batches_workers_and_quarantines_exactly_the_failed_one(ort
         t.start()
     for t in threads:
         t.join(10)
-    assert client.requests[0] == 4  # one request for the four workers
+    assert client.requests[0] == 4  # one request for the four arriving workers
     assert {u: r for u, r in results.items() if not isinstance(r, Exception)} == {"9.0": "stored", "9.1": "stored",
                                                                                  "9.2": "stored"}
     assert isinstance(results["9.3"], RejectedByDestination)
@@ -154,7 +154,7 @@ def test_a_lone_worker_does_not_wait_for_a_full_batch() -> None:
 def test_size_bound_splits_batches() -> None:
     client = FakeStowClient(set())
     client.config = DicomwebConfig(name="fake", url="http://127.0.0.1:1/dw", stow_max_bytes=1024, stow_linger=0.2)
-    dest = StowDestination(client, concurrency=2)  # type: ignore[arg-type]
+    dest = StowDestination(client, concurrency=4)  # type: ignore[arg-type]  # batches of 2 but for the bound
     results: list[Any] = []
 
     def worker(uid: str) -> None:
