@@ -188,6 +188,9 @@ def build_route(
 
         if not route.destinations and source_cfg.mode != "metadata":
             source_cfg = source_cfg.model_copy(update={"mode": "metadata"})  # an index feed: no pixel download
+        if source_cfg.spool_dir is None:  # series retrievals spool beside the state (not a tmpfs /tmp)
+            config.state.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            source_cfg = source_cfg.model_copy(update={"spool_dir": str(config.state.parent)})
         options = {"filter": route.filter, "trigger": {"qido": {"window": route.trigger.window_seconds}}}
         source = make_source(source_cfg, BuildContext(pool_size=route.workers + 2, options=options))
     else:

@@ -193,8 +193,13 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         when = (
             f"changes every {trigger.poll_seconds:g} s (wait for {trigger.wait_for})"
             if trigger.kind == "changes"
+            else f"QIDO-RS every {trigger.poll_seconds:g} s over the last {trigger.window_seconds / 3600:g} h of StudyDate"
+            if trigger.kind == "qido"
             else f"cron '{trigger.cron}'" if trigger.kind == "cron" else "manual"
         )
+        if route.filter is not None or route.window or route.max_rate:
+            when += f" | filter {'yes' if route.filter is not None else '-'}, window {route.window or '-'}, " \
+                    f"max_rate {route.max_rate or '-'}"
         print(
             f"  route {route.name}: {route.source} -> {', '.join(route.destinations) or '-'}"
             f" | index {', '.join(route.indexes) or '-'} | profile {route.profile or '-'} | {when}"
