@@ -34,9 +34,12 @@ class TimeWindow:
     end: int
     text: str = ""
     clock: Callable[[], _dt.datetime] = field(default=_dt.datetime.now, compare=False, repr=False)
+    #: Replaces the stop-aware wait (tests advance a fake clock with it).
+    sleep: Callable[[float], object] | None = field(default=None, compare=False, repr=False)
 
     @classmethod
-    def parse(cls, text: str, *, where: str = "window", clock: Callable[[], _dt.datetime] | None = None) -> TimeWindow:
+    def parse(cls, text: str, *, where: str = "window", clock: Callable[[], _dt.datetime] | None = None,
+              sleep: Callable[[float], object] | None = None) -> TimeWindow:
         match = _HHMM.match(str(text))
         if not match:
             raise ConfigError(f"{where}: expected \"HH:MM-HH:MM\" (e.g. \"19:00-07:00\"), got {text!r}")
@@ -44,7 +47,7 @@ class TimeWindow:
         start, end = h1 * 60 + m1, h2 * 60 + m2
         if end > 24 * 60 or start == end:
             raise ConfigError(f"{where}: {text!r} is not a window (start and end must differ, end <= 24:00)")
-        return cls(start, end, str(text).strip(), clock or _dt.datetime.now)
+        return cls(start, end, str(text).strip(), clock or _dt.datetime.now, sleep)
 
     def is_open(self, now: _dt.datetime | None = None) -> bool:
         now = now or self.clock()
@@ -78,7 +81,7 @@ class TimeWindow:
                 return False
             if on_wait is not None:
                 on_wait(delay)
-            stop.wait(min(delay, max_step))
+            (self.sleep or stop.wait)(min(delay, max_step))
 
 
 class RateLimiter:

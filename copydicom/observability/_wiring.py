@@ -14,8 +14,23 @@ from copydicom.observability._server import ObservabilityServer
 
 
 def _source_probe(endpoint: Any) -> Probe:
-    """``GET /system`` on a source Orthanc once, with short timeouts and no retries."""
+    """``GET /system`` on a source Orthanc once (a DICOMweb source: one QIDO-RS study), short timeouts, no retries."""
     from copydicom.clients.orthanc import OrthancClient
+
+    if getattr(endpoint, "type", None) == "dicomweb":
+        from copydicom.endpoints.dicomweb._client import DicomwebClient
+
+        quick_dw = endpoint.model_copy(update={"retries": 0, "read_timeout": 5.0,
+                                               "connect_timeout": min(endpoint.connect_timeout, 2.0)})
+
+        def dw_probe() -> None:
+            client = DicomwebClient(quick_dw, pool_size=1)
+            try:
+                client.ping()
+            finally:
+                client.close()
+
+        return dw_probe
 
     quick = replace(endpoint, retries=0, connect_timeout=min(endpoint.connect_timeout, 2.0), read_timeout=5.0)
 

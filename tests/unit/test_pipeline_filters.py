@@ -97,3 +97,27 @@ def test_rate_limiter_is_consulted_once_per_fetch(ledger: Ledger, tmp_path: Path
     pipe.close()
     assert summary.counts["stored"] == 5
     assert len(calls) == 4 and clock[0] == pytest.approx(2.0)  # 5 fetches at 2/s after a burst of 1
+
+
+def test_pipeline_waits_for_its_window_before_a_batch(ledger: Ledger, tmp_path: Path) -> None:
+    import datetime as dt
+
+    from copydicom.politeness import TimeWindow
+
+    now = [dt.datetime(2026, 3, 2, 18, 58)]
+    waits: list[float] = []
+    seen_waiting: list[float | None] = []
+
+    def sleep(seconds: float) -> None:
+        seen_waiting.append(pipe.waiting_until)
+        waits.append(seconds)
+        now[0] += dt.timedelta(seconds=seconds)
+
+    window = TimeWindow.parse("19:00-07:00", clock=lambda: now[0], sleep=sleep)
+    source = FakeSource({"a": b"x"})
+    pipe = Pipeline("r", source, [], [FakeDestination()], ledger, quarantine_dir=tmp_path / "q", window=window)
+    summary = pipe.run([[InstanceRef("a")]])
+    pipe.close()
+    assert summary.counts["stored"] == 1
+    assert waits == [60.0, 60.0]  # two minutes until 19:00, in steps
+    assert seen_waiting[0] == 120.0 and pipe.waiting_until is None

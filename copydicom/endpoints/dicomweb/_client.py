@@ -182,6 +182,12 @@ class DicomwebClient:
                 return
             offset += len(page)
 
+    def ping(self) -> None:
+        """One QIDO-RS study search (``limit=1``), for health probes; raises like any request."""
+        what = f"QIDO-RS probe of {self.name}"
+        reply = self._send("GET", self.url("studies"), what, params={"limit": 1}, headers={"Accept": _DICOM_JSON})
+        self._check(reply, what)
+
     def metadata(self, study: str, series: str) -> list[dict[str, Any]]:
         """``GET .../studies/{s}/series/{se}/metadata``: every instance's header as DICOM JSON."""
         what = f"WADO-RS series metadata on {self.name}"
@@ -237,13 +243,23 @@ class DicomwebClient:
 
             def parts() -> Iterator[Part]:
                 try:
-                    yield from MultipartReader(reply.iter_content(1 << 20), boundary)
+                    yield from MultipartReader(self._reader(reply), boundary)
                 except (requests.RequestException, ValueError) as exc:
                     raise self._retryable(f"{what}: the stream broke ({type(exc).__name__})") from None
 
             yield parts()
         finally:
             reply.close()
+
+    @staticmethod
+    def _reader(reply: requests.Response) -> Callable[[int], bytes]:
+        """``read(n)`` over the response body, decoding a Content-Encoding the server used anyway."""
+
+        def read(n: int) -> bytes:
+            data: bytes = reply.raw.read(n, decode_content=True)
+            return data
+
+        return read
 
     # -- STOW-RS -----------------------------------------------------------------------
 

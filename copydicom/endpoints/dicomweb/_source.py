@@ -36,10 +36,12 @@ from copydicom.stages.filters import DescribedRef
 
 log = logging.getLogger(__name__)
 
-#: Attributes asked at each level beyond the server's defaults (PS3.18 Table 6.7.1-2).
+#: Attributes asked at each level beyond the server's defaults (PS3.18 Table 6.7.1-2).  Study and series
+#: levels cost one request per study or series; at instance level only what a filter reads is asked
+#: (a server may have to open every file for an attribute outside its index: Orthanc does).
 STUDY_FIELDS = ("00100020", "00080020", "00080030", "00081030", "00080061")
 SERIES_FIELDS = ("00080060", "0008103E", "00180015", "00080070", "00080021")
-INSTANCE_FIELDS = ("00080016", "00200013", "00080008")
+INSTANCE_FIELDS: tuple[str, ...] = ()
 
 
 def _tag_hex(keyword: str) -> str | None:
@@ -129,7 +131,8 @@ class DicomwebSource:
         shared = {**study, **series}
         batch: list[InstanceRef] = []
         path = ("studies", study_uid, "series", series_uid, "instances")
-        for inst in self.client.qido(path, {"includefield": ",".join(self.instance_fields)}):
+        params = {"includefield": ",".join(self.instance_fields)} if self.instance_fields else {}
+        for inst in self.client.qido(path, params):
             identity = Identity(patient_id, study_uid, series_uid, J.first(inst, J.SOP_UID))
             batch.append(DescribedRef(identity.orthanc_id, None, identity, series_id, attributes={**shared, **inst}))
         return batch

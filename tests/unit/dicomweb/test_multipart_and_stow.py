@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import threading
 from typing import Any
 
@@ -25,14 +26,20 @@ def chunked(data: bytes, size: int) -> list[bytes]:
     parts=st.lists(st.binary(min_size=0, max_size=3000), min_size=1, max_size=6),
     chunk=st.integers(min_value=1, max_value=4096),
     with_length=st.booleans(),
+    as_read=st.booleans(),
 )
-def test_writer_and_reader_round_trip_any_chunking(parts: list[bytes], chunk: int, with_length: bool) -> None:
+def test_writer_and_reader_round_trip_any_chunking(parts: list[bytes], chunk: int, with_length: bool,
+                                                    as_read: bool) -> None:
     body = MultipartBody(parts)
     raw = b"".join(body)
     assert len(raw) == len(body)
     if not with_length:  # a server that sends no Content-Length per part: the reader scans
         raw = raw.replace(b"Content-Length: ", b"X-Ignored: ")
-    got = list(MultipartReader(chunked(raw, chunk), boundary_of(body.content_type)))
+    if as_read:  # a read(n) function that returns at most `chunk` bytes per call, as sockets do
+        stream = io.BytesIO(raw)
+        got = list(MultipartReader(lambda n: stream.read(min(n, chunk)), boundary_of(body.content_type)))
+    else:
+        got = list(MultipartReader(chunked(raw, chunk), boundary_of(body.content_type)))
     assert [p.body for p in got] == parts
     assert all(p.headers["content-type"] == "application/dicom" for p in got)
 
@@ -44,6 +51,8 @@ def test_reader_handles_preamble_padding_and_a_lying_length() -> None:
     )
     parts = list(MultipartReader(chunked(raw, 5), b"b1"))
     assert [p.body for p in parts] == [b"abcdef", b"xyz"]
+    stream = io.BytesIO(raw)
+    assert [p.body for p in MultipartReader(stream.read, b"b1")] == [b"abcdef", b"xyz"]
 
 
 def test_reader_refuses_a_truncated_stream() -> None:
