@@ -457,6 +457,9 @@ class Pipeline:
                 planned, done = [], [Outcome(ref, "failed", str(exc)) for ref in batch]
             for item in planned:
                 item.check_filter = item.ref.source_id in undecided
+            will_fetch = getattr(self.source, "will_fetch", None)
+            if callable(will_fetch) and not self.dry_run:
+                will_fetch([item.ref for item in planned])  # e.g. a DICOMweb source picks series or instance retrieval
             for outcome in done:
                 yield self._report(outcome)
             for item in planned:

@@ -110,6 +110,8 @@ class DicomwebSource:
         self._spools: OrderedDict[tuple[str, str], _SeriesSpool] = OrderedDict()
         self._max_spools = max(1, spools)
         self._lock = threading.Lock()
+        self._listed: OrderedDict[tuple[str, str], int] = OrderedDict()  # instances listed per series
+        self._sparse: dict[tuple[str, str], bool] = {}
         self._metadata: OrderedDict[tuple[str, str], dict[str, Any]] = OrderedDict()
         self._meta_lock = threading.Lock()
 
@@ -135,6 +137,10 @@ class DicomwebSource:
         for inst in self.client.qido(path, params):
             identity = Identity(patient_id, study_uid, series_uid, J.first(inst, J.SOP_UID))
             batch.append(DescribedRef(identity.orthanc_id, None, identity, series_id, attributes={**shared, **inst}))
+        with self._lock:
+            self._listed[(study_uid, series_uid)] = len(batch)
+            while len(self._listed) > 1024:
+                self._listed.popitem(last=False)
         return batch
 
     def batches(self) -> Iterator[list[InstanceRef]]:
@@ -167,14 +173,38 @@ class DicomwebSource:
 
     # -- retrieval -----------------------------------------------------------------------
 
+    def will_fetch(self, refs: list[InstanceRef]) -> None:
+        """Hint from the pipeline: the references of a batch it is about to fetch (after dedupe).
+
+        A series is retrieved whole only when at least half of its listed instances
+        are wanted; a top-up of a few new instances in a large series asks for them
+        one by one instead of downloading the series again.
+        """
+        wanted: dict[tuple[str, str], int] = {}
+        for ref in refs:
+            if ref.identity is not None:
+                key = (ref.identity.study_uid, ref.identity.series_uid)
+                wanted[key] = wanted.get(key, 0) + 1
+        with self._lock:
+            for key, count in wanted.items():
+                listed = self._listed.get(key, count)
+                self._sparse[key] = count * 2 < listed
+                while len(self._sparse) > 1024:
+                    self._sparse.pop(next(iter(self._sparse)))
+
+    def complete(self, ref: InstanceRef) -> InstanceRef:
+        """References are complete when listed; one rebuilt from an ID alone cannot be completed."""
+        return ref
+
     def fetch(self, ref: InstanceRef) -> bytes:
         """The instance's bytes as stored (or, in ``metadata`` mode, its header as a Part 10 file)."""
         identity = ref.identity
         if identity is None:
-            raise InvalidInstance(f"instance {ref.source_id}: no identity to retrieve it by")
+            raise InvalidInstance(f"instance {ref.source_id}: a DICOMweb source fetches by UIDs, and this reference "
+                                  "has none (re-list it with replicate --study, or import the quarantined file)")
         if self.config.mode == "metadata":
             return self._header_file(identity)
-        if self.config.retrieve == "series":
+        if self.config.retrieve == "series" and not self._sparse.get((identity.study_uid, identity.series_uid)):
             data = self._from_series(identity)
             if data is not None:
                 return data

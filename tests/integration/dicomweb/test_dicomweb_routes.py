@@ -290,3 +290,21 @@ def test_deidentifying_dicomweb_route_dedupes_on_the_predicted_identity(
     assert dest.client.counters["stow"] == stows
     source.close()
     dest.close()
+
+
+def test_a_top_up_of_a_few_instances_does_not_download_the_whole_series(
+    dw: tuple[OrthancServer, OrthancServer], state: Path, tmp_path: Path
+) -> None:
+    src, dst = dw
+    load(src, 12, series=1)
+    source = dw_source(src)
+    dest = dw_dest(dst)
+    assert counts(run(source, dest, state, tmp_path)) == {"stored": 12}
+    assert source.client.counters["wado"] == 1  # the whole series in one request
+    for iid in dst.instance_ids()[:2]:
+        requests.delete(f"{dst.url}/instances/{iid}", auth=dst.auth, timeout=30).raise_for_status()
+    assert counts(run(source, dest, tmp_path / "fresh.db", tmp_path)) == {"stored": 2, "existing": 10}
+    assert source.client.counters["wado"] == 1 + 2  # two single-instance requests, not the series again
+    assert digests(dst) == digests(src)
+    source.close()
+    dest.close()
