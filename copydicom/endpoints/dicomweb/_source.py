@@ -191,6 +191,10 @@ class DicomwebSource:
                 self._sparse[key] = count * 2 < listed
                 while len(self._sparse) > 1024:
                     self._sparse.pop(next(iter(self._sparse)))
+                # Start the series retrieval now: it overlaps the previous series' last instances.
+                if (self.config.retrieve == "series" and self.config.mode == "images" and not self._sparse[key]
+                        and key not in self._spools):
+                    self._open_spool(key)
 
     def complete(self, ref: InstanceRef) -> InstanceRef:
         """References are complete when listed; one rebuilt from an ID alone cannot be completed."""
