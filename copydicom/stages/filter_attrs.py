@@ -62,3 +62,20 @@ def orthanc_describer(
         return out
 
     return describe
+
+
+def describer_for(
+    source: Any, route_filter: Any
+) -> Callable[[list[InstanceRef]], list[Mapping[str, Any] | None]] | None:
+    """The cheapest metadata of a route's source for its filter, or None.
+
+    A source that lists attributes itself (DICOMweb: ``DescribedRef``) needs none;
+    an Orthanc source (its REST client answers ``resource``) gets :func:`orthanc_describer`;
+    others are decided on the parsed header after download.
+    """
+    if route_filter is None:
+        return None
+    client = getattr(source, "client", None)
+    if client is not None and callable(getattr(client, "resource", None)) and callable(getattr(client, "get_json", None)):
+        return orthanc_describer(source, keywords=frozenset(route_filter.keywords))
+    return None

@@ -60,9 +60,22 @@ def parse_duration(text: str, *, where: str) -> float:
 
 
 def make_source(config: DicomwebConfig, ctx: BuildContext) -> DicomwebSource:
+    """The source; route options: ``filter`` (attributes to list), ``trigger`` (the QIDO window),
+    ``index_only`` (no image destination: headers from ``/metadata``, no pixel download)."""
+    from pathlib import Path
+
     from copydicom.endpoints.dicomweb._client import DicomwebClient
     from copydicom.endpoints.dicomweb._source import DicomwebSource
 
+    update: dict[str, Any] = {}
+    if ctx.options.get("index_only") and config.mode != "metadata":
+        update["mode"] = "metadata"
+    if config.spool_dir is None and isinstance(ctx.state, (str, Path)):
+        folder = Path(ctx.state).parent  # series retrievals spool beside the state (not a tmpfs /tmp)
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        update["spool_dir"] = str(folder)
+    if update:
+        config = config.model_copy(update=update)
     client = DicomwebClient(config, pool_size=ctx.pool_size, side="source")
     return DicomwebSource(client, include=_filter_keywords(ctx.options), poll_window=_poll_window(ctx.options))
 
@@ -75,6 +88,20 @@ def make_destination(config: DicomwebConfig, ctx: BuildContext) -> StowDestinati
     return StowDestination(client, concurrency=max(1, ctx.pool_size - 2))
 
 
+def probe(config: DicomwebConfig) -> None:
+    """One QIDO-RS study search (``limit=1``), short timeouts, no retries (health checks, ``check-config``)."""
+    from copydicom.endpoints.dicomweb._client import DicomwebClient
+
+    quick = config.model_copy(
+        update={"retries": 0, "connect_timeout": min(config.connect_timeout, 2.0), "read_timeout": 5.0}
+    )
+    client = DicomwebClient(quick, pool_size=1)
+    try:
+        client.ping()
+    finally:
+        client.close()
+
+
 ENDPOINT: EndpointType[DicomwebConfig] = EndpointType(
     name="dicomweb",
     description="DICOMweb server (QIDO-RS/WADO-RS source, STOW-RS destination; dcm4chee, Orthanc, cloud PACS)",
@@ -83,6 +110,7 @@ ENDPOINT: EndpointType[DicomwebConfig] = EndpointType(
     source=make_source,
     destination=make_destination,
     by_identity=True,
+    probe=probe,
 )
 
-__all__ = ["ENDPOINT", "DicomwebConfig", "make_destination", "make_source", "parse_duration"]
+__all__ = ["ENDPOINT", "DicomwebConfig", "make_destination", "make_source", "parse_duration", "probe"]

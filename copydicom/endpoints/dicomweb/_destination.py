@@ -36,6 +36,7 @@ from copydicom.errors import (
     DestinationUnavailable,
     InvalidInstance,
     RejectedByDestination,
+    SkippableError,
 )
 from copydicom.model import Identity, Instance, StoreOutcome
 
@@ -173,20 +174,28 @@ class StowDestination:
         """Orthanc IDs of the identities stored here: one paged QIDO-RS instance search per series."""
         by_series: dict[tuple[str, str], dict[str, Identity]] = {}
         for identity in identities:
-            by_series.setdefault((identity.study_uid, identity.series_uid), {})[identity.sop_uid] = identity
+            if identity.study_uid and identity.series_uid and identity.sop_uid:  # else it cannot be stored here
+                by_series.setdefault((identity.study_uid, identity.series_uid), {})[identity.sop_uid] = identity
         present: set[str] = set()
         for (study, series), wanted in by_series.items():
-            if len(wanted) == 1:
-                ((sop, identity),) = wanted.items()
-                matches = self.client.qido(("studies", study, "series", series, "instances"),
-                                           {"SOPInstanceUID": sop, "includefield": J.SOP_UID})
-            else:
-                matches = self.client.qido(("studies", study, "series", series, "instances"),
-                                           {"includefield": J.SOP_UID})
-            for match in matches:
-                found = wanted.get(J.first(match, J.SOP_UID))
-                if found is not None:
-                    present.add(found.orthanc_id)
+            try:
+                present |= self._present_in_series(study, series, wanted)
+            except SkippableError as exc:  # the server refused the query (a malformed UID): send, let STOW decide
+                log.info("QIDO-RS dedupe on %s refused (%s); sending", self.name, type(exc).__name__)
+        return present
+
+    def _present_in_series(self, study: str, series: str, wanted: dict[str, Identity]) -> set[str]:
+        """Orthanc IDs of ``wanted`` (SOP UID -> identity) held in one series: one paged QIDO-RS search."""
+        path = ("studies", study, "series", series, "instances")
+        if len(wanted) == 1:  # a lone instance is matched directly
+            matches = self.client.qido(path, {"SOPInstanceUID": next(iter(wanted)), "includefield": J.SOP_UID})
+        else:
+            matches = self.client.qido(path, {"includefield": J.SOP_UID})
+        present: set[str] = set()
+        for match in matches:
+            found = wanted.get(J.first(match, J.SOP_UID))
+            if found is not None:
+                present.add(found.orthanc_id)
         return present
 
     # -- store -------------------------------------------------------------------------

@@ -355,8 +355,9 @@ class QidoPoller:
         self.pipeline = pipeline
         self.window = window
         self.clock = clock
-        #: No feed position to report (the daemon's backlog gauge reads it from change-feed runners).
+        #: No feed position nor feed reset (the daemon reads these from change-feed runners).
         self.last_seen: int | None = None
+        self.feed_reset: Any = None
 
     def poll(self) -> Any:
         now = self.clock()

@@ -14,7 +14,7 @@ from copydicom.pipeline import Pipeline
 from copydicom.runner import ChangesRunner
 from copydicom.sinks.orthanc import OrthancDestination
 from copydicom.sources.folder import FolderSource
-from copydicom.sources.orthanc import ChangesFeed, OrthancSource
+from copydicom.sources.orthanc import OrthancSource
 from copydicom.stages.filter_attrs import orthanc_describer
 from copydicom.stages.filters import parse_cli_filters, parse_filter
 from tests.support.orthanc import OrthancServer
@@ -64,7 +64,7 @@ def test_changes_feed_checkpoint_passes_filtered_instances(dw: tuple[OrthancServ
     ledger.advance_checkpoint("feed", last_before)
     pipeline = Pipeline("feed", source, [], [dest], ledger, quarantine_dir=tmp_path / "q", workers=2,
                         route_filter=flt, describe=orthanc_describer(source, keywords=flt.keywords))
-    runner = ChangesRunner("feed", ChangesFeed(source), pipeline, ledger)
+    runner = ChangesRunner("feed", source, pipeline, ledger)
     try:
         summary = runner.poll()
         last = int(requests.get(src.url + "/changes", params={"last": ""}, auth=src.auth, timeout=10).json()["Last"])
