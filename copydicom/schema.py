@@ -41,6 +41,20 @@ class CronTrigger(BaseModel):
     index: str = Field(description="name of an index endpoint")
 
 
+class QidoTrigger(BaseModel):
+    """Poll a DICOMweb source with QIDO-RS over a sliding StudyDate window."""
+
+    model_config = _STRICT
+    poll_seconds: float = Field(default=60, gt=0, description="seconds between polls")
+    window: str = Field(default="2h", pattern=r"^\d+(\.\d+)?[smhd]$",
+                        description="how far back StudyDate is listed (30m, 2h, 1d)")
+
+
+class QidoChoice(BaseModel):
+    model_config = _STRICT
+    qido: QidoTrigger
+
+
 class ChangesChoice(BaseModel):
     model_config = _STRICT
     changes: ChangesTrigger
@@ -83,7 +97,7 @@ class RouteModel(BaseModel):
     destinations: list[str] | str = Field(default_factory=list)
     indexes: list[str] | str = Field(default_factory=list)
     profile: str | None = None
-    trigger: ChangesChoice | CronChoice | ManualChoice | Literal["manual"] | None = None
+    trigger: ChangesChoice | QidoChoice | CronChoice | ManualChoice | Literal["manual"] | None = None
     workers: int | None = Field(default=None, ge=1)
     stages: Stages | None = None
     index_source_ids: bool = Field(
@@ -93,6 +107,12 @@ class RouteModel(BaseModel):
     deletions: Literal["ignore", "report", "propagate"] = Field(
         default="ignore", description="reconcile: instances gone at the source (propagate deletes at destinations)")
     reconcile: ReconcileModel | None = None
+    filter: dict[str, Any] | None = Field(
+        default=None, description="which instances the route sends: {all|any: [...]}, {not: ...}, "
+        "{Keyword or '(gggg,eeee)': value | [values] | 'glob*' | 'YYYYMMDD-YYYYMMDD'}")
+    window: str | None = Field(default=None, pattern=r"^\s*\d{1,2}:\d{2}\s*-\s*\d{1,2}:\d{2}\s*$",
+                               description="working hours, local time, e.g. '19:00-07:00'")
+    max_rate: str | None = Field(default=None, description="instances per second read from the source, e.g. '50/s'")
 
 
 class LoggingModel(BaseModel):
