@@ -38,6 +38,8 @@ Presets (:data:`PRESETS`; also usable by name, e.g. ``--profile hipaa_safe_harbo
 
 from __future__ import annotations
 
+import stat
+
 import csv
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -257,19 +259,64 @@ def profiles_from_config(data: Mapping[str, Any], *, where: str = "profiles") ->
     return {str(k): DeidProfile.from_mapping(str(k), v, where=f"{where}.{k}") for k, v in section.items()}
 
 
+#: Below this estimate of the key's entropy a warning is logged at every start (32 random bytes).
+KEY_BITS_WANTED = 256
+
+
+def key_entropy_bits(key: bytes) -> int:
+    """A conservative estimate of a key's entropy: its length times the bits of its alphabet.
+
+    The alphabet is the smallest of hex (4 bits a symbol), base64 (6), printable ASCII (6.5) and
+    bytes (8) that holds every symbol; a key of fewer than 10 distinct symbols counts 1 bit a
+    symbol (``kkkk...`` is not random). ``head -c 32 /dev/urandom | base64`` gives 264.
+    """
+    import math
+    import string
+
+    symbols = set(key)
+    if len(symbols) < 10:
+        return len(key)
+    for alphabet, bits in ((string.hexdigits, 4.0), (string.ascii_letters + string.digits + "+/=-_", 6.0),
+                           (string.printable, math.log2(95))):
+        if symbols <= set(alphabet.encode()):
+            return int(len(key) * bits)
+    return len(key) * 8
+
+
 def load_key(path: str | Path, *, where: str = "key_file") -> bytes:
     """Read the project key from an owner-only file.
 
-    The key is the file's bytes without trailing whitespace; at least 16 bytes
-    (make one with ``head -c 32 /dev/urandom | base64 > deid.key; chmod 600 deid.key``).
+    The key is the file's bytes without trailing whitespace; at least 16 bytes (make one with
+    ``head -c 32 /dev/urandom | base64 > deid.key; chmod 600 deid.key``). Hardening item 15:
+
+    - a key of less than :data:`KEY_BITS_WANTED` bits of estimated entropy (:func:`key_entropy_bits`)
+      is accepted with a warning at every start (a weak key makes pseudonyms guessable);
+    - a key in a folder that others may write to is refused when the folder has no sticky bit
+      (anyone could replace the key, and with it every pseudonym), and warned about when it has one
+      (``/tmp``: others cannot replace it, but the folder is no place for a secret).
 
     Raises
     ------
     ConfigError
-        If the file is missing, group/world-accessible, or too short.
+        If the file is missing, group/world-accessible, too short, or in a world-writable folder.
     """
+    import logging
+
     p = check_private_file(path, where=where)
+    folder = p.resolve().parent
+    mode = folder.stat().st_mode
+    if mode & stat.S_IWOTH:
+        if not mode & stat.S_ISVTX:
+            raise ConfigError(f"{where}: {p} is in {folder}, which anyone may write to: move the key to a folder "
+                              "only its owner can write (e.g. /etc/copydicom, mode 0700)")
+        logging.getLogger(__name__).warning("%s: the key is in the shared folder %s; keep it in a private one",
+                                            where, folder)
     key = p.read_bytes().rstrip()
     if len(key) < 16:
         raise ConfigError(f"{where}: {p} holds {len(key)} bytes; a key needs at least 16")
+    bits = key_entropy_bits(key)
+    if bits < KEY_BITS_WANTED:
+        logging.getLogger(__name__).warning(
+            "%s: the key holds about %d bits of entropy (wanted %d: 32 random bytes, "
+            "head -c 32 /dev/urandom | base64)", where, bits, KEY_BITS_WANTED)
     return key

@@ -107,3 +107,46 @@ def test_invalid_values_not_logged(caplog: pytest.LogCaptureFixture) -> None:
         _ = bad[0x00080020].value
         stage.process(Instance(InstanceRef("x"), data))
     assert "SECRET99" not in caplog.text
+
+
+def test_key_entropy_and_folder_checks(tmp_path: "Path", caplog: "pytest.LogCaptureFixture") -> None:
+    """Hardening 15: a weak key is warned about; a key in a folder anyone may write to is refused."""
+    import base64
+    import os
+    from pathlib import Path
+
+    import pytest
+
+    from copydicom.errors import ConfigError
+    from copydicom.stages.deid import load_key
+    from copydicom.stages.deid._profile import key_entropy_bits
+
+    assert key_entropy_bits(base64.b64encode(os.urandom(32))) >= 256
+    assert key_entropy_bits(b"k" * 64) == 64
+    assert key_entropy_bits(b"0123456789abcdef" * 2) == 128
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    good = private / "good.key"
+    good.write_bytes(base64.b64encode(os.urandom(32)))
+    good.chmod(0o600)
+    weak = private / "weak.key"
+    weak.write_bytes(b"k" * 64)
+    weak.chmod(0o600)
+    caplog.clear()
+    load_key(good)
+    assert "entropy" not in caplog.text
+    load_key(weak)
+    assert "about 64 bits of entropy" in caplog.text
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    key = shared / "deid.key"
+    key.write_bytes(base64.b64encode(os.urandom(32)))
+    key.chmod(0o600)
+    with pytest.raises(ConfigError, match="anyone may write to"):
+        load_key(key)
+    shared.chmod(0o1777)
+    caplog.clear()
+    load_key(key)
+    assert "shared folder" in caplog.text
+    assert isinstance(Path(key), Path)
