@@ -25,6 +25,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "copydicom.cli.s3_cmds",
     "copydicom.cli.index_cmds",
     "copydicom.cli.conditional_cmds",
+    "copydicom.cli.dimse_cmds",
 )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from copydicom.endpoints import dimse
 from copydicom.registry import EndpointType
 
-BUILTIN: tuple[EndpointType[Any], ...] = ()
+BUILTIN: tuple[EndpointType[Any], ...] = (*dimse.ENDPOINTS,)
