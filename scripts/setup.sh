@@ -14,11 +14,20 @@ if ! command -v Orthanc >/dev/null 2>&1 && [ ! -x /usr/sbin/Orthanc ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq orthanc >/dev/null
 fi
 
+# dcmtk (storescu, storescp, echoscu, findscu, dcmqrscp): the DIMSE peers of the integration tests and benchmarks.
+if ! command -v storescu >/dev/null 2>&1; then
+  SUDO=""
+  if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+  echo "setup: installing dcmtk (apt-get install dcmtk)"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq dcmtk >/dev/null
+fi
+
 VENV="${COPYDICOM_VENV:-.venv}"
 if [ ! -x "$VENV/bin/python" ]; then
   echo "setup: creating $VENV"
   python3 -m venv "$VENV"
 fi
 "$VENV/bin/python" -m pip install -q --upgrade pip
-"$VENV/bin/python" -m pip install -q -e '.[test,s3,elasticsearch,splunk,metrics,ops]'
+"$VENV/bin/python" -m pip install -q -e '.[test,s3,elasticsearch,splunk,metrics,dimse,ops]'
 echo "setup: ready ($VENV)"
