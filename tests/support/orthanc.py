@@ -56,6 +56,9 @@ class OrthancServer:
         HTTP basic-auth credentials that the server requires.
     peers
         ``{name: url}`` of other Orthanc servers, for ``/peers/{name}/store``.
+    modalities
+        ``{name: (AET, host, port)}`` of DICOM nodes, for ``/modalities/{name}/store``
+        (``DicomModalities``).
     extra
         More configuration keys, merged last.
     """
@@ -65,6 +68,7 @@ class OrthancServer:
     user: str = "orthanc"
     password: str = "orthanc"
     peers: dict[str, str] = field(default_factory=dict)
+    modalities: dict[str, tuple[str, str, int]] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
     http_port: int = 0
     dicom_port: int = 0
@@ -107,6 +111,7 @@ class OrthancServer:
                 peer: {"Url": url, "Username": self.user, "Password": self.password}
                 for peer, url in self.peers.items()
             },
+            "DicomModalities": {name: list(node) for name, node in self.modalities.items()},
             "StableAge": 2,
             "OverwriteInstances": False,
         }

@@ -24,7 +24,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
 from copydicom.endpoints.dimse._config import ListenerConfig
@@ -73,7 +73,7 @@ class ListenerStats:
 
     def as_dict(self) -> dict[str, int]:
         with self._lock:
-            return {k: v for k, v in asdict(self).items() if not k.startswith("_")}
+            return {f.name: getattr(self, f.name) for f in fields(self) if not f.name.startswith("_")}
 
 
 def server_ssl_context(cfg: ListenerConfig) -> ssl.SSLContext | None:
