@@ -49,6 +49,7 @@ log = logging.getLogger(__name__)
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
 IMPLICIT_LE = "1.2.840.10008.1.2"
 STUDY_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.2.1"
+VERIFICATION = "1.2.840.10008.1.1"
 
 #: PS3.4 Table B.2-1 and PS3.7 C.4.2.1.4: warnings; the instance is stored.
 WARNING_STATUSES = frozenset({0x0001, 0x0107, 0x0116, 0xB000, 0xB006, 0xB007})
@@ -118,10 +119,8 @@ def associate(ae: Any, cfg: DimseConfig, **kwargs: Any) -> Association:
         rj = assoc.acceptor.primitive
         why = f"rejected (result 0x{rj.result:02X}, source 0x{rj.result_source:02X}, reason 0x{rj.diagnostic:02X})" \
             if rj is not None and rj.result is not None else "rejected"
-    elif assoc.is_aborted:
-        why = "aborted"
-    else:
-        why = "could not be opened (refused, unreachable or timed out)"
+    else:  # pynetdicom reports a refused connection as an abort too
+        why = "could not be opened or was aborted (refused, unreachable or timed out)"
     raise DestinationUnavailable(f"{cfg.display_url}: association {why}")
 
 
@@ -185,7 +184,7 @@ class DimseDestination:
                 self._seen.pop(pair, None)
                 self._seen[pair] = None
             pairs = list(reversed(self._seen))
-        budget = self.config.max_contexts - (1 if self.config.dedupe == "cfind" else 0)
+        budget = self.config.max_contexts - (2 if self.config.dedupe == "cfind" else 0)
         contexts: list[tuple[str, list[str]]] = []
         proposed: set[tuple[str, str]] = set()
         fallback_for: set[str] = set()
@@ -200,6 +199,9 @@ class DimseDestination:
                 contexts.append((sop, [EXPLICIT_LE, IMPLICIT_LE]))
         if self.config.dedupe == "cfind":
             contexts.append((STUDY_ROOT_FIND, [EXPLICIT_LE, IMPLICIT_LE]))
+            # Verification, which every SCP accepts (PS3.4 A.1), keeps a C-FIND-only association
+            # open at a peer that refuses C-FIND, so that refusal is told apart from an outage.
+            contexts.append((VERIFICATION, [IMPLICIT_LE]))
         return contexts, frozenset(proposed)
 
     def _link(self, pair: tuple[str, str] | None) -> _Link:
@@ -261,19 +263,27 @@ class DimseDestination:
             try:
                 responses = list(link.assoc.send_c_find(query, STUDY_ROOT_FIND, msg_id=link.next_id()))
             except ValueError:  # no accepted C-FIND context
-                self._find_refused = True
-                log.warning("%s: the peer does not accept C-FIND; dedupe by the ledger only", self.name)
-                return found
-            except RuntimeError as exc:
+                return self._no_find("the peer accepts no C-FIND context")
+            except RuntimeError:
                 self._drop(link, release=False)
-                raise DestinationUnavailable(f"{self.config.display_url}: C-FIND failed: {exc}") from None
+                return self._no_find("the association ended")
             for status, ident in responses:
-                if not status:
+                if not status or "Status" not in status:
+                    # Orthanc, for one, aborts a C-FIND from a calling AE it does not know.
                     self._drop(link, release=False)
-                    raise DestinationUnavailable(f"{self.config.display_url}: C-FIND got no answer")
-                if int(status.Status) in (0xFF00, 0xFF01) and ident is not None:
+                    return self._no_find("no C-FIND answer (aborted)")
+                code = int(status.Status)
+                if code in (0xFF00, 0xFF01) and ident is not None:
                     found.add(identity.orthanc_id)
+                elif code not in (0x0000, 0xFF00, 0xFF01):
+                    return self._no_find(f"C-FIND status 0x{code:04X}")
         return found
+
+    def _no_find(self, why: str) -> set[str]:
+        """Fall back to the ledger alone (safe: dedupe only avoids re-sending; a C-STORE is idempotent)."""
+        self._find_refused = True
+        log.warning("%s: dedupe by C-FIND unavailable (%s); the ledger alone decides what was sent", self.name, why)
+        return set()
 
     # -- C-STORE -------------------------------------------------------------------------
 

@@ -15,7 +15,9 @@ from tests.support.synthetic import ct_study_files
 @pytest.fixture(scope="module")
 def dest_orthanc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OrthancServer]:
     """An Orthanc that overwrites re-sent instances (so a second send shows as a second NewInstance change)."""
-    server = OrthancServer(name="DEST", workdir=tmp_path_factory.mktemp("dest"), extra={"OverwriteInstances": True})
+    # COPYDICOM is a known modality: Orthanc answers C-FIND only to those.
+    server = OrthancServer(name="DEST", workdir=tmp_path_factory.mktemp("dest"), extra={"OverwriteInstances": True},
+                           modalities={"copydicom": ("COPYDICOM", "127.0.0.1", 104)})
     server.start()
     try:
         yield server
