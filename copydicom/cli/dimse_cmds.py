@@ -68,9 +68,14 @@ def cmd_listen(args: argparse.Namespace) -> int:
     for route, source, _, _ in loop.parts:
         print(f"listening: route={route.name} ae={route.listener.ae_title} "
               f"address={route.listener.host}:{source.listener.port}", flush=True)
+    from copydicom.daemon import sd_notify
+
+    sd_notify("READY=1")
     try:
-        done.wait()
+        while not done.wait(30):
+            sd_notify("WATCHDOG=1")
     finally:
+        sd_notify("STOPPING=1")
         loop.stop()
         loop.close()
     return 1 if loop.failures else 0
