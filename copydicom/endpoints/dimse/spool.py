@@ -20,7 +20,7 @@ import logging
 import os
 import threading
 import time
-import uuid
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,6 +67,7 @@ class ReceiveSpool:
         self.fsync = fsync
         self.writer = writer
         self._lock = threading.Lock()
+        self._serial = itertools.count()  # unique temporary names (itertools.count is atomic under the GIL)
         self.removed_temporary = self._clean_temporary()
 
     def _clean_temporary(self) -> int:
@@ -97,7 +98,7 @@ class ReceiveSpool:
         a partial file.
         """
         target = self.folder / f"{key}{SUFFIX}"
-        tmp = self.folder / f"{_TMP}{key}-{uuid.uuid4().hex[:12]}"
+        tmp = self.folder / f"{_TMP}{key}-{os.getpid()}-{next(self._serial)}"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             try:
