@@ -113,3 +113,55 @@ def storescu(port: int, files: list[Path], *, calling: str = "STORESCU", called:
         args.append("-v")
     args += ["127.0.0.1", str(port)] + [str(f) for f in files]
     return subprocess.run(args, env=dcmtk_env(), capture_output=True, text=True, timeout=timeout)
+
+
+@dataclass
+class DcmQRSCP:
+    """``dcmqrscp``: a query/retrieve SCP (C-FIND, C-GET, C-MOVE) with one storage area, ``aet``.
+
+    ``moves`` are ``{AE title: port}`` of C-MOVE destinations on 127.0.0.1
+    (its ``HostTable``). Instances are loaded into it with ``storescu``.
+    """
+
+    aet: str = "QRSCP"
+    port: int = 0
+    folder: Path | None = None
+    moves: dict[str, int] = field(default_factory=dict)
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> DcmQRSCP:
+        self.port = self.port or free_port()
+        self.folder = self.folder or Path(tempfile.mkdtemp(prefix="copydicom-dcmqrscp-"))
+        (self.folder / "db").mkdir(parents=True, exist_ok=True)
+        hosts = "\n".join(f"{name.lower()} = ({name}, 127.0.0.1, {port})" for name, port in self.moves.items())
+        config = self.folder / "dcmqrscp.cfg"
+        config.write_text(
+            f"NetworkTCPPort = {self.port}\nMaxPDUSize = 16384\nMaxAssociations = 16\n"
+            f"HostTable BEGIN\n{hosts}\nHostTable END\nVendorTable BEGIN\nVendorTable END\n"
+            f"AETable BEGIN\n{self.aet} {self.folder / 'db'} RW (1000, 1024mb) ANY\nAETable END\n"
+        )
+        self.process = subprocess.Popen([need("dcmqrscp"), "-c", str(config)], env=dcmtk_env(), cwd=self.folder,
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        wait_listening(self.port, self.process)
+        return self
+
+    def load(self, files: list[Path]) -> None:
+        done = storescu(self.port, files, calling="LOADER", called=self.aet)
+        if done.returncode != 0:
+            raise RuntimeError(f"storescu into dcmqrscp failed: {done.stderr[-300:]}")
+
+    def stop(self) -> None:
+        proc, self.process = self.process, None
+        if proc is not None and proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(5)
+
+    def __enter__(self) -> DcmQRSCP:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

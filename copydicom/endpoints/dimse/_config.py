@@ -222,6 +222,8 @@ class DimseConfig(EndpointConfig):
     max_pdu: int = Field(default=131072, ge=0)
     retrieve: Literal["get", "move"] = "get"
     move_destination: str | None = None
+    move_port: int | None = Field(default=None, ge=1, le=65535)
+    move_host: str = "127.0.0.1"
     max_contexts: int = Field(default=100, ge=2, le=128)
     tls: PeerTls | None = None
 
@@ -237,8 +239,11 @@ class DimseConfig(EndpointConfig):
 
     @model_validator(mode="after")
     def _move_needs_destination(self) -> Self:
-        if self.retrieve == "move" and not self.move_destination:
-            raise ValueError("retrieve: move needs move_destination (the AE title of copydicom's listener)")
+        if self.retrieve == "move" and (not self.move_destination or self.move_port is None):
+            raise ValueError("retrieve: move needs move_destination and move_port (the AE title and port where "
+                             "copydicom receives the C-MOVE sub-operations; the peer must know them)")
+        if self.retrieve == "move" and not is_loopback(self.move_host):
+            raise ValueError(f"move_host {self.move_host}: the C-MOVE receiver binds to loopback only")
         return self
 
     @classmethod
@@ -260,7 +265,7 @@ class DimseConfig(EndpointConfig):
             "port": port,
         }
         names = {"calling": "calling_aet", "dedupe": "dedupe", "timeout": "timeout", "retrieve": "retrieve",
-                 "move_destination": "move_destination", "max_pdu": "max_pdu"}
+                 "move_destination": "move_destination", "move_port": "move_port", "max_pdu": "max_pdu"}
         for key, values in parse_qs(parts.query, keep_blank_values=True).items():
             if key not in names:
                 raise ConfigError(f"dicom:// URL: unknown parameter {key!r} (one of {', '.join(names)})")

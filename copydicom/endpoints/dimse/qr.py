@@ -11,8 +11,14 @@ Retrieval (PS3.4 C.4.3): one C-GET per instance at IMAGE level on a per-thread
 association that proposes the storage classes with the SCP role (PS3.7
 D.3.3.4, role selection); the peer's C-STORE sub-operation delivers the
 instance on the same association and its bytes are kept as received
-(``encoded_dataset``), never re-encoded.  C-MOVE to copydicom's listener is
-not implemented here yet (``retrieve: move`` is refused at start-up).
+(``encoded_dataset``), never re-encoded.
+
+With ``retrieve: move`` (PS3.4 C.4.2) the source runs its own C-STORE SCP
+on ``move_host:move_port`` (loopback), accepting only the peer's AE title;
+each fetch sends a C-MOVE at IMAGE level naming ``move_destination``, and
+the peer pushes the instance there before its final C-MOVE response.  The
+peer must know ``move_destination`` at that address (Orthanc's
+``DicomModalities``, dcmqrscp's ``HostTable``).
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ log = logging.getLogger(__name__)
 
 STUDY_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.2.1"
 STUDY_ROOT_GET = "1.2.840.10008.5.1.4.1.2.2.3"
+STUDY_ROOT_MOVE = "1.2.840.10008.5.1.4.1.2.2.2"
 _PENDING = (0xFF00, 0xFF01)
 
 
@@ -63,8 +70,6 @@ class QueryRetrieveSource:
 
     def __init__(self, config: DimseConfig, *, since: str | None = None, until: str | None = None,
                  find_limit: int | None = None) -> None:
-        if config.retrieve != "get":
-            raise ConfigError(f"endpoints.{config.name}.retrieve: only get (C-GET) is implemented")
         if since is None:
             raise ConfigError(f"source {config.name}: a DICOM node is listed by study date: give --since YYYY-MM-DD")
         self.config = config
@@ -77,6 +82,7 @@ class QueryRetrieveSource:
         self._assocs: list[Any] = []
         self._classes: dict[str, str] = {}  # SOP Instance UID -> SOP Class UID, from the listing
         self._received: dict[str, bytes] = {}
+        self._receiver: Any = None
         self.finds = 0
         self.splits = 0
 
@@ -205,41 +211,90 @@ class QueryRetrieveSource:
             self._received[str(event.request.AffectedSOPInstanceUID)] = data
         return 0x0000
 
+    # -- C-MOVE --------------------------------------------------------------------------
+
+    def _move_receiver(self) -> None:
+        """Start the C-STORE SCP that receives the C-MOVE sub-operations (once)."""
+        from pynetdicom import ALL_TRANSFER_SYNTAXES, AE, AllStoragePresentationContexts, evt
+
+        with self._lock:
+            if self._receiver is not None:
+                return
+            cfg = self.config
+            ae = AE(ae_title=cfg.move_destination or "COPYDICOM")
+            for context in AllStoragePresentationContexts:
+                assert context.abstract_syntax is not None
+                ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+            ae.require_calling_aet = [cfg.called_aet]
+            ae.network_timeout = ae.acse_timeout = ae.dimse_timeout = cfg.timeout
+            ae.maximum_pdu_size = cfg.max_pdu
+            assert cfg.move_port is not None
+            ae.start_server((cfg.move_host, cfg.move_port), block=False,
+                            evt_handlers=[(evt.EVT_C_STORE, self._on_store)])
+            self._receiver = ae
+
+    def _move_assoc(self) -> Any:
+        assoc = getattr(self._local, "move", None)
+        if assoc is None or not assoc.is_established:
+            ae = make_ae(self.config)
+            ae.add_requested_context(STUDY_ROOT_MOVE, [EXPLICIT_LE, IMPLICIT_LE])
+            assoc = associate(ae, self.config)
+            self._local.move = assoc
+            with self._lock:
+                self._assocs.append(assoc)
+        return assoc
+
+    def _retrieve(self, ref: InstanceRef, query: Dataset) -> int | None:
+        """Send the C-GET or C-MOVE; return the final status."""
+        assert ref.identity is not None
+        final = None
+        if self.config.retrieve == "move":
+            self._move_receiver()
+            assoc = self._move_assoc()
+            responses = assoc.send_c_move(query, self.config.move_destination, STUDY_ROOT_MOVE)
+        else:
+            sop_class = self._classes.get(ref.identity.sop_uid) or "1.2.840.10008.5.1.4.1.1.2"
+            assoc = self._get_assoc(sop_class)
+            responses = assoc.send_c_get(query, STUDY_ROOT_GET)
+        what = "C-MOVE" if self.config.retrieve == "move" else "C-GET"
+        try:
+            for status, _ in responses:
+                if not status or "Status" not in status:
+                    assoc.abort()
+                    raise SourceUnavailable(f"{self.config.display_url}: {what} got no answer")
+                final = int(status.Status)
+        except (RuntimeError, ValueError) as exc:
+            raise SourceUnavailable(f"{self.config.display_url}: {what} failed: {exc}") from None
+        return final
+
     def fetch(self, ref: InstanceRef) -> bytes:
         from pydicom import Dataset
 
         identity = ref.identity
         if identity is None:
             raise InvalidInstance(f"instance {ref.source_id}: no identity to retrieve it by")
-        sop_class = self._classes.get(identity.sop_uid) or "1.2.840.10008.5.1.4.1.1.2"
-        assoc = self._get_assoc(sop_class)
         query = Dataset()
         query.QueryRetrieveLevel = "IMAGE"
         query.StudyInstanceUID = identity.study_uid
         query.SeriesInstanceUID = identity.series_uid
         query.SOPInstanceUID = identity.sop_uid
-        final = None
-        try:
-            for status, _ in assoc.send_c_get(query, STUDY_ROOT_GET):
-                if not status or "Status" not in status:
-                    assoc.abort()
-                    raise SourceUnavailable(f"{self.config.display_url}: C-GET got no answer")
-                final = int(status.Status)
-        except (RuntimeError, ValueError) as exc:
-            raise SourceUnavailable(f"{self.config.display_url}: C-GET failed: {exc}") from None
+        final = self._retrieve(ref, query)
         with self._lock:
             data = self._received.pop(identity.sop_uid, None)
         if data is None:
             code = "none" if final is None else f"0x{final:04X}"
             if final is not None and 0xA700 <= final <= 0xA7FF:
-                raise SourceUnavailable(f"{self.config.display_url}: C-GET of {ref.source_id}: status {code}")
-            raise InvalidInstance(f"{self.config.display_url}: C-GET of {ref.source_id} returned no instance "
+                raise SourceUnavailable(f"{self.config.display_url}: retrieving {ref.source_id}: status {code}")
+            raise InvalidInstance(f"{self.config.display_url}: retrieving {ref.source_id} returned no instance "
                                   f"(status {code})")
         return data
 
     def close(self) -> None:
         with self._lock:
             assocs, self._assocs = self._assocs, []
+            receiver, self._receiver = self._receiver, None
+        if receiver is not None:
+            receiver.shutdown()
         for assoc in assocs:
             try:
                 if assoc.is_established:

@@ -56,3 +56,60 @@ def test_fetch_returns_the_stored_file(tmp_path: Path, dest: OrthancServer) -> N
     got, sent = dcmread(__import__("io").BytesIO(data)), dcmread(f)
     assert got.SOPInstanceUID == sent.SOPInstanceUID and got.PixelData == sent.PixelData
     assert ref.source_id == identity_of(f.read_bytes()).orthanc_id
+
+
+def test_pull_from_dcmqrscp(tmp_path: Path) -> None:
+    from tests.support.dcmtk import DcmQRSCP
+
+    files = write_files(tmp_path / "in", 8, seed="qrscp")
+    with DcmQRSCP(folder=tmp_path / "qrscp") as qrscp:
+        qrscp.load(files)
+        cfg = DimseConfig.from_url(f"dicom://QRSCP@127.0.0.1:{qrscp.port}", name="qrscp")
+        source = QueryRetrieveSource(cfg, since="2020-01-01")
+        try:
+            refs = [ref for batch in source.batches() for ref in batch]
+            got = {ref.source_id: source.fetch(ref) for ref in refs}
+        finally:
+            source.close()
+    want = {identity_of(f.read_bytes()).orthanc_id: f for f in files}
+    assert set(got) == set(want)
+    for key, data in got.items():
+        assert dcmread(__import__("io").BytesIO(data)).PixelData == dcmread(want[key]).PixelData
+
+
+def _pull_all(source: QueryRetrieveSource) -> dict[str, bytes]:
+    try:
+        refs = [ref for batch in source.batches() for ref in batch]
+        return {ref.source_id: source.fetch(ref) for ref in refs}
+    finally:
+        source.close()
+
+
+def test_cmove_from_dcmqrscp_and_orthanc(tmp_path: Path) -> None:
+    from tests.support.dcmtk import DcmQRSCP
+    from tests.support.orthanc import free_port
+
+    files = write_files(tmp_path / "in", 6, seed="cmove")
+    want = {identity_of(f.read_bytes()).orthanc_id: f for f in files}
+    move_port = free_port()
+    with DcmQRSCP(folder=tmp_path / "qrscp", moves={"MOVEDEST": move_port}) as qrscp:
+        qrscp.load(files)
+        cfg = DimseConfig.from_url(f"dicom://QRSCP@127.0.0.1:{qrscp.port}?retrieve=move&move_destination=MOVEDEST"
+                                   f"&move_port={move_port}", name="qrscp")
+        got = _pull_all(QueryRetrieveSource(cfg, since="2020-01-01"))
+    assert set(got) == set(want)
+    orthanc = OrthancServer(name="PACS", workdir=tmp_path / "pacs",
+                            modalities={"copydicom": ("COPYDICOM", "127.0.0.1", 104),
+                                        "mover": ("MOVEDEST", "127.0.0.1", move_port)})
+    orthanc.start()
+    try:
+        for f in files:
+            orthanc.upload(f.read_bytes())
+        cfg = DimseConfig.from_url(f"dicom://PACS@127.0.0.1:{orthanc.dicom_port}?retrieve=move"
+                                   f"&move_destination=MOVEDEST&move_port={move_port}", name="pacs")
+        got = _pull_all(QueryRetrieveSource(cfg, since="2020-01-01"))
+    finally:
+        orthanc.cleanup()
+    assert set(got) == set(want)
+    for key, data in got.items():
+        assert dcmread(__import__("io").BytesIO(data)).PixelData == dcmread(want[key]).PixelData
