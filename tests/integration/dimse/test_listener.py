@@ -202,3 +202,18 @@ def test_instances_are_stored_as_sent(tmp_path: Path, syntax: str, option: str) 
         assert stored.PixelData == dcmread(tmp_path / "sent.dcm").PixelData
     finally:
         source.close()
+
+
+def test_a_stalled_sender_does_not_block_others(tmp_path: Path) -> None:
+    import socket
+
+    source = _listener(tmp_path, timeout="30s")
+    stalled = socket.create_connection(("127.0.0.1", source.listener.port))  # connects, then says nothing
+    try:
+        files = write_files(tmp_path / "in", 3)
+        pushed = storescu(source.listener.port, files, calling="SENDER")
+        assert pushed.returncode == 0, pushed.stderr
+        assert source.spool.depth()[0] == 3
+    finally:
+        stalled.close()
+        source.close()

@@ -56,8 +56,12 @@ def tls_node(port: int, pki: Path, *, client_cert: bool) -> DimseConfig:
 
 
 def test_destination_to_listener_over_tls(tmp_path: Path, pki: Path) -> None:
+    import socket
+
     source = tls_listener(tmp_path, pki)
     files = write_files(tmp_path / "in", 3)
+    # A client that connects and never starts the TLS handshake must not hold up the others.
+    stalled = socket.create_connection(("127.0.0.1", source.listener.port))
     try:
         destination = DimseDestination(tls_node(source.listener.port, pki, client_cert=False))
         try:
@@ -74,6 +78,7 @@ def test_destination_to_listener_over_tls(tmp_path: Path, pki: Path) -> None:
         assert not plain.is_established
         assert source.listener.stats.associations == 1
     finally:
+        stalled.close()
         source.close()
 
 
