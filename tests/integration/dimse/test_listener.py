@@ -217,3 +217,18 @@ def test_a_stalled_sender_does_not_block_others(tmp_path: Path) -> None:
     finally:
         stalled.close()
         source.close()
+
+
+def test_associations_beyond_the_limit_are_rejected_transiently(tmp_path: Path) -> None:
+    source = _listener(tmp_path, max_associations=1)
+    try:
+        first = _scu(source.listener.port)
+        assert first.is_established  # type: ignore[attr-defined]
+        second = _scu(source.listener.port)
+        assert second.is_rejected  # type: ignore[attr-defined]
+        rj = second.acceptor.primitive  # type: ignore[attr-defined]
+        # rejected-transient, service-provider (presentation), local-limit-exceeded (PS3.8 Table 9-21)
+        assert (rj.result, rj.result_source, rj.diagnostic) == (0x02, 0x03, 0x02)
+        first.release()  # type: ignore[attr-defined]
+    finally:
+        source.close()
