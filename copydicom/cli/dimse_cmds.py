@@ -52,8 +52,8 @@ def cmd_listen(args: argparse.Namespace) -> int:
         return 0
     if not config.routes:
         raise ConfigError("routes: no route has a dimse_listener source")
-    loop = ListenLoop(config, key_file=args.key_file)
     done = threading.Event()
+    loop = ListenLoop(config, key_file=args.key_file, on_fatal=lambda exc: done.set())
 
     def request_stop(*_: Any) -> None:
         done.set()

@@ -41,13 +41,15 @@ class ListenProcess:
 
     config: Path
     port: int
+    verbose: int = 0
     process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> ListenProcess:
         env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
         log = open(self.config.parent / "listen.log", "ab")  # noqa: SIM115 - closed with the process
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "copydicom", "listen", "--config", str(self.config)],
+            [sys.executable, "-m", "copydicom", *(["-" + "v" * self.verbose] if self.verbose else []),
+             "listen", "--config", str(self.config)],
             env=env, stdout=log, stderr=subprocess.STDOUT, cwd=self.config.parent, start_new_session=True,
         )
         log.close()

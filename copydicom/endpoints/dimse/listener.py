@@ -27,6 +27,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
+from copydicom.endpoints.dimse._log import quiet_pynetdicom
 from copydicom.endpoints.dimse._config import ListenerConfig
 from copydicom.endpoints.dimse.spool import ReceiveSpool, SpoolEntry
 from copydicom.errors import InvalidInstance, SourceUnavailable
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
     from pynetdicom.transport import ThreadedAssociationServer
 
 log = logging.getLogger(__name__)
+quiet_pynetdicom()
 
 #: PS3.4 Table B.2-1: "Refused: Out of Resources".
 OUT_OF_RESOURCES = 0xA700

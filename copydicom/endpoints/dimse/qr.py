@@ -29,6 +29,7 @@ import threading
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+from copydicom.endpoints.dimse._log import quiet_pynetdicom
 from copydicom.endpoints.dimse._config import DimseConfig
 from copydicom.endpoints.dimse.scu import EXPLICIT_LE, IMPLICIT_LE, associate, make_ae
 from copydicom.errors import ConfigError, InvalidInstance, SourceUnavailable
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
     from pydicom import Dataset
 
 log = logging.getLogger(__name__)
+quiet_pynetdicom()
 
 STUDY_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.2.1"
 STUDY_ROOT_GET = "1.2.840.10008.5.1.4.1.2.2.3"

@@ -30,6 +30,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from copydicom.endpoints.dimse._log import quiet_pynetdicom
 from copydicom.endpoints.dimse._config import DimseConfig
 from copydicom.errors import (
     CopyDicomError,
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
     from pynetdicom.association import Association
 
 log = logging.getLogger(__name__)
+quiet_pynetdicom()
 
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
 IMPLICIT_LE = "1.2.840.10008.1.2"

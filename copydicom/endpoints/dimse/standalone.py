@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from copydicom.endpoints.dimse._config import DimseConfig, ListenerConfig
-from copydicom.errors import ConfigError, RetryableError
+from copydicom.errors import ConfigError, FatalError, RetryableError
 from copydicom.ledger import Ledger
 from copydicom.model import Destination
 
@@ -142,7 +142,8 @@ class ListenLoop:
     next arrival (or one second).
     """
 
-    def __init__(self, config: ListenConfig, *, key_file: str | None = None) -> None:
+    def __init__(self, config: ListenConfig, *, key_file: str | None = None,
+                 on_fatal: Callable[[BaseException], None] | None = None) -> None:
         from copydicom.app import make_stages
         from copydicom.endpoints.dimse.listener import ListenerSource
         from copydicom.pipeline import Pipeline
@@ -161,6 +162,7 @@ class ListenLoop:
         self.runners: list[Any] = []
         self.threads: list[threading.Thread] = []
         self.failures = 0
+        self.on_fatal = on_fatal
 
     def start(self) -> None:
         for route, source, pipeline, _ in self.parts:
@@ -179,6 +181,13 @@ class ListenLoop:
             except RetryableError as exc:
                 log.warning("route %s: %s", name, exc)
                 summary = None
+            except (ConfigError, FatalError) as exc:  # nothing sensible to retry: stop the process
+                log.error("route %s: %s: %s", name, type(exc).__name__, exc)
+                self.failures += 1
+                self.stop_event.set()
+                if self.on_fatal is not None:
+                    self.on_fatal(exc)
+                return
             except Exception:
                 log.exception("route %s: poll failed", name)
                 self.failures += 1

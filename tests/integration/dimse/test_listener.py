@@ -36,7 +36,7 @@ def test_storescu_push_is_delivered_and_unknown_callers_are_rejected(tmp_path: P
     files = write_files(tmp_path / "in", 24)
     port = free_port()
     config = listener_config(tmp_path / "rx", port=port, destinations=orthanc_dest(dest), allowed_calling=["STORESCU"])
-    listener = ListenProcess(config, port).start()
+    listener = ListenProcess(config, port, verbose=2).start()  # debug logging: still no patient data
     try:
         pushed = storescu(port, files)
         assert pushed.returncode == 0, pushed.stderr
@@ -55,6 +55,13 @@ def test_storescu_push_is_delivered_and_unknown_callers_are_rejected(tmp_path: P
     finally:
         assert listener.stop() == 0
     assert new_instance_changes(dest) == 24  # each sent once
+    log = listener.log()
+    assert "route received: replicated=" in log
+    for f in files[:5]:
+        ds = dcmread(f, stop_before_pixels=True)
+        for value in (ds.PatientID, str(ds.PatientName), ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID):
+            assert value not in log
+    assert str(tmp_path / "in") not in log
 
 
 def test_orthanc_pushes_with_modalities_store(tmp_path: Path, dest: OrthancServer) -> None:
