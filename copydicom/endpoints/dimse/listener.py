@@ -339,6 +339,8 @@ class SpoolRunner:
         self.route = route
         self.source = source
         self.pipeline = pipeline
+        #: A change feed's newest position, for the daemon's backlog metric; a spool has none.
+        self.last_seen: int | None = None
 
     def poll(self) -> Any:
         from copydicom.pipeline import Summary
