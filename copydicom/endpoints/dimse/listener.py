@@ -25,6 +25,7 @@ import time
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from copydicom.endpoints.dimse._log import quiet_pynetdicom
@@ -49,11 +50,12 @@ SUCCESS = 0x0000
 _IDENTITY_TAGS = ["PatientID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"]
 
 
-def identity_of(data: bytes) -> Identity:
-    """The identity of a Part 10 byte string, reading only the header (not the pixels)."""
+def identity_of(data: bytes | Path) -> Identity:
+    """The identity of a Part 10 byte string or file, reading only the header (not the pixels)."""
     from pydicom import dcmread
 
-    ds = dcmread(io.BytesIO(data), stop_before_pixels=True, specific_tags=_IDENTITY_TAGS)
+    ds = dcmread(io.BytesIO(data) if isinstance(data, bytes) else data, stop_before_pixels=True,
+                 specific_tags=_IDENTITY_TAGS)
     return Identity.from_dataset(ds)
 
 
@@ -275,7 +277,7 @@ class ListenerSource:
         groups: dict[str | None, list[InstanceRef]] = defaultdict(list)
         for entry in entries:
             try:
-                identity: Identity | None = identity_of(entry.path.read_bytes())
+                identity: Identity | None = identity_of(entry.path)
             except FileNotFoundError:
                 continue
             except Exception:  # unreadable now: let the pipeline quarantine it with its reason
