@@ -7,47 +7,23 @@ Endpoints may be names from the config or CopyDICOM-style URLs
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from copydicom.clients.orthanc import OrthancClient, OrthancConfig
-from copydicom.config import AppConfig, Route, endpoint_class
+from copydicom import registry
+from copydicom.config import AppConfig
 from copydicom.errors import ConfigError
-from copydicom.ledger import Ledger
 from copydicom.model import Destination, Stage
-from copydicom.pipeline import Outcome, Pipeline
-from copydicom.sinks.orthanc import OrthancDestination
-from copydicom.sources.orthanc import OrthancSource
 
 log = logging.getLogger(__name__)
 
-#: URL scheme -> endpoint type, for endpoints given on the command line.
-URL_SCHEMES: dict[str, str] = {
-    "http": "orthanc",
-    "https": "orthanc",
-    "s3": "s3",
-    "sqlite": "sqlite",
-    "es+http": "elasticsearch",
-    "es+https": "elasticsearch",
-    "splunk+http": "splunk",
-    "splunk+https": "splunk",
-}
-
 
 def endpoint_from_url(url: str) -> tuple[str, Any]:
-    """``(type, config)`` of an endpoint written as a URL."""
-    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
-    if scheme not in URL_SCHEMES:
-        raise ConfigError(f"{url.split('://')[0]!r}: not a known endpoint URL scheme ({', '.join(URL_SCHEMES)})")
-    type_name = URL_SCHEMES[scheme]
-    if type_name == "orthanc":
-        return type_name, OrthancConfig.from_url(url)
-    return type_name, endpoint_class(type_name, where=scheme).from_url(url)
+    """``(type, config)`` of an endpoint written as a URL (its scheme names a registered type)."""
+    endpoint_type = registry.by_scheme(url)
+    return endpoint_type.name, endpoint_type.from_url(url)
 
 
 def resolve_endpoint(config: AppConfig | None, name_or_url: str) -> tuple[str, Any]:
@@ -61,14 +37,32 @@ def resolve_endpoint(config: AppConfig | None, name_or_url: str) -> tuple[str, A
 
 
 def make_destination(type_name: str, endpoint: Any, *, pool_size: int) -> Destination:
-    """An image destination for an endpoint config."""
-    if type_name == "orthanc":
-        return OrthancDestination(endpoint, pool_size=pool_size)
-    if type_name == "s3":
-        module = importlib.import_module("copydicom.sinks.s3")
-        destination: Destination = module.S3Destination(endpoint)
-        return destination
-    raise ConfigError(f"endpoint {getattr(endpoint, 'name', '?')} of type {type_name} is not an image destination")
+    """An image destination for an endpoint config (the registered type's factory)."""
+    endpoint_type = registry.get(type_name)
+    if endpoint_type.destination is None:
+        raise ConfigError(
+            f"endpoint {getattr(endpoint, 'name', '?')} of type {type_name} is not an image destination"
+        )
+    endpoint_type.check_installed(where=str(getattr(endpoint, "name", type_name)))
+    return endpoint_type.destination(endpoint, registry.BuildContext(pool_size=pool_size))
+
+
+def route_key(profile: Any, key_file: str | None = None) -> bytes:
+    """Read and check the de-identification key of a profile (``--key-file`` wins).
+
+    Raises
+    ------
+    ConfigError
+        No key configured, or the key file is missing, not owner-only or too short.
+    """
+    from copydicom.stages.deid import load_key
+
+    where = f"profiles.{profile.name}.key_file"
+    path = key_file or profile.key_file or os.environ.get("COPYDICOM_DEID_KEY_FILE")
+    if not path:
+        raise ConfigError(f"{where}: required (the secret project key; or set COPYDICOM_DEID_KEY_FILE)")
+    key: bytes = load_key(path, where="--key-file" if key_file else where)
+    return key
 
 
 def make_stages(
@@ -78,6 +72,7 @@ def make_stages(
     index_route: str | None = None,
     dose: bool = True,
     key_file: str | None = None,
+    index_source_ids: bool = False,
 ) -> list[Stage]:
     """The stages of a route, built once at start-up (keys are read and checked here).
 
@@ -88,13 +83,9 @@ def make_stages(
     """
     stages: list[Stage] = []
     if profile is not None:
-        from copydicom.stages.deid import DeidStage, MappingStore, load_key
+        from copydicom.stages.deid import DeidStage, MappingStore
 
-        where = f"profiles.{profile.name}.key_file"
-        path = key_file or profile.key_file or os.environ.get("COPYDICOM_DEID_KEY_FILE")
-        if not path:
-            raise ConfigError(f"{where}: required (the secret project key; or set COPYDICOM_DEID_KEY_FILE)")
-        key = load_key(path, where="--key-file" if key_file else where)
+        key = route_key(profile, key_file)
         stages.append(DeidStage(profile, key, MappingStore(state) if state is not None else None))
     if index_route is not None:
         from copydicom.stages.index_docs import IndexDocumentsStage
@@ -103,7 +94,9 @@ def make_stages(
             from copydicom.stages.dose import DoseStage
 
             stages.append(DoseStage())
-        stages.append(IndexDocumentsStage(index_route, deidentified=profile is not None))
+        stages.append(
+            IndexDocumentsStage(index_route, deidentified=profile is not None, source_ids=index_source_ids)
+        )
     return stages
 
 
@@ -119,64 +112,16 @@ def make_index_destination(endpoint: Any, *, state: Path, background: bool) -> D
     return IndexDestination(spooled)
 
 
-@dataclass
-class RouteRuntime:
-    """A route's live objects; :meth:`close` releases them."""
+# The assembly path lives in copydicom.routes; re-exported here for existing callers.
+from copydicom.routes import RouteRuntime, build_route  # noqa: E402
 
-    route: Route
-    source: OrthancSource
-    pipeline: Pipeline
-    destinations: list[Destination]
-
-    def close(self) -> None:
-        self.pipeline.close()
-        for dest in self.destinations:
-            dest.close()
-        self.source.client.close()
-
-
-def build_route(
-    route: Route,
-    config: AppConfig,
-    ledger: Ledger,
-    *,
-    on_outcome: Callable[[Outcome], None] | None = None,
-    dry_run: bool = False,
-    key_file: str | None = None,
-    background_index: bool = False,
-) -> RouteRuntime:
-    """Build the source, stages, destinations and pipeline of a configured route."""
-    source_cfg: OrthancConfig = config.endpoints[route.source]
-    client = OrthancClient(source_cfg, pool_size=route.workers + 2, side="source")
-    profile = config.profiles.get(route.profile) if route.profile else None
-    stages = make_stages(
-        profile,
-        state=config.state,
-        index_route=route.name if route.indexes else None,
-        dose=route.dose,
-        key_file=key_file,
-    )
-    destinations = [
-        make_destination(config.endpoint_types[d], config.endpoints[d], pool_size=route.workers + 2)
-        for d in route.destinations
-    ]
-    destinations += [
-        make_index_destination(config.endpoints[i], state=config.state, background=background_index)
-        for i in route.indexes
-    ]
-    # Identities are read from the source's index (no download) when de-identification
-    # changes them or a destination addresses objects by them (S3 keys).
-    by_identity = profile is not None or any(config.endpoint_types[d] == "s3" for d in route.destinations)
-    source = OrthancSource(client, want_identity=by_identity)
-    pipeline = Pipeline(
-        route.name,
-        source,
-        stages,
-        destinations,
-        ledger,
-        quarantine_dir=config.quarantine_dir,
-        workers=route.workers,
-        on_outcome=on_outcome,
-        dry_run=dry_run,
-    )
-    return RouteRuntime(route, source, pipeline, destinations)
+__all__ = [
+    "RouteRuntime",
+    "build_route",
+    "endpoint_from_url",
+    "make_destination",
+    "make_index_destination",
+    "make_stages",
+    "resolve_endpoint",
+    "route_key",
+]

@@ -10,12 +10,14 @@ line behave exactly as for ``replicate``; a second run sends nothing.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from typing import Any
 
-from copydicom.app import RouteRuntime
 from copydicom.config import AppConfig, Route
 from copydicom.errors import ConfigError
+from copydicom.model import SelectableSource
 from copydicom.pipeline import Summary
+from copydicom.routes import RouteRuntime
 from copydicom.sources.index_query import IndexQuerySource, QueryStats
 
 log = logging.getLogger(__name__)
@@ -31,9 +33,37 @@ def replicate_matches(
     ConfigError
         The index refused the query (its message is kept) or the rows name no instances.
     """
-    source = IndexQuerySource(index, runtime.source, query)
+    if not isinstance(runtime.source, SelectableSource):
+        raise ConfigError(
+            f"route {runtime.route.name}: its source cannot select instances by identifier, "
+            "so it cannot serve an index query"
+        )
+    source = IndexQuerySource(_empty_if_missing(index), runtime.source, query)
     summary = runtime.pipeline.run(source.batches(), summary)
     return summary, source.stats
+
+
+class _MissingOk:
+    """An embedded (SQLite) index whose database may not exist yet: then it is empty.
+
+    A conditional route that runs before anything was indexed matches nothing (zero rows, exit 0)
+    instead of failing; the query is still checked against the schema.
+    """
+
+    def __init__(self, index: Any) -> None:
+        self.index = index
+        self.name: str = index.name
+
+    def search(self, query: str) -> Iterator[dict[str, Any]]:
+        from copydicom.sinks.sqlite_index import readonly_query
+
+        return readonly_query(self.index.config.path, query, missing_ok=True)
+
+
+def _empty_if_missing(index: Any) -> Any:
+    from copydicom.sinks.sqlite_index import SqliteIndex
+
+    return _MissingOk(index) if isinstance(index, SqliteIndex) else index
 
 
 def describe(stats: QueryStats) -> str:

@@ -9,6 +9,7 @@ URL (``http://user:secret@host`` becomes ``http://user:***@host``) and
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import re
@@ -65,9 +66,58 @@ def quiet_pydicom_values() -> None:
         warnings.filterwarnings("ignore", message="Invalid value for VR")
 
 
+_warnings_log = logging.getLogger("py.warnings")
+
+
+class _RecentMessages(logging.Filter):
+    """Remember the last messages of a logger (pydicom's ``warn_and_log`` logs and warns the same text)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.recent: collections.deque[str] = collections.deque(maxlen=64)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        self.recent.append(record.getMessage())
+        return True
+
+
+_pydicom_recent = _RecentMessages()
+
+
+def _log_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                 file: object = None, line: str | None = None) -> None:
+    """``warnings.showwarning`` replacement: one log record, one line, no source line.
+
+    The standard :func:`logging.captureWarnings` formats a warning with
+    :func:`warnings.formatwarning`, which appends the offending source line on a
+    second line (a plain-text log would then hold two lines per warning); here the
+    record is ``"<Category>: <message>"`` on the ``py.warnings`` logger, so it goes
+    through the same formatter (JSON with ``--log-json``) and the same masking.
+    """
+    if str(message) in _pydicom_recent.recent:
+        return  # pydicom's warn_and_log already logged this very message
+    text = " ".join(str(message).split())
+    _warnings_log.warning("%s: %s", category.__name__, text)
+
+
+def capture_warnings() -> None:
+    """Route every Python warning (pydicom's ``UserWarning``s among them) through logging (idempotent)."""
+    if not any(isinstance(f, _NoValueMessages) for f in _warnings_log.filters):
+        _warnings_log.addFilter(_NoValueMessages())
+    pylog = logging.getLogger("pydicom")
+    if _pydicom_recent not in pylog.filters:
+        pylog.addFilter(_pydicom_recent)
+    warnings.showwarning = _log_warning
+
+
 def configure_logging(*, json_lines: bool = False, verbose: int = 0) -> None:
-    """Set up the root logger for a command or the daemon (stderr, one line per event)."""
+    """Set up the root logger for a command or the daemon (stderr, one line per event).
+
+    Python warnings are logged too (:func:`capture_warnings`): nothing else writes to
+    stderr, so ``--log-json`` output stays one JSON object per line.
+    """
     quiet_pydicom_values()
+    capture_warnings()
     handler = logging.StreamHandler(sys.stderr)
     if json_lines:
         handler.setFormatter(_JsonFormatter())

@@ -253,6 +253,13 @@ class SelectableSource(Protocol):
     def selected(self, identifiers: Iterable[str]) -> Iterator[list[InstanceRef]]: ...
 
 
+@runtime_checkable
+class CountableSource(Protocol):
+    """Capability: how many instances :meth:`Source.batches` will yield, known cheaply (progress totals)."""
+
+    def count(self) -> int | None: ...
+
+
 @dataclass(frozen=True)
 class StudyCount:
     """One study in an inventory: its identity and how many instances it holds."""

@@ -15,6 +15,14 @@ Per instance::
       v
     "stored"                                           -- RetryableError --> "failed"
 
+Same SOP Instance UID, new content: when the source announces again (a change
+feed reference) an instance already delivered, and the source can tell the MD5
+of its bytes, that MD5 is compared with the one recorded at delivery. If they
+differ, the route's ``on_changed_instance`` policy applies: ``report`` counts it
+(``changed=N`` in the summary, a metric, ``status``) and keeps the delivered
+copy; ``resend`` replaces it at every destination (Orthanc: DELETE then POST,
+since a plain POST keeps the old bytes; S3: an unconditional PUT).
+
 Work runs on a bounded pool (``workers`` threads, at most ``2 * workers``
 instances in flight: back-pressure on the source).  ``stop`` lets in-flight
 instances finish and submits no more.
@@ -22,8 +30,8 @@ instances finish and submits no more.
 
 from __future__ import annotations
 
+import hashlib
 import logging
-import os
 import re
 import threading
 import time
@@ -32,7 +40,7 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Literal, Protocol, runtime_checkable
 
 from copydicom.errors import (
     ConfigError,
@@ -42,6 +50,15 @@ from copydicom.errors import (
     SkippableError,
 )
 from copydicom.ledger import Ledger
+from copydicom.state import (
+    display_source_id,
+    mask_source_path,
+    one_line,
+    private_dir,
+    quarantine_file_name,
+    quarantine_folder_name,
+    write_private_bytes,
+)
 from copydicom.model import (
     Destination,
     Identity,
@@ -49,7 +66,9 @@ from copydicom.model import (
     IdentityTransform,
     Instance,
     InstanceRef,
+    Source,
     Stage,
+    StoreOutcome,
 )
 
 log = logging.getLogger(__name__)
@@ -57,10 +76,24 @@ log = logging.getLogger(__name__)
 OutcomeKind = Literal["stored", "existing", "quarantined", "failed"]
 
 
-class Fetcher(Protocol):
-    name: str
+@runtime_checkable
+class ContentDigests(Protocol):
+    """Capability of a source: the MD5 of an instance's bytes as stored, without a download.
 
-    def fetch(self, ref: InstanceRef) -> bytes: ...
+    Orthanc: ``GET /instances/{id}/attachments/dicom/md5``. ``None`` when unknown.
+    """
+
+    def content_md5(self, ref: InstanceRef) -> str | None: ...
+
+
+@runtime_checkable
+class Replaceable(Protocol):
+    """Capability of a destination: replace what it holds for an instance by new bytes."""
+
+    def replace(self, instance: Instance) -> StoreOutcome: ...
+
+
+ChangedPolicy = Literal["report", "resend"]
 
 
 @dataclass(frozen=True)
@@ -79,6 +112,8 @@ class Outcome:
     destinations: tuple[tuple[str, str], ...] = ()
     seconds: float = 0.0
     stage_seconds: tuple[tuple[str, float], ...] = ()
+    #: The source holds other bytes than those delivered (same instance, new content).
+    changed: bool = False
 
 
 @dataclass
@@ -88,11 +123,19 @@ class Summary:
     counts: Counter[str] = field(default_factory=Counter)
     started: float = field(default_factory=time.monotonic)
     first_retryable: str = ""
+    #: Instances changed at the source since delivery, and of those, how many a destination still
+    #: holds in the older version (policy ``report``).
+    changed: int = 0
+    changed_kept: int = 0
 
     def add(self, outcome: Outcome) -> None:
         self.counts[outcome.kind] += 1
         if outcome.kind == "failed" and not self.first_retryable:
             self.first_retryable = outcome.reason
+        if outcome.changed:
+            self.changed += 1
+            if outcome.kind == "existing":
+                self.changed_kept += 1
 
     @property
     def seconds(self) -> float:
@@ -100,13 +143,15 @@ class Summary:
 
     @property
     def ok(self) -> bool:
-        return not (self.counts["quarantined"] or self.counts["failed"])
+        """Nothing quarantined, failed, or left different at a destination."""
+        return not (self.counts["quarantined"] or self.counts["failed"] or self.changed_kept)
 
     def line(self) -> str:
         c = self.counts
+        changed = f"changed={self.changed} " if self.changed else ""
         return (
             f"replicated={c['stored']} skipped_existing={c['existing']} "
-            f"quarantined={c['quarantined']} failed={c['failed']} seconds={self.seconds:.1f}"
+            f"quarantined={c['quarantined']} failed={c['failed']} {changed}seconds={self.seconds:.1f}"
         )
 
 
@@ -118,6 +163,10 @@ class _Planned:
     target_id: str
     needed: list[Destination]
     unasked: list[Destination]
+    #: Destinations whose copy is an older version of the instance, to replace (policy ``resend``).
+    replace: list[Destination] = field(default_factory=list)
+    #: The source's bytes differ from those delivered to some destination.
+    changed: bool = False
 
 
 class Pipeline:
@@ -128,7 +177,7 @@ class Pipeline:
     route
         The route's name (ledger key).
     source
-        Fetches bytes for a reference.
+        The route's source (:class:`~copydicom.model.Source`): fetches bytes for a reference.
     stages
         Applied in order; one that implements
         :class:`~copydicom.model.IdentityTransform` predicts the identity of
@@ -145,12 +194,19 @@ class Pipeline:
         Called in the driving thread for every outcome (progress, metrics).
     dry_run
         Decide and report, but fetch and store nothing.
+    validate
+        Called with the bytes of every instance no stage parsed, after the stages and
+        before the first store; raises :class:`~copydicom.errors.SkippableError` to
+        quarantine it at every destination alike (the route's validity decision).
+    on_changed
+        What to do with an instance delivered before whose content changed at
+        the source: ``report`` or ``resend`` (see the module documentation).
     """
 
     def __init__(
         self,
         route: str,
-        source: Fetcher,
+        source: Source,
         stages: Sequence[Stage],
         destinations: Sequence[Destination],
         ledger: Ledger,
@@ -159,6 +215,8 @@ class Pipeline:
         workers: int = 4,
         on_outcome: Callable[[Outcome], None] | None = None,
         dry_run: bool = False,
+        validate: Callable[[bytes], None] | None = None,
+        on_changed: ChangedPolicy = "report",
     ) -> None:
         self.route = route
         self.source = source
@@ -169,6 +227,8 @@ class Pipeline:
         self.workers = max(1, workers)
         self.on_outcome = on_outcome
         self.dry_run = dry_run
+        self.validate = validate
+        self.on_changed = on_changed
         self.stop_event = threading.Event()
         transforms = [s for s in self.stages if isinstance(s, IdentityTransform)]
         self.transform: IdentityTransform | None = transforms[0] if transforms else None
@@ -185,16 +245,49 @@ class Pipeline:
     def _target(self, ref: InstanceRef) -> tuple[str, str | None]:
         """Dedupe key (Orthanc ID of what will be sent) and its series ID at the destination."""
         if self.transform is None:
-            return ref.source_id, ref.series_id
+            # The Orthanc ID of the identity where the source knows it (a folder's file paths are
+            # not IDs, and are PHI: they must never reach a destination's URL), else the source's ID.
+            return (ref.identity.orthanc_id if ref.identity is not None else ref.source_id), ref.series_id
         sent = self._sent_identity(ref)
         if sent is None:
             return ref.source_id, None  # decided after the stages ran
         return sent.orthanc_id, sent.series_orthanc_id
 
+    def _changed(self, batch: list[InstanceRef], ids: list[str]) -> dict[str, list[Destination]]:
+        """Target IDs (of change-feed references) whose source bytes differ from those delivered.
+
+        Only where the source tells: a change on an instance already delivered (a reference from
+        the change feed, ``seq`` set) whose MD5 at the source differs from the one recorded at
+        delivery. One small request per such reference; none for new instances.
+        """
+        if not isinstance(self.source, ContentDigests):
+            return {}
+        announced = [(ref, t) for ref, t in zip(batch, ids) if ref.seq is not None]
+        if not announced:
+            return {}
+        wanted = [t for _, t in announced]
+        recorded = {dest.name: self.ledger.delivered_md5(dest.name, wanted) for dest in self.destinations}
+        changed: dict[str, list[Destination]] = {}
+        for ref, target in announced:
+            holders = [d for d in self.destinations if target in recorded[d.name]]
+            if not holders:
+                continue
+            now = self.source.content_md5(ref)
+            if now is None:
+                continue
+            stale = [d for d in holders if recorded[d.name][target] != now]
+            if stale:
+                log.warning("instance %s changed at the source since it was delivered (on_changed_instance: %s)",
+                            display_source_id(target), self.on_changed)
+                changed[target] = stale
+        return changed
+
     def plan(self, batch: list[InstanceRef]) -> tuple[list[_Planned], list[Outcome]]:
         """Split a batch into work to do and references every destination already holds."""
         targets = [self._target(ref) for ref in batch]
         ids = [t[0] for t in targets]
+        changed = self._changed(batch, ids)
+        resend = self.on_changed == "resend"
         series_hints = {t[1] for t in targets}
         batch_hint = series_hints.pop() if len(series_hints) == 1 else None
         missing: dict[str, list[Destination]] = {i: [] for i in ids}
@@ -203,8 +296,12 @@ class Pipeline:
         sent = [self._sent_identity(ref) for ref in batch]
         for dest in self.destinations:
             known = self.ledger.delivered_among(dest.name, ids)
+            if resend:  # an older version to replace counts as missing (and is not asked about)
+                known -= {t for t, stale in changed.items() if dest in stale}
             rest = [i for i in ids if i not in known]
             by_identity = isinstance(dest, IdentityAddressed) and all(sent)
+            replaced = [i for i in rest if resend and dest in changed.get(i, ())]
+            rest = [i for i in rest if i not in replaced]
             if rest and not (by_identity or per_series):
                 unasked.append(dest)  # asked per instance, in parallel, by the workers
             elif rest:
@@ -217,16 +314,24 @@ class Pipeline:
                 for target_id in present:
                     self.ledger.record_delivered(dest.name, target_id, source_of[target_id], self.route, "existing")
                 rest = [i for i in rest if i not in present]
-            for target_id in rest:
+            for target_id in rest + replaced:
                 missing[target_id].append(dest)
         planned: list[_Planned] = []
         done: list[Outcome] = []
         for ref, (target_id, _) in zip(batch, targets):
+            stale = changed.get(target_id, [])
             if missing[target_id]:
                 needed = missing[target_id]
-                planned.append(_Planned(ref, target_id, needed, [d for d in needed if d in unasked]))
+                replace = [d for d in needed if resend and d in stale]
+                unasked_here = [d for d in needed if d in unasked and d not in replace]
+                planned.append(_Planned(ref, target_id, needed, unasked_here, replace, bool(stale)))
             else:
-                done.append(Outcome(ref, "existing"))
+                done.append(Outcome(ref, "existing", changed=bool(stale)))
+            if stale and not resend:  # report: the destination keeps the older version; status counts it
+                recorded = {d.name: self.ledger.delivered_md5(d.name, [target_id]).get(target_id) for d in stale}
+                for dest in stale:
+                    self.ledger.record_delivered(dest.name, target_id, ref.source_id, self.route, "changed",
+                                                 recorded[dest.name])
         return planned, done
 
     # -- one instance --------------------------------------------------------------------
@@ -261,13 +366,14 @@ class Pipeline:
                 if not needed:
                     return Outcome(ref, "existing")
             if self.dry_run:
-                return Outcome(ref, "stored", "dry run")
+                return Outcome(ref, "stored", "dry run", changed=item.changed)
             data = self.source.fetch(ref)
         except SkippableError as exc:
             return self._quarantine(ref, None, exc)
         except RetryableError as exc:
             return Outcome(ref, "failed", str(exc))
-        instance = Instance(ref, data)
+        instance = Instance(ref, data, identity=ref.identity)
+        source_md5 = hashlib.md5(data, usedforsecurity=False).hexdigest()  # to notice new content later
         try:
             for stage in self.stages:
                 began = time.monotonic()
@@ -281,12 +387,18 @@ class Pipeline:
                 per_dest.update((d.name, "existing") for d in before if d not in needed)
                 if not needed:
                     return Outcome(ref, "existing")
-            outcomes = []
+            if self.validate is not None and instance.dataset is None:
+                self.validate(instance.data)  # once for the route, before any destination stores it
+            outcomes: list[StoreOutcome] = []
             for dest in needed:
-                outcome = dest.store(instance)
+                if dest in item.replace and isinstance(dest, Replaceable):
+                    outcome = dest.replace(instance)
+                else:
+                    outcome = dest.store(instance)
                 per_dest[dest.name] = outcome
                 outcomes.append(outcome)
-                self.ledger.record_delivered(dest.name, instance.target_id, ref.source_id, self.route, outcome)
+                self.ledger.record_delivered(dest.name, instance.target_id, ref.source_id, self.route, outcome,
+                                             source_md5)
         except SkippableError as exc:
             return self._quarantine(ref, data, exc)
         except RetryableError as exc:
@@ -294,19 +406,20 @@ class Pipeline:
         except (ConfigError, FatalError):
             raise
         except Exception as exc:  # a malformed file tripped a stage: quarantine, keep running
-            log.debug("unexpected error on instance %s", ref.source_id, exc_info=True)
+            log.debug("unexpected error on instance %s", display_source_id(ref.source_id), exc_info=True)
             return self._quarantine(ref, data, InvalidInstance(f"cannot process: {safe_reason(exc)}"))
         for stage_name, actions in instance.audit.items():
             self.ledger.record_audit(self.route, instance.target_id, stage_name, actions)
         kind: OutcomeKind = "stored" if "stored" in outcomes else "existing"
-        return Outcome(ref, kind)
+        return Outcome(ref, kind, changed=item.changed)
 
     def _recheck_after_transform(
         self, instance: Instance, needed: list[Destination], predicted: str
     ) -> list[Destination]:
         actual = instance.target_id
         if actual != predicted and instance.ref.identity is not None:
-            log.warning("instance %s: predicted and actual de-identified IDs differ", instance.ref.source_id)
+            log.warning("instance %s: predicted and actual de-identified IDs differ",
+                        display_source_id(instance.ref.source_id))
         if actual == predicted and instance.ref.identity is not None:
             return needed
         still: list[Destination] = []
@@ -318,19 +431,18 @@ class Pipeline:
         return still
 
     def _quarantine(self, ref: InstanceRef, data: bytes | None, exc: SkippableError) -> Outcome:
+        # The file name is a digest of route and source ID: collision-free, and never the
+        # source's path (file names of a folder import are often patient names and MRNs).
         path: str | None = None
         if data is not None:
-            folder = self.quarantine_dir / self.route
-            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-            safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in ref.source_id)[-120:]
-            target = folder / f"{safe}.dcm"
-            fd = os.open(target, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
+            folder = private_dir(self.quarantine_dir / quarantine_folder_name(self.route))
+            target = folder / quarantine_file_name(self.route, ref.source_id)
+            write_private_bytes(target, data)
             path = str(target)
-        reason = f"{type(exc).__name__}: {exc}"
+        reason = one_line(f"{type(exc).__name__}: {exc}")
         self.ledger.quarantine(self.route, ref.source_id, exc.code, reason, path)
-        log.warning("instance %s quarantined on route %s: %s", ref.source_id, self.route, reason)
+        log.warning("instance %s quarantined on route %s: %s", display_source_id(ref.source_id), self.route,
+                    mask_source_path(reason, ref.source_id))
         return Outcome(ref, "quarantined", reason)
 
     # -- driving -------------------------------------------------------------------------
@@ -375,6 +487,31 @@ class Pipeline:
             for future in finished:
                 yield self._report(self._result(future))
 
+    def force_stream(
+        self, items: Iterable[tuple[InstanceRef, str, list[Destination], bool]]
+    ) -> Iterable[Outcome]:
+        """Process references already known to be missing (or different) at given destinations.
+
+        For ``copydicom reconcile``: each item is ``(ref, target_id, destinations, replace)``; the
+        dedupe step is skipped (the comparison already asked the destinations), everything after
+        it (fetch, stages, validity, store or replace, ledger, audit) is the same as :meth:`stream`.
+        """
+        in_flight: set[Future[Outcome]] = set()
+        for ref, target_id, dests, replace_them in items:
+            if self.stop_event.is_set():
+                break
+            while len(in_flight) >= 2 * self.workers:
+                finished, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    yield self._report(self._result(future))
+            item = _Planned(ref, target_id, list(dests), [], list(dests) if replace_them else [], replace_them)
+            in_flight.add(self._pool.submit(self._process, item))
+        while in_flight:
+            finished, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
+            for future in finished:
+                yield self._report(self._result(future))
+        self.ledger.flush()
+
     def _result(self, future: Future[Outcome]) -> Outcome:
         exc = future.exception()
         if exc is None:
@@ -383,6 +520,8 @@ class Pipeline:
         raise exc
 
     def _report(self, outcome: Outcome) -> Outcome:
+        if outcome.kind in ("stored", "existing") and not self.dry_run:
+            self.ledger.record_settled(self.route, outcome.ref.source_id)  # releases a quarantine entry
         if not outcome.destinations:  # decided for the whole batch: the same at every destination
             outcome = replace(outcome, destinations=tuple((d.name, outcome.kind) for d in self.destinations))
         if self.on_outcome is not None:

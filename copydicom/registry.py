@@ -54,7 +54,9 @@ def config_error(exc: ValidationError, *, where: str) -> ConfigError:
     return ConfigError("; ".join(lines))
 
 
-_C = TypeVar("_C", bound="EndpointConfig")
+#: An endpoint's config class: an :class:`EndpointConfig` (pydantic), or, for the types not yet
+#: converted (s3, elasticsearch, splunk), a frozen dataclass with the same ``from_mapping``/``from_url``.
+_C = TypeVar("_C")
 
 
 class EndpointConfig(BaseModel):
@@ -102,6 +104,24 @@ class EndpointConfig(BaseModel):
     def display_url(self) -> str:
         """What may be logged or shown for this endpoint (never credentials)."""
         return self.name
+
+    @classmethod
+    def config_schema(cls) -> dict[str, Any]:
+        """JSON Schema of the YAML entry: the model's fields (``name`` comes from the key), plus
+        ``<key>_file`` for every secret; override when the YAML keys differ from the fields."""
+        schema = cls.model_json_schema()
+        props = dict(schema.get("properties", {}))
+        props.pop("name", None)
+        for key in cls.secret_keys:
+            props[f"{key}_file"] = {"type": "string", "description": f"owner-only file holding {key}"}
+        schema["properties"] = props
+        required = [k for k in schema.get("required", []) if k != "name"]
+        either = [k for k in required if k in cls.secret_keys]  # the secret itself, or its _file
+        schema["required"] = [k for k in required if k not in either]
+        if either:
+            schema["allOf"] = [{"anyOf": [{"required": [k]}, {"required": [f"{k}_file"]}]} for k in either]
+        schema["additionalProperties"] = False
+        return schema
 
 
 
@@ -165,6 +185,40 @@ class EndpointType(Generic[_C]):
     by_identity: bool = False
     extra: str | None = None
     requires: tuple[str, ...] = ()
+    feeds: bool = False
+    probe: Callable[[_C], None] | None = None
+
+    def from_mapping(self, name: str, data: Mapping[str, Any], *, where: str) -> _C:
+        """Validate one ``endpoints:`` entry into this type's config (extra checked first)."""
+        self.check_installed(where=where)
+        try:
+            config: _C = self.config.from_mapping(name, data, where=where)  # type: ignore[attr-defined]
+        except ValidationError as exc:  # a field constraint the type's own checks did not catch first
+            raise config_error(exc, where=where) from None
+        return config
+
+    def from_url(self, url: str, *, name: str | None = None) -> _C:
+        """Parse this type's URL form."""
+        self.check_installed(where=url.split("://", 1)[0])
+        try:
+            config: _C = self.config.from_url(url, name=name)  # type: ignore[attr-defined]
+        except ValidationError as exc:
+            raise config_error(exc, where=url.split("://", 1)[0]) from None
+        return config
+
+    def json_schema(self) -> dict[str, Any]:
+        """The JSON Schema of one ``endpoints:`` entry of this type (``type`` fixed to its name)."""
+        schema: dict[str, Any]
+        if isinstance(self.config, type) and issubclass(self.config, EndpointConfig):
+            schema = self.config.config_schema()
+        else:  # a plug-in's config that is not an EndpointConfig: its own from_mapping validates the keys
+            schema = {"type": "object", "additionalProperties": True}
+            schema.setdefault("properties", {})
+        schema["title"] = self.name
+        schema["description"] = self.description
+        schema.setdefault("properties", {})["type"] = {"const": self.name}
+        schema["required"] = sorted(set(schema.get("required", [])) | {"type"})
+        return schema
 
     @property
     def roles(self) -> tuple[Role, ...]:
@@ -247,3 +301,17 @@ def by_scheme(url: str) -> EndpointType[Any]:
     known = sorted(s for t in _REGISTRY.values() for s in t.schemes)
     shown = scheme or url.split("/", 1)[0][:20]
     raise ConfigError(f"{shown!r}: not a known endpoint URL scheme ({', '.join(known)})")
+
+
+def of_config(config: Any) -> EndpointType[Any] | None:
+    """The endpoint type whose config class ``config`` is an instance of (``None``: none)."""
+    _load_builtin()
+    for endpoint_type in _REGISTRY.values():
+        if isinstance(config, endpoint_type.config):
+            return endpoint_type
+    return None
+
+
+def with_role(role: Role) -> list[EndpointType[Any]]:
+    """The registered types that can play ``role``."""
+    return [t for t in all_types() if role in t.roles]

@@ -8,6 +8,12 @@ watermark where it is; the run stops there and the next run starts again from
 the checkpoint, so nothing is skipped.  Instances processed beyond the
 watermark before a crash are recognised by the ledger or the destination and
 not sent twice.
+
+Before each poll the feed is checked against the checkpoint (see
+:mod:`copydicom.feedcheck`): a source whose feed was reset (its database
+rebuilt) is reported (ERROR log, the ``feed_resets`` record read by ``status``,
+``/healthz`` and a metric) and the checkpoint is not advanced until the route is
+repaired (a re-based checkpoint clears the record).
 """
 
 from __future__ import annotations
@@ -16,9 +22,12 @@ import logging
 import time
 from dataclasses import dataclass
 
+from copydicom.feedcheck import reset_reason
 from copydicom.ledger import Ledger
+from copydicom.model import ChangeFeedSource
 from copydicom.pipeline import Outcome, Pipeline, Summary
-from copydicom.sources.orthanc import ChangesFeed
+from copydicom.sources.orthanc import ChangesPage
+from copydicom.state import FeedReset, FeedResetDetected
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +73,7 @@ class ChangesRunner:
     route
         The route's name (ledger key).
     feed
-        The source's changes feed.
+        The route's source, which has a change feed (``changes_page``, ``last_change``).
     pipeline
         The route's pipeline.
     ledger
@@ -75,7 +84,7 @@ class ChangesRunner:
     """
 
     def __init__(
-        self, route: str, feed: ChangesFeed, pipeline: Pipeline, ledger: Ledger, *, start_from: str = "beginning"
+        self, route: str, feed: ChangeFeedSource, pipeline: Pipeline, ledger: Ledger, *, start_from: str = "beginning"
     ) -> None:
         self.route = route
         self.feed = feed
@@ -83,12 +92,14 @@ class ChangesRunner:
         self.ledger = ledger
         self.start_from = start_from
         self.last_seen: int | None = None
+        #: The feed reset this route is held by (``None`` while the feed matches the checkpoint).
+        self.feed_reset: FeedReset | None = None
 
     def initial_checkpoint(self) -> int:
         saved = self.ledger.checkpoint(self.route)
         if saved is not None:
             return saved
-        start = self.feed.source.client.last_change() if self.start_from == "now" else 0
+        start = self.feed.last_change() if self.start_from == "now" else 0
         self.ledger.advance_checkpoint(self.route, start)
         return start
 
@@ -96,9 +107,13 @@ class ChangesRunner:
         """Process changes until the end of the feed, a retryable failure, or a stop request."""
         summary = Summary()
         since = self.initial_checkpoint()
+        first = True
         while not self.pipeline.stop_event.is_set():
-            page = self.feed.page(since)
+            page = self.feed.changes_page(since)
             self.last_seen = page.last
+            if first:
+                self._check_feed(page)
+                first = False
             if not page.seqs:
                 break
             per_seq: dict[int, int] = {}
@@ -112,9 +127,9 @@ class ChangesRunner:
                 summary.add(outcome)
                 mark.finish(outcome)
                 if time.monotonic() - last_save > 1.0:
-                    self._save(mark)
+                    self._save(mark, page)
                     last_save = time.monotonic()
-            self._save(mark)
+            self._save(mark, page)
             if mark.failed or self.pipeline.stop_event.is_set() or mark.position < len(mark.order):
                 break
             since = page.seqs[-1]
@@ -122,9 +137,35 @@ class ChangesRunner:
                 break
         return summary
 
-    def _save(self, mark: _Watermark) -> None:
+    def _save(self, mark: _Watermark, page: ChangesPage) -> None:
         seq = mark.advance()
         if seq is not None:
-            self.ledger.advance_checkpoint(self.route, seq)
+            self.ledger.advance_checkpoint(self.route, seq, page.resources.get(seq))
         else:
             self.ledger.flush()
+
+    # -- feed reset ------------------------------------------------------------------------
+
+    def _check_feed(self, page: ChangesPage) -> None:
+        """Raise :class:`FeedResetDetected` (nothing processed) if the feed no longer matches the checkpoint."""
+        known = self.ledger.feed_resets().get(self.route)
+        if known is None:
+            position = self.ledger.position(self.route)
+            names = None
+            if position is not None and page.last >= position.seq:
+                names = self.feed.names_change(position)
+            reason = reset_reason(position, page.last, names)
+            if reason is None:
+                self.feed_reset = None
+                return
+            assert position is not None
+            known = FeedReset(self.route, time.time(), position.seq, position.resource, page.last, reason)
+            self.ledger.store.feed_reset_put(known)
+            log.error("route %s: change feed reset detected: %s; the checkpoint is held at %d and nothing "
+                      "is sent from this feed until the route is reconciled and its checkpoint re-based",
+                      self.route, reason, position.seq)
+        elif self.feed_reset is None:
+            log.error("route %s: change feed reset detected earlier and not repaired: %s; checkpoint held at %d",
+                      self.route, known.reason, known.checkpoint)
+        self.feed_reset = known
+        raise FeedResetDetected(f"change feed reset: {known.reason}")

@@ -72,9 +72,18 @@ def check_private_file(path: str | Path, *, where: str) -> Path:
 
 
 def read_secret_file(path: str | Path, *, where: str) -> str:
-    """Read an owner-only secret file and strip one trailing newline."""
+    """Read an owner-only secret file and strip exactly one trailing newline (``\\n`` or ``\\r\\n``).
+
+    Only the one line end that ``echo`` or an editor adds is removed: a secret that
+    itself ends with a line break (or a carriage return) keeps it.
+    """
     p = check_private_file(path, where=where)
-    return p.read_text(encoding="utf-8").rstrip("\r\n")
+    text = p.read_bytes().decode("utf-8")  # read_text would turn a lone CR into LF (universal newlines)
+    if text.endswith("\r\n"):
+        return text[:-2]
+    if text.endswith("\n"):
+        return text[:-1]
+    return text
 
 
 def resolve_secret(data: Mapping[str, Any], key: str, *, where: str) -> str | None:

@@ -1,15 +1,17 @@
 """Generate the de-identification rule tables (package data) from the standard's CSVs.
 
-Usage::
+Usage (from the repository root; one command, no network)::
 
     python tools/gen_deid_tables.py [REFERENCE_DIR]
 
 Reads ``ps315_table_e1_1.csv`` (PS3.15 Table E.1-1) and
 ``ps315_table_e3_10_1_safe_private.csv`` (PS3.15 Table E.3.10-1) from
-REFERENCE_DIR (default ``../shared/reference`` relative to the repository)
-and writes ``copydicom/stages/deid/data/ps315_e1_1.json`` and
+REFERENCE_DIR (default ``tools/reference``: the copy committed with the
+repository, see its README for the edition and how it was parsed) and writes
+``copydicom/stages/deid/data/ps315_e1_1.json`` and
 ``copydicom/stages/deid/data/ps315_e3_10_1.json``, recording the edition.
-The run-time code reads only these JSON files.
+The run-time code reads only these JSON files; ``tests/unit/deid/test_tables_generated.py``
+checks that the committed JSON is exactly what this script produces.
 """
 
 from __future__ import annotations
@@ -34,12 +36,11 @@ OPTION_COLUMNS = (
 )
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "copydicom" / "stages" / "deid" / "data"
+REFERENCE = ROOT / "tools" / "reference"
 
 
-def main(argv: list[str]) -> int:
-    ref = Path(argv[1]) if len(argv) > 1 else ROOT.parent.parent / "shared" / "reference"
-    if not (ref / "ps315_table_e1_1.csv").exists():
-        ref = Path("/work/shared/reference")
+def generate(ref: Path = REFERENCE) -> dict[str, str]:
+    """The text of each JSON file (by file name) generated from the CSVs in ``ref``."""
     rows = []
     with open(ref / "ps315_table_e1_1.csv", newline="", encoding="utf-8") as fh:
         for r in csv.DictReader(fh):
@@ -70,12 +71,22 @@ def main(argv: list[str]) -> int:
                     "vr": r["vr"],
                 }
             )
-    OUT.mkdir(parents=True, exist_ok=True)
     meta = {"edition": EDITION, "source": "PS3.15 Table E.1-1", "generator": "tools/gen_deid_tables.py"}
-    (OUT / "ps315_e1_1.json").write_text(json.dumps({**meta, "rows": rows}, indent=0) + "\n", encoding="utf-8")
+    e1 = json.dumps({**meta, "rows": rows}, indent=0) + "\n"
     meta["source"] = "PS3.15 Table E.3.10-1"
-    (OUT / "ps315_e3_10_1.json").write_text(json.dumps({**meta, "rows": safe}, indent=0) + "\n", encoding="utf-8")
-    print(f"{len(rows)} profile rows, {len(safe)} safe private rows -> {OUT}")
+    e3 = json.dumps({**meta, "rows": safe}, indent=0) + "\n"
+    return {"ps315_e1_1.json": e1, "ps315_e3_10_1.json": e3}
+
+
+def main(argv: list[str]) -> int:
+    ref = Path(argv[1]) if len(argv) > 1 else REFERENCE
+    if not (ref / "ps315_table_e1_1.csv").exists():
+        print(f"{ref}: no ps315_table_e1_1.csv here", file=sys.stderr)
+        return 2
+    OUT.mkdir(parents=True, exist_ok=True)
+    for name, text in generate(ref).items():
+        (OUT / name).write_text(text, encoding="utf-8")
+    print(f"{ref} -> {OUT}")
     return 0
 
 

@@ -9,7 +9,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import yaml
 
 from copydicom.errors import ConfigError, SkippableError
 from copydicom.model import Instance, InstanceRef
@@ -30,15 +29,11 @@ def _files(paths: list[str]) -> Iterator[Path]:
 
 
 def _profile(args: argparse.Namespace) -> DeidProfile:
-    from copydicom.stages.deid import DeidProfile, profiles_from_config
+    from copydicom.config import load_profiles
+    from copydicom.stages.deid import DeidProfile
 
     if args.config:
-        try:
-            with open(args.config, encoding="utf-8") as fh:
-                data = yaml.safe_load(fh) or {}
-        except OSError as exc:
-            raise ConfigError(f"--config: cannot read {args.config}: {exc.strerror}") from None
-        profiles = profiles_from_config(data)
+        profiles = load_profiles(args.config)  # paths relative to the file, as for `run`
         if args.profile not in profiles:
             if args.profile == "default":
                 return DeidProfile.default()

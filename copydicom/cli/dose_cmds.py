@@ -18,8 +18,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     """Add the ``tags`` and ``dose`` commands."""
     tags = subparsers.add_parser("tags", help="print the flattened tags of a DICOM file as one JSON document")
     tags.add_argument("file", help="DICOM file")
-    tags.add_argument("--scheme", choices=("keyword", "tag", "spaceless"), default="keyword",
-                      help="key names: keyword (default), gggg,eeee tags, or names without spaces")
+    tags.add_argument("--scheme", choices=("keyword", "tag", "spaceless", "human"), default="keyword",
+                      help="key names: keyword (default), gggg,eeee tags, names without spaces, or the "
+                           "standard's names (\"Patient's Name\")")
     tags.add_argument("--meta", action="store_true", help="include the File Meta Information")
     tags.set_defaults(func=tags_command)
 

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from copydicom.cli._args import add_index_timeout
 from copydicom.config import AppConfig, load_config
 from copydicom.errors import ConfigError
 
@@ -67,12 +68,14 @@ def cmd_replicate_tags(args: argparse.Namespace) -> int:
     parallel downloads, dedupe by the ledger and by what the index already
     received, quarantine, the same summary line and exit status.  Documents go
     through the durable spool; any the index could not take yet stay there
-    for the next run or the daemon.
+    for the next run or the daemon: the command waits up to ``--index-timeout`` for the spool to
+    drain, then counts what is still pending as failed (exit 1).
     """
+    from copydicom.cli._compat import COPYDICOM_NAMES, splunk_index_url
     from copydicom.cli.replicate_cmds import cmd_replicate
 
     args.dest = []
-    args.index = [args.index]
+    args.index = [splunk_index_url(args.index, args.hec, copydicom_name=args.command in COPYDICOM_NAMES)]
     return cmd_replicate(args)
 
 
@@ -105,11 +108,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     d.add_argument("--out", required=True, help="HTML file to write")
     d.set_defaults(func=cmd_report_dose)
 
-    p = subparsers.add_parser("replicate-tags", help="index the tags and dose of every instance of a source, once")
+    p = subparsers.add_parser("replicate-tags", aliases=["replicate_tags"],
+                              help="index the tags and dose of every instance of a source, once")
     p.add_argument("--config", "-c", help="YAML configuration file")
     p.add_argument("--state", help="state database holding the index spool (default: the config's)")
     p.add_argument("--src", required=True, help="source Orthanc (name or URL)")
-    p.add_argument("--index", required=True, help="index name or URL (sqlite:///, es+https://, splunk+https://)")
+    p.add_argument("--index", required=True, help="index name or URL (sqlite:///, es+https://, splunk+https://; "
+                   "CopyDICOM's https://user:pass@host:8089 with --hec)")
+    p.add_argument("--hec", help="CopyDICOM form: http(s)://Splunk:TOKEN@host:8088, the HTTP Event Collector "
+                   "(makes a plain https:// --index a Splunk management URL)")
     p.add_argument("--route", help="route name stored in the documents (default derived from the endpoints)")
     p.add_argument("--workers", type=int, default=4, help="parallel downloads (default 4)")
     p.add_argument("--profile", help="index the de-identified tags under this profile (a config name or 'default')")
@@ -117,5 +124,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--ids", nargs="*", help="Orthanc IDs or UIDs to index (default: all)")
     p.add_argument("--ids-file", help="file with one Orthanc ID or UID per line")
     p.add_argument("--dry-run", action="store_true", help="decide what would be indexed; index nothing")
+    add_index_timeout(p)
     p.set_defaults(func=cmd_replicate_tags)
 

@@ -3,58 +3,43 @@
 from __future__ import annotations
 
 import argparse
+from collections import Counter
 import json
-import os
 import sys
 import time
 from collections.abc import Iterable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from copydicom.app import build_route, resolve_endpoint
-from copydicom.clients.orthanc import OrthancClient
+from copydicom import registry
+from copydicom.cli._progress import Progress
+from copydicom.cli._args import add_index_timeout
 from copydicom.config import AppConfig, Route, load_config
 from copydicom.errors import ConfigError, RetryableError
+from copydicom.feedcheck import names_change, reset_reason
 from copydicom.ledger import Ledger
 from copydicom.logsetup import mask_secrets
-from copydicom.model import InstanceRef
+from copydicom.model import ChangeFeedSource, CountableSource, FeedPosition, InstanceRef, SelectableSource, Source
 from copydicom.pipeline import Outcome, Summary
+from copydicom.routes import build_route, default_state, oneshot_route
 from copydicom.sources.orthanc import OrthancSource
+from copydicom.state import FeedReset, display_source_id, mask_source_path, one_line
 
 
-def default_state() -> Path:
-    """``$XDG_STATE_HOME/copydicom/state.db`` (``~/.local/state/...``) for one-shot commands."""
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base) / "copydicom" / "state.db"
+def make_progress(args: argparse.Namespace) -> Progress:
+    """The progress display of a one-shot command (``--quiet``: none; a bar on a terminal, lines otherwise)."""
+    return Progress("quiet" if getattr(args, "quiet", False) else "auto")
 
 
-class Progress:
-    """A one-line progress display on a terminal (stderr); silent otherwise."""
-
-    def __init__(self, enabled: bool | None = None) -> None:
-        self.enabled = sys.stderr.isatty() if enabled is None else enabled
-        self.summary: Summary | None = None
-        self._last = 0.0
-
-    def __call__(self, outcome: Outcome) -> None:
-        if not self.enabled or self.summary is None:
-            return
-        now = time.monotonic()
-        if now - self._last < 0.2:
-            return
-        self._last = now
-        c = self.summary.counts
-        done = sum(c.values()) + 1
-        rate = done / max(self.summary.seconds, 1e-6)
-        sys.stderr.write(
-            f"\r  {done} done ({c['stored']} sent, {c['existing']} present, "
-            f"{c['quarantined']} quarantined, {c['failed']} failed) {rate:.0f}/s "
-        )
-        sys.stderr.flush()
-
-    def end(self) -> None:
-        if self.enabled:
-            sys.stderr.write("\n")
+def listing_total(args: argparse.Namespace, source: Source) -> int | None:
+    """How many instances a whole-source listing will yield, when the source can say so cheaply."""
+    if getattr(args, "ids", None) or getattr(args, "ids_file", None) or not isinstance(source, CountableSource):
+        return None
+    try:
+        return source.count()
+    except (RetryableError, ConfigError):
+        return None
 
 
 def _load(args: argparse.Namespace) -> AppConfig | None:
@@ -64,86 +49,61 @@ def _load(args: argparse.Namespace) -> AppConfig | None:
 def _oneshot_route(
     args: argparse.Namespace, config: AppConfig | None
 ) -> tuple[Route, AppConfig]:
-    """A route from ``--src``/``--dest``/``--profile`` (names or URLs)."""
-    src_type, src_cfg = resolve_endpoint(config, args.src)
-    if src_type != "orthanc":
-        raise ConfigError("--src: must be an Orthanc server (name or http[s]:// URL)")
-    endpoints: dict[str, Any] = {src_cfg.name: src_cfg}
-    types = {src_cfg.name: src_type}
-    dest_names: list[str] = []
-    for value in args.dest:
-        d_type, d_cfg = resolve_endpoint(config, value)
-        if d_type not in ("orthanc", "s3"):
-            raise ConfigError(f"--dest {mask_secrets(value)}: not an image destination (orthanc or s3)")
-        if d_cfg.name == src_cfg.name:
-            raise ConfigError("--dest: the destination is the source")
-        endpoints[d_cfg.name] = d_cfg
-        types[d_cfg.name] = d_type
-        dest_names.append(d_cfg.name)
-    index_names: list[str] = []
-    for value in getattr(args, "index", None) or []:
-        if config is not None and value in config.endpoints:
-            i_type, i_cfg = config.endpoint_types[value], config.endpoints[value]
-        else:
-            from copydicom.sinks import index_config_from_url
-
-            i_type, i_cfg = "index", index_config_from_url(value)
-        if i_type not in ("sqlite", "elasticsearch", "splunk", "index"):
-            raise ConfigError(f"--index {mask_secrets(value)}: not an index (sqlite, elasticsearch, splunk)")
-        endpoints[i_cfg.name] = i_cfg
-        types[i_cfg.name] = i_type
-        index_names.append(i_cfg.name)
-    if not dest_names and not index_names:
-        raise ConfigError("give at least one --dest or --index")
-    profiles = dict(config.profiles) if config is not None else {}
-    profile = getattr(args, "profile", None)
-    if profile is not None and profile not in profiles:
-        if profile == "default":
-            from copydicom.stages.deid import DeidProfile
-
-            profiles["default"] = DeidProfile.default()
-        else:
-            raise ConfigError(f"--profile {profile}: no such profile in the config ('default' is built in)")
-    state = Path(args.state) if args.state else (config.state if config is not None else default_state())
-    quarantine_dir = config.quarantine_dir if config is not None and not args.state else state.parent / "quarantine"
-    name = args.route or f"oneshot:{src_cfg.name}>{','.join(dest_names + index_names)}" + (f"|{profile}" if profile else "")
-    route = Route(
-        name=name,
-        source=src_cfg.name,
-        destinations=tuple(dest_names),
-        indexes=tuple(index_names),
-        profile=profile,
+    """A route from ``--src``/``--dest``/``--index``/``--profile`` (names or URLs), validated like a configured one."""
+    return oneshot_route(
+        config,
+        src=args.src,
+        dests=list(args.dest or []),
+        indexes=list(getattr(args, "index", None) or []),
+        profile=getattr(args, "profile", None),
         workers=args.workers,
+        state=args.state,
+        route_name=getattr(args, "route", None),
     )
-    app = AppConfig(
-        state=state,
-        quarantine_dir=quarantine_dir,
-        endpoints=endpoints,
-        endpoint_types=types,
-        profiles=profiles,
-        routes=(route,),
-        workers=args.workers,
-    )
-    return route, app
 
 
-def _selection(source: OrthancSource, args: argparse.Namespace) -> Iterator[list[InstanceRef]]:
+def _selection(source: Source, args: argparse.Namespace) -> Iterator[list[InstanceRef]]:
     wanted: list[str] = list(args.ids or [])
     if args.ids_file:
         wanted.extend(line.strip() for line in Path(args.ids_file).read_text().splitlines() if line.strip())
-    return source.selected(wanted) if wanted else source.all_instances()
+    if not wanted:
+        return source.batches()
+    if not isinstance(source, SelectableSource):
+        raise ConfigError("--ids: this source cannot select instances by identifier")
+    return source.selected(wanted)
+
+
+def drain_indexes(destinations: Iterable[Any], timeout: float) -> int:
+    """Wait up to ``timeout`` s for every index destination's spool to drain; return documents still pending.
+
+    What is pending is counted as failed by the caller (exit 1); the documents stay in the spool of
+    the state database and the next run (or the daemon) sends them.
+    """
+    from copydicom.sinks.index_destination import IndexDestination
+
+    left = 0
+    for dest in destinations:
+        if isinstance(dest, IndexDestination):
+            pending = dest.drain(timeout)
+            if pending:
+                print(f"index {dest.name}: {pending} document(s) not delivered within {timeout:g} s; "
+                      "they are kept in the spool and the next run will send them", file=sys.stderr)
+            left += pending
+    return left
 
 
 def cmd_replicate(args: argparse.Namespace) -> int:
     config = _load(args)
     route, app = _oneshot_route(args, config)
     ledger = Ledger(app.state)
-    progress = Progress()
+    progress = make_progress(args)
     runtime = build_route(route, app, ledger, on_outcome=progress, dry_run=args.dry_run, key_file=args.key_file)
+    progress.set_total(listing_total(args, runtime.source))
     summary = Summary()
-    progress.summary = summary
     try:
         runtime.pipeline.run(_selection(runtime.source, args), summary)
+        if not args.dry_run:
+            summary.counts["failed"] += drain_indexes(runtime.destinations, args.index_timeout)
     except KeyboardInterrupt:
         runtime.pipeline.stop()
         print("interrupted: in-flight instances finished, state saved", file=sys.stderr)
@@ -158,15 +118,20 @@ def cmd_replicate(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
+    if args.schema:
+        from copydicom.schema import json_schema
+
+        print(json.dumps(json_schema(), indent=2))
+        return 0
+    if not args.config:
+        raise ConfigError("check-config: give a configuration file (or --schema)")
     config = load_config(args.config)
     print(
         f"{args.config}: OK: {len(config.endpoints)} endpoint(s), {len(config.profiles)} profile(s), "
         f"{len(config.routes)} route(s); state {config.state}"
     )
-    if config.metrics:
-        from copydicom.observability import MetricsConfig
-
-        m = MetricsConfig.from_mapping(config.metrics)
+    if config.metrics_config is not None:
+        m = config.metrics_config
         print(f"  metrics and health: http://{m.host}:{m.port}/metrics and /healthz")
     for route in config.routes:
         trigger = route.trigger
@@ -179,7 +144,44 @@ def cmd_check_config(args: argparse.Namespace) -> int:
             f"  route {route.name}: {route.source} -> {', '.join(route.destinations) or '-'}"
             f" | index {', '.join(route.indexes) or '-'} | profile {route.profile or '-'} | {when}"
         )
-    return 0
+    return _check_startup(config, offline=args.offline)
+
+
+def _check_startup(config: AppConfig, *, offline: bool) -> int:
+    """What ``run`` checks at start-up beyond the file: key files, then (unless offline) credentials.
+
+    A missing, short or group/world-readable key is a ConfigError (exit 2), as are credentials an
+    endpoint refuses; an endpoint that cannot be reached is reported and gives exit 1 (it may be a
+    passing outage: the daemon retries).
+    """
+    from copydicom.app import route_key
+
+    for route in config.routes:
+        if route.profile is not None:
+            route_key(config.profiles[route.profile])
+    if offline:
+        return 0
+    used: list[str] = []
+    for route in config.routes:
+        names = [route.source, *route.destinations, *route.indexes]
+        if route.trigger.index:
+            names.append(route.trigger.index)
+        used.extend(n for n in names if n not in used)
+    unreachable = 0
+    for name in used:
+        endpoint_type = registry.get(config.endpoint_types[name])
+        if endpoint_type.probe is None:
+            continue
+        try:
+            endpoint_type.probe(config.endpoints[name])
+        except ConfigError as exc:
+            raise ConfigError(f"endpoints.{name}: {exc}") from None
+        except RetryableError as exc:
+            print(f"  endpoint {name}: unreachable: {mask_secrets(str(exc))}")
+            unreachable += 1
+        else:
+            print(f"  endpoint {name}: credentials accepted")
+    return 1 if unreachable else 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -193,39 +195,88 @@ def cmd_run(args: argparse.Namespace) -> int:
     return Daemon(config).run_forever()
 
 
-def _source_last(config: AppConfig, route: Route) -> int | None:
-    client = OrthancClient(config.endpoints[route.source], pool_size=1)
+def _source_feed(config: AppConfig, route: Route, position: FeedPosition | None) -> tuple[int | None, bool | None]:
+    """The source's ``Last`` and whether the checkpoint's change still names its resource (``None``: unknown)."""
+    endpoint_type = registry.get(config.endpoint_types[route.source])
+    if endpoint_type.source is None or not endpoint_type.feeds:
+        return None, None
     try:
-        return client.last_change()
+        source = endpoint_type.source(config.endpoints[route.source], registry.BuildContext(pool_size=1))
     except (RetryableError, ConfigError):
-        return None
+        return None, None
+    try:
+        if not isinstance(source, ChangeFeedSource):
+            return None, None
+        last = source.last_change()
+        names = source.names_change(position) if position is not None and last >= position.seq else None
+        return last, names
+    except (RetryableError, ConfigError):
+        return None, None
     finally:
-        client.close()
+        source.close()
+
+
+def _age(now: float, then: float | None) -> str | None:
+    """An age written like the durations of the config (``45s``, ``12m``, ``5h``, ``3d``)."""
+    if then is None:
+        return None
+    seconds = max(0, int(now - then))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    """Read-only: works while a daemon holds the route locks."""
     config = _load(args)
     state = Path(args.state) if args.state else (config.state if config else default_state())
     if not state.exists():
         raise ConfigError(f"no state database at {state}")
     ledger = Ledger(state)
+    now = time.time()
     try:
         counts = ledger.counts()
+        per_destination = ledger.destination_counts()
         reasons = ledger.quarantine_reasons()
+        resets = ledger.feed_resets()
         routes = {r.name: r for r in config.routes} if config else {}
-        names = sorted(set(routes) | set(counts))
+        names = sorted(set(routes) | set(counts) | set(per_destination) | set(resets))
+        reconciles = _last_reconciles(ledger)
         report: list[dict[str, Any]] = []
         for name in names:
-            checkpoint = ledger.checkpoint(name)
+            position = ledger.position(name)
+            checkpoint = None if position is None else position.seq
             row: dict[str, Any] = {"route": name, "checkpoint": checkpoint}
+            reset = resets.get(name)
             if name in routes and config is not None and routes[name].trigger.kind == "changes":
-                last = _source_last(config, routes[name])
+                last, same = _source_feed(config, routes[name], position)
                 row["source_last"] = last
-                row["backlog"] = None if last is None or checkpoint is None else last - checkpoint
+                reason = reset.reason if reset is not None else reset_reason(position, last, same)
+                # Never a negative backlog: a source behind its checkpoint is a feed reset, shown as such.
+                row["backlog"] = None if last is None or checkpoint is None or reason else last - checkpoint
+                if reason and reset is None:
+                    reset = FeedReset(name, now, checkpoint or 0, None, last, reason)
+            row["feed_reset"] = None if reset is None else {
+                "reason": reset.reason, "checkpoint": reset.checkpoint, "source_last": reset.source_last,
+                "detected": reset.detected,
+            }
             row["counts"] = counts.get(name, {})
+            dests = per_destination.get(name, {})
+            row["images"] = {d: {k: v for k, v in c.items() if k != "kind"} for d, c in dests.items()
+                             if c["kind"] == "image"}
+            row["index_documents"] = {d: {k: v for k, v in c.items() if k != "kind"} for d, c in dests.items()
+                                      if c["kind"] == "index"}
             row["quarantine_reasons"] = reasons.get(name, {})
+            if name in reconciles:
+                row["last_reconcile"] = reconciles[name]
             report.append(row)
         extra_providers = _status_extras(ledger)
+        oldest = ledger.store.quarantine_oldest()
+        extra_providers["quarantine_oldest_age"] = _age(now, oldest)
+        rejected = ledger.store.spool_rejected_oldest()
+        if rejected is not None:
+            extra_providers["rejected_documents_oldest_age"] = _age(now, rejected)
         if args.json:
             text = json.dumps({"state": str(state), "routes": report, **extra_providers}, indent=2)
             print(mask_secrets(text))
@@ -237,6 +288,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _counts_text(c: dict[str, int]) -> str:
+    return f"stored {c.get('stored', 0)}, already present {c.get('existing', 0)}"
+
+
 def _status_lines(state: Path, report: list[dict[str, Any]], extras: dict[str, Any]) -> Iterator[str]:
     """The text of ``status`` (every line is passed through :func:`mask_secrets` by the caller)."""
     yield f"state: {state}"
@@ -245,15 +300,33 @@ def _status_lines(state: Path, report: list[dict[str, Any]], extras: dict[str, A
         line = f"  checkpoint: {row['checkpoint']}"
         if "source_last" in row:
             shown = "unreachable" if row["source_last"] is None else row["source_last"]
-            line += f"   source Last: {shown}   backlog: {row.get('backlog')}"
+            backlog = row.get("backlog")
+            line += f"   source Last: {shown}   backlog: {'-' if backlog is None else backlog}"
         yield line
+        if row.get("feed_reset"):
+            yield f"  FEED RESET: {row['feed_reset']['reason']}; checkpoint held, nothing sent from the feed"
         c = row["counts"]
         yield (
-            f"  stored: {c.get('stored', 0)}   already present: {c.get('existing', 0)}   "
+            f"  instances: stored: {c.get('stored', 0)}   already present: {c.get('existing', 0)}   "
             f"quarantined: {c.get('quarantined', 0)}"
         )
+        if c.get("changed"):
+            yield (f"  changed at the source since delivery, older copy kept (on_changed_instance: report): "
+                   f"{c['changed']}")
+        for dest, dc in sorted(row.get("images", {}).items()):
+            yield f"    image destination {dest}: {_counts_text(dc)}"
+        for sink, dc in sorted(row.get("index_documents", {}).items()):
+            yield f"    index {sink} (instance documents): {_counts_text(dc)}"
         for code, n in sorted(row["quarantine_reasons"].items()):
             yield f"    quarantine {code}: {n}"
+        if "last_reconcile" in row:
+            r = row["last_reconcile"]
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["at"]))
+            yield (f"  last reconcile: {when}{' (dry run)' if r['dry_run'] else ''}   missing={r['missing']} "
+                   f"repaired={r['repaired']} extra={r['extra']} deleted={r['deleted']} "
+                   f"mismatched={r['mismatched']} seconds={r['seconds']:.1f}")
+    if extras.get("quarantine_oldest_age"):
+        yield f"quarantine: oldest entry {extras['quarantine_oldest_age']} old"
     spool = extras.get("index_spool")
     if spool is not None:
         if spool:
@@ -263,19 +336,24 @@ def _status_lines(state: Path, report: list[dict[str, Any]], extras: dict[str, A
         else:
             yield "index spool: empty"
     for key, value in extras.items():
-        if key != "index_spool":
+        if key not in ("index_spool", "quarantine_oldest_age"):
             yield f"{key}: {value}"
+
+
+def _last_reconciles(ledger: Ledger) -> dict[str, dict[str, Any]]:
+    """``{route: last reconcile as a dict}`` (``copydicom reconcile`` and the daemon record them)."""
+    from dataclasses import asdict
+
+    from copydicom.reconcile._store import last_runs
+
+    return {name: asdict(run) for name, run in last_runs(ledger).items()}
 
 
 def _status_extras(ledger: Ledger) -> dict[str, Any]:
     """More status sections contributed by other components (index spools...)."""
-    extras: dict[str, Any] = {}
-    try:
-        from copydicom.sinks.spool import spool_sizes  # type: ignore[attr-defined,unused-ignore]
-    except ImportError:
-        return extras
-    extras["index_spool"] = spool_sizes(ledger.connection)
-    return extras
+    from copydicom.sinks.spool import spool_sizes
+
+    return {"index_spool": spool_sizes(ledger.store)}
 
 
 def cmd_quarantine(args: argparse.Namespace) -> int:
@@ -285,16 +363,18 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
     try:
         entries = ledger.quarantined(args.route)
         if args.action == "list":
+            # Source IDs that are file paths (folder import) are PHI: a digest unless --show-paths.
+            show = bool(getattr(args, "show_paths", False))
             for e in entries:
-                print(f"{e.route}\t{e.source_id}\t{e.code}\t{e.reason}\t{e.path or '-'}")
+                kept = (e.path or "-") if show else ("kept" if e.path else "-")
+                reason = one_line(e.reason) if show else mask_source_path(one_line(e.reason), e.source_id)
+                print(f"{e.route}\t{display_source_id(e.source_id, show_paths=show)}\t{e.code}\t{reason}\t{kept}")
             print(f"{len(entries)} quarantined")
             return 0
         if args.action == "purge":
-            for e in entries:
-                if e.path:
-                    Path(e.path).unlink(missing_ok=True)
-                ledger.release(e.route, e.source_id)
-            print(f"purged {len(entries)}")
+            from copydicom.quarantine import purge_entries
+
+            print(f"purged {purge_entries(ledger, entries)}")
             return 0
         return _retry(args, config, ledger, entries)
     finally:
@@ -302,34 +382,27 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
 
 
 def _retry(args: argparse.Namespace, config: AppConfig | None, ledger: Ledger, entries: Iterable[Any]) -> int:
-    by_route: dict[str, list[Any]] = {}
-    for e in entries:
-        by_route.setdefault(e.route, []).append(e)
-    summary = Summary()
-    for route_name, items in by_route.items():
-        if args.src and args.dest:
-            route, app = _oneshot_route(args, config)
-            route = Route(route_name, route.source, route.destinations, profile=route.profile, workers=route.workers)
-        elif config is not None and route_name in {r.name for r in config.routes}:
-            route = next(r for r in config.routes if r.name == route_name)
-            app = config
-        else:
-            print(f"route {route_name}: give --config with this route, or --src and --dest", file=sys.stderr)
-            summary.counts["failed"] += len(items)
-            continue
-        runtime = build_route(route, app, ledger)
-        try:
-            for e in items:
-                ledger.release(e.route, e.source_id)
-            refs = [[runtime.source.complete(InstanceRef(e.source_id))] for e in items]
-            for outcome in runtime.pipeline.stream(refs):
-                summary.add(outcome)
-                if outcome.kind in ("stored", "existing"):
-                    path = next((e.path for e in items if e.source_id == outcome.ref.source_id), None)
-                    if path:
-                        Path(path).unlink(missing_ok=True)
-        finally:
-            runtime.close()
+    """Re-process quarantined instances through their route (with its indexes): see :mod:`copydicom.quarantine`."""
+    from copydicom.quarantine import retry_entries
+
+    entries = list(entries)
+    routes: dict[str, Route] = {r.name: r for r in config.routes} if config is not None else {}
+    app = config
+    if args.src and (args.dest or args.index):
+        base, app = _oneshot_route(args, config)
+        routes = {
+            e.route: Route(e.route, base.source, base.destinations, indexes=base.indexes, profile=base.profile,
+                           workers=base.workers)
+            for e in entries
+        }
+        app = replace(app, routes=tuple(routes.values()))
+    if app is None:
+        print("give --config with the entries' routes, or --src and --dest", file=sys.stderr)
+        print(Summary(counts=Counter(failed=len(entries))).line())
+        return 1
+    summary, unknown = retry_entries(app, ledger, entries, routes, key_file=getattr(args, "key_file", None))
+    for name in unknown:
+        print(f"route {name}: give --config with this route, or --src and --dest", file=sys.stderr)
     print(summary.line())
     return 0 if summary.ok else 1
 
@@ -343,12 +416,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     """Add the replication commands."""
     p = subparsers.add_parser(
         "replicate",
-        help="copy every instance (or a selection) from a source Orthanc to destinations, once",
+        help="copy every instance (or a selection) from a source to destinations, once",
         description="One-shot replication. Endpoints are config names or URLs like "
         "http://user:pass@127.0.0.1:8042 or s3://bucket/prefix/?endpoint_url=...",
     )
     _common(p)
-    p.add_argument("--src", required=True, help="source Orthanc (name or URL)")
+    p.add_argument("--src", required=True,
+                   help="source: a name or URL of any source type (http[s]:// Orthanc, s3://, file:///folder); "
+                   "see copydicom endpoints")
     p.add_argument("--dest", action="append", default=[], help="destination (name or URL); repeatable")
     p.add_argument("--index", action="append", default=[],
                    help="also index tags and dose: sqlite:///path, es+https://..., splunk+https://... or a name")
@@ -359,14 +434,22 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--ids", nargs="*", help="Orthanc IDs or Study/Series/SOP Instance UIDs to copy (default: all)")
     p.add_argument("--ids-file", help="file with one Orthanc ID or UID per line")
     p.add_argument("--dry-run", action="store_true", help="decide what would be sent; send nothing")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress display (the summary line stays)")
+    add_index_timeout(p)
     p.set_defaults(func=cmd_replicate)
 
     p = subparsers.add_parser("run", help="run the daemon: every configured route on its schedule")
     p.add_argument("--config", "-c", required=True, help="YAML configuration file")
     p.set_defaults(func=cmd_run)
 
-    p = subparsers.add_parser("check-config", help="validate a configuration file and summarise it")
-    p.add_argument("config", help="YAML configuration file")
+    p = subparsers.add_parser(
+        "check-config",
+        help="check a configuration as 'run' would at start-up (keys, key files, credentials); --schema prints its JSON Schema",
+    )
+    p.add_argument("config", nargs="?", help="YAML configuration file")
+    p.add_argument("--schema", action="store_true", help="print the configuration's JSON Schema and exit")
+    p.add_argument("--offline", action="store_true",
+                   help="do not contact the endpoints (systemd ExecStartPre: an outage must not block the start)")
     p.set_defaults(func=cmd_check_config)
 
     p = subparsers.add_parser("status", help="per route: checkpoint, source Last, backlog, counts, quarantine")
@@ -383,4 +466,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--index", action="append", default=[], help="for retry of a one-shot route: index(es)")
     p.add_argument("--workers", type=int, default=4)
     p.add_argument("--profile")
+    p.add_argument("--key-file", help="for retry of a de-identifying route: the key (owner-only file)")
+    p.add_argument("--show-paths", action="store_true",
+                   help="list: show source file paths and quarantine files (file names may be PHI)")
     p.set_defaults(func=cmd_quarantine)

@@ -10,119 +10,82 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Iterable
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from copydicom.app import make_destination, make_stages, resolve_endpoint
-from copydicom.cli.replicate_cmds import Progress, default_state
-from copydicom.config import AppConfig, load_config
-from copydicom.errors import ConfigError
+from copydicom.cli.replicate_cmds import make_progress
+from copydicom.config import AppConfig, Route, load_config
 from copydicom.ledger import Ledger
-from copydicom.logsetup import mask_secrets
-from copydicom.model import Destination, InstanceRef, Stage
-from copydicom.pipeline import Fetcher, Pipeline, Summary
+from copydicom.pipeline import Summary
+from copydicom.routes import build_route, oneshot_route
 
 
 def _load(args: argparse.Namespace) -> AppConfig | None:
     return load_config(args.config) if getattr(args, "config", None) else None
 
 
-def _state(args: argparse.Namespace, config: AppConfig | None) -> tuple[Path, Path]:
-    state = Path(args.state) if args.state else (config.state if config is not None else default_state())
-    quarantine = config.quarantine_dir if config is not None and not args.state else state.parent / "quarantine"
-    return state, quarantine
-
-
-def _destinations(
-    args: argparse.Namespace, config: AppConfig | None, *, allowed: tuple[str, ...], workers: int
-) -> list[Destination]:
-    out: list[Destination] = []
-    for value in args.dest:
-        d_type, d_cfg = resolve_endpoint(config, value)
-        if d_type not in allowed:
-            raise ConfigError(f"--dest {mask_secrets(value)}: must be {' or '.join(allowed)}")
-        out.append(make_destination(d_type, d_cfg, pool_size=workers + 2))
-    return out
-
-
 def _drive(
-    route: str,
-    source: Fetcher,
-    batches: Iterable[list[InstanceRef]],
-    stages: list[Stage],
-    destinations: list[Destination],
+    route: Route,
+    app: AppConfig,
     args: argparse.Namespace,
-    config: AppConfig | None,
-) -> int:
-    state, quarantine = _state(args, config)
-    ledger = Ledger(state)
-    progress = Progress()
+    *,
+    source_options: Mapping[str, Any] | None = None,
+    key_file: str | None = None,
+) -> tuple[int, Any]:
+    """Build the route through the one assembly path, run it once, print the summary line.
+
+    Returns the exit status and the route's source (``import`` lists the files it skipped).
+    """
+    ledger = Ledger(app.state)
+    progress = make_progress(args)
     summary = Summary()
-    progress.summary = summary
-    pipeline = Pipeline(
-        route, source, stages, destinations, ledger, quarantine_dir=quarantine, workers=args.workers,
-        on_outcome=progress, dry_run=args.dry_run,
-    )
     try:
-        pipeline.run(batches, summary)
+        runtime = build_route(
+            route, app, ledger, on_outcome=progress, dry_run=args.dry_run, key_file=key_file,
+            source_options=source_options,
+        )
+    except BaseException:
+        ledger.close()
+        raise
+    try:
+        runtime.pipeline.run(runtime.source.batches(), summary)
     except KeyboardInterrupt:
-        pipeline.stop()
+        runtime.pipeline.stop()
         print("interrupted: in-flight instances finished, state saved", file=sys.stderr)
     finally:
         progress.end()
-        pipeline.close()
-        for dest in destinations:
-            dest.close()
+        runtime.close()
         ledger.close()
     if summary.first_retryable:
         print(f"first failure: {summary.first_retryable}", file=sys.stderr)
     print(summary.line(), flush=True)
-    return 0 if summary.ok else 1
+    return (0 if summary.ok else 1), runtime.source
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
-    from copydicom.sources.s3 import S3Source
-
     config = _load(args)
-    src_type, src_cfg = resolve_endpoint(config, args.source)
-    if src_type != "s3":
-        raise ConfigError("SOURCE: must be an s3://bucket/prefix URL or the name of an s3 endpoint")
-    destinations = _destinations(args, config, allowed=("orthanc",), workers=args.workers)
-    source = S3Source(src_cfg, studies=args.study or ())
-    try:
-        source.check()
-        route = args.route or f"restore:{src_cfg.name}>{','.join(d.name for d in destinations)}"
-        return _drive(route, source, source.batches(), [], destinations, args, config)
-    finally:
-        source.close()
-
-
-def _profile(args: argparse.Namespace, config: AppConfig | None) -> Any | None:
-    name = getattr(args, "profile", None)
-    if name is None:
-        return None
-    profiles = dict(config.profiles) if config is not None else {}
-    if name in profiles:
-        return profiles[name]
-    if name == "default":
-        from copydicom.stages.deid import DeidProfile
-
-        return DeidProfile.default()
-    raise ConfigError(f"--profile {name}: no such profile in the config ('default' is built in)")
+    route, app = oneshot_route(
+        config, src=args.source, dests=args.dest, workers=args.workers, state=args.state,
+        route_name=args.route, prefix="restore",
+    )
+    status, _ = _drive(route, app, args, source_options={"studies": tuple(args.study or ())})
+    return status
 
 
 def cmd_import(args: argparse.Namespace) -> int:
     from copydicom.sources.folder import FolderSource
 
     config = _load(args)
-    source = FolderSource(Path(args.directory))
-    destinations = _destinations(args, config, allowed=("orthanc", "s3"), workers=args.workers)
-    state, _ = _state(args, config)
-    stages = make_stages(_profile(args, config), state=state)
-    route = args.route or f"import:{Path(args.directory).resolve()}>{','.join(d.name for d in destinations)}"
-    status = _drive(route, source, source.batches(), stages, destinations, args, config)
-    if source.skipped:
+    folder = Path(args.directory).resolve()
+    route, app = oneshot_route(
+        config, src=folder.as_uri(), dests=args.dest, profile=getattr(args, "profile", None),
+        workers=args.workers, state=args.state, route_name=args.route, prefix="import",
+    )
+    status, source = _drive(route, app, args, key_file=getattr(args, "key_file", None))
+    if isinstance(source, FolderSource) and source.skipped and not args.show_paths:
+        print(f"skipped {len(source.skipped)} non-DICOM file(s) (--show-paths lists them)", file=sys.stderr)
+    elif isinstance(source, FolderSource) and source.skipped:
         print(f"skipped {len(source.skipped)} non-DICOM file(s):", file=sys.stderr)
         for path in source.skipped[:50]:
             print(f"  {path}", file=sys.stderr)
@@ -137,6 +100,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=4, help="parallel transfers (default 4)")
     p.add_argument("--route", help="route name in the ledger (default derived from the endpoints)")
     p.add_argument("--dry-run", action="store_true", help="decide what would be sent; send nothing")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress display (the summary line stays)")
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -163,5 +127,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("directory", help="folder to read recursively")
     p.add_argument("--dest", required=True, action="append", help="destination (name or URL); repeatable")
     p.add_argument("--profile", help="de-identification profile (a config name, or 'default')")
+    p.add_argument("--show-paths", action="store_true",
+                   help="list the paths of skipped files (file names may be PHI: not shown by default)")
     _common(p)
     p.set_defaults(func=cmd_import)

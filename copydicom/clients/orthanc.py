@@ -7,9 +7,10 @@ of the client CPU per instance (see that module for the measurement).
 
 Every status code is mapped to the exception tree in one place
 (:meth:`OrthancClient._check`, via :func:`copydicom.errors.classify_http_status`).
-Transient failures (connection errors, timeouts, 429, 5xx) are retried here
-with exponential backoff and full jitter; when the attempts are used up the
-caller gets a :class:`~copydicom.errors.RetryableError`.
+Transient failures (connection errors, timeouts, 425, 429, 5xx) are retried
+here with the one retry policy (:mod:`copydicom.retry`: exponential backoff,
+full jitter, ``Retry-After`` capped, interrupted by a stop request); when the
+attempts are used up the caller gets a :class:`~copydicom.errors.RetryableError`.
 
 Downloads of ``/instances/{id}/file`` send ``Accept-Encoding: identity``:
 otherwise Orthanc deflates every file on the fly, which measured 6-7 times
@@ -21,25 +22,26 @@ from __future__ import annotations
 import http.client
 import json
 import logging
-import random
-import ssl
-import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field, replace
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import requests
+from pydantic import Field, StrictBool, ValidationError
 from requests.adapters import HTTPAdapter
 
 from copydicom.clients._keepalive import KeepAlive, Reply
 from copydicom.errors import (
+    RETRYABLE,
     ConfigError,
-    DestinationUnavailable,
+    CopyDicomError,
     RetryableError,
-    SourceUnavailable,
+    Side,
+    classify_exception,
     classify_http_status,
 )
+from copydicom.registry import EndpointConfig, config_error
+from copydicom.retry import Backoff, parse_retry_after
 from copydicom.secrets import expand_env, resolve_secret
 
 log = logging.getLogger(__name__)
@@ -49,9 +51,8 @@ _DICOM = {"Content-Type": "application/dicom"}
 _IDENTITY = {"Accept-Encoding": "identity"}
 
 
-@dataclass(frozen=True)
-class OrthancConfig:
-    """Connection settings of one Orthanc endpoint.
+class OrthancConfig(EndpointConfig):
+    """Connection settings of one Orthanc endpoint (pydantic: ranges checked, unknown keys refused).
 
     Attributes
     ----------
@@ -66,22 +67,24 @@ class OrthancConfig:
     insecure_skip_verify
         Turns TLS verification off. Must be explicit; warned about at every start.
     connect_timeout, read_timeout
-        Seconds; a timeout is a retryable error.
+        Seconds (> 0); a timeout is a retryable error.
     retries
-        Attempts after the first one for transient failures.
+        Attempts after the first one for transient failures (>= 0).
     """
 
-    name: str
+    secret_keys: ClassVar[tuple[str, ...]] = ("password",)
+
+    type: str = "orthanc"
     url: str
     user: str | None = None
-    password: str | None = field(default=None, repr=False)
+    password: str | None = Field(default=None, repr=False)
     ca_bundle: str | None = None
-    insecure_skip_verify: bool = False
-    connect_timeout: float = 5.0
-    read_timeout: float = 120.0
-    retries: int = 4
-    backoff_base: float = 0.5
-    backoff_max: float = 20.0
+    insecure_skip_verify: StrictBool = False
+    connect_timeout: float = Field(default=5.0, gt=0)
+    read_timeout: float = Field(default=120.0, gt=0)
+    retries: int = Field(default=4, ge=0)
+    backoff_base: float = Field(default=0.5, ge=0)
+    backoff_max: float = Field(default=20.0, ge=0)
 
     @classmethod
     def from_url(cls, url: str, *, name: str | None = None) -> OrthancConfig:
@@ -89,9 +92,15 @@ class OrthancConfig:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ConfigError(f"{url!r} is not an Orthanc URL (expected http[s]://[user:password@]host:port)")
+        try:
+            port = parts.port
+        except ValueError:  # urllib refuses ports outside 0-65535 with a bare ValueError
+            port = -1
+        if port is not None and not 1 <= port <= 65535:
+            raise ConfigError("url: the port must be a number from 1 to 65535")
         netloc = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
-        if parts.port:
-            netloc += f":{parts.port}"
+        if port:
+            netloc += f":{port}"
         base = urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
         user = unquote(parts.username) if parts.username else None
         password = unquote(parts.password) if parts.password else None
@@ -100,34 +109,30 @@ class OrthancConfig:
     @classmethod
     def from_mapping(cls, name: str, data: Mapping[str, Any], *, where: str) -> OrthancConfig:
         """Build from an ``endpoints:`` entry of the YAML config."""
-        known = {
-            "type", "url", "user", "password", "password_file", "ca_bundle", "insecure_skip_verify",
-            "connect_timeout", "read_timeout", "retries",
-        }
+        known = set(cls.model_fields) - {"name", "backoff_base", "backoff_max"} | {"password_file"}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)} for an orthanc endpoint")
         if "url" not in data:
             raise ConfigError(f"{where}.url: required")
-        base = cls.from_url(expand_env(str(data["url"]), where=f"{where}.url"), name=name)
+        try:
+            base = cls.from_url(expand_env(str(data["url"]), where=f"{where}.url"), name=name)
+        except ConfigError as exc:
+            text = str(exc)
+            raise ConfigError(f"{where}.{text}" if text.startswith("url: ") else f"{where}.url: {text}") from None
         if base.password:
             raise ConfigError(f"{where}.url: put the password in password or password_file, not in the URL")
-        skip = data.get("insecure_skip_verify", False)
-        if not isinstance(skip, bool):
-            raise ConfigError(f"{where}.insecure_skip_verify: must be true or false")
+        body = {k: v for k, v in data.items() if k not in ("url", "type")}
+        if body.get("user") is None:
+            body.pop("user", None)
+        body["password"] = resolve_secret(data, "password", where=where)
+        body.pop("password_file", None)
+        if not body.get("ca_bundle"):
+            body.pop("ca_bundle", None)
         try:
-            return replace(
-                base,
-                user=str(data["user"]) if data.get("user") is not None else base.user,
-                password=resolve_secret(data, "password", where=where),
-                ca_bundle=str(data["ca_bundle"]) if data.get("ca_bundle") else None,
-                insecure_skip_verify=skip,
-                connect_timeout=float(data.get("connect_timeout", 5.0)),
-                read_timeout=float(data.get("read_timeout", 120.0)),
-                retries=int(data.get("retries", 4)),
-            )
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"{where}: {exc}") from None
+            return base.model_validate({**base.model_dump(), **body})
+        except ValidationError as exc:
+            raise config_error(exc, where=where) from None
 
     @property
     def display_url(self) -> str:
@@ -151,7 +156,10 @@ class OrthancClient:
     def __init__(self, config: OrthancConfig, *, pool_size: int = 8, side: str = "source") -> None:
         self.config = config
         self.name = config.name
-        self._retryable: type[RetryableError] = SourceUnavailable if side == "source" else DestinationUnavailable
+        self._side: Side = "source" if side == "source" else "destination"
+        self._retryable: type[RetryableError] = RETRYABLE[self._side]
+        #: The retry policy of every request (tests replace it to record or skip the waits).
+        self.backoff = Backoff(retries=config.retries, base=config.backoff_base, cap=config.backoff_max)
         self.session = requests.Session()
         # Proxies and .netrc from the environment cost a lookup per request; Orthanc
         # peers are addressed directly.
@@ -179,33 +187,29 @@ class OrthancClient:
     # -- transport ---------------------------------------------------------------------
 
     def _retrying(self, what: str, attempt_once: Callable[[], _T]) -> _T:
-        """Run ``attempt_once`` until it succeeds, backing off on retryable errors.
+        """Run ``attempt_once`` with the one retry policy (:class:`copydicom.retry.Backoff`).
 
         ``attempt_once`` raises :class:`RetryableError` (or another
         :class:`~copydicom.errors.CopyDicomError`, which is not retried).
-        Backoff is exponential with full jitter, or the server's ``Retry-After``.
+        Backoff is exponential with full jitter, or the server's ``Retry-After``
+        (capped); a stop request (SIGTERM) ends the wait at once.
         """
-        attempt = 0
-        while True:
-            try:
-                return attempt_once()
-            except RetryableError as error:
-                if attempt >= self.config.retries:
-                    raise
-                delay = error.retry_after
-                if delay is None:
-                    delay = random.uniform(0, min(self.config.backoff_max, self.config.backoff_base * 2**attempt))
-                log.info("%s; retry %d/%d in %.1f s", error, attempt + 1, self.config.retries, delay)
-                time.sleep(delay)
-                attempt += 1
+        return self.backoff.call(attempt_once, what=what)
 
     def _check(self, what: str, status: int, body: str, retry_after: str | None) -> None:
         """The one place where this client maps an HTTP status to an error."""
         classified = classify_http_status(
-            status, what=what, retryable=self._retryable, body=body, retry_after=_parse_retry_after(retry_after)
+            status, what=what, side=self._side, body=body, retry_after=parse_retry_after(retry_after)
         )
         if classified is not None:
             raise classified
+
+    def _transport_error(self, exc: BaseException, what: str) -> CopyDicomError:
+        """A connection error, timeout or TLS failure as the error tree says (one table, errors.py)."""
+        mapped = classify_exception(exc, what=what, side=self._side)
+        if mapped is None:
+            raise exc
+        return mapped
 
     def _request(
         self,
@@ -222,10 +226,8 @@ class OrthancClient:
         def once() -> requests.Response | None:
             try:
                 reply = self.session.request(method, url, timeout=self._timeout, **kwargs)
-            except requests.exceptions.SSLError as exc:
-                raise ConfigError(f"{what}: TLS error: {exc}") from None
-            except (requests.ConnectionError, requests.Timeout) as exc:
-                raise self._retryable(f"{what}: {type(exc).__name__}") from None
+            except requests.RequestException as exc:
+                raise self._transport_error(exc, what) from None
             if reply.status_code == 404 and ok404:
                 return None
             self._check(what, reply.status_code, reply.text if reply.status_code >= 400 else "",
@@ -240,10 +242,8 @@ class OrthancClient:
         def once() -> Reply:
             try:
                 reply = self._keepalive.request(method, path, body, headers)
-            except ssl.SSLError as exc:
-                raise ConfigError(f"{what}: TLS error: {exc}") from None
             except (OSError, http.client.HTTPException) as exc:
-                raise self._retryable(f"{what}: {type(exc).__name__}") from None
+                raise self._transport_error(exc, what) from None
             if reply.content_length is not None and reply.content_length != len(reply.body):
                 raise self._retryable(f"{what}: reply cut short")
             text = reply.body[:300].decode("utf-8", "replace") if reply.status >= 400 else ""
@@ -322,6 +322,15 @@ class OrthancClient:
     def has_instance(self, instance_id: str) -> bool:
         return self._request("GET", f"/instances/{instance_id}/metadata", ok404=True) is not None
 
+    def instance_md5(self, instance_id: str) -> str | None:
+        """MD5 (hex) of an instance's DICOM file as stored (``/attachments/dicom/md5``); ``None`` if unknown."""
+        reply = self._request("GET", f"/instances/{quote(instance_id)}/attachments/dicom/md5", ok404=True)
+        return None if reply is None else reply.text.strip().strip('"') or None
+
+    def delete_instance(self, instance_id: str) -> bool:
+        """``DELETE /instances/{id}``; ``False`` if it did not exist."""
+        return self._request("DELETE", f"/instances/{quote(instance_id)}", ok404=True) is not None
+
     def series_instance_ids(self, series_id: str) -> set[str] | None:
         """IDs of the instances of a series, or ``None`` if the series does not exist."""
         series = self.resource("series", series_id)
@@ -339,11 +348,3 @@ class OrthancClient:
         self.session.close()
         self._keepalive.close()
 
-
-def _parse_retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        return None

@@ -10,7 +10,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from copydicom.endpoints import dimse
+from copydicom.endpoints.dimse import DIMSE, LISTENER
+from copydicom.endpoints.elasticsearch import ENDPOINT as ELASTICSEARCH
+from copydicom.endpoints.folder import ENDPOINT as FOLDER
+from copydicom.endpoints.orthanc import ENDPOINT as ORTHANC
+from copydicom.endpoints.s3 import ENDPOINT as S3
+from copydicom.endpoints.splunk import ENDPOINT as SPLUNK
+from copydicom.endpoints.sqlite import ENDPOINT as SQLITE
 from copydicom.registry import EndpointType
 
-BUILTIN: tuple[EndpointType[Any], ...] = (*dimse.ENDPOINTS,)
+BUILTIN: tuple[EndpointType[Any], ...] = (ORTHANC, S3, SQLITE, ELASTICSEARCH, SPLUNK, FOLDER, DIMSE, LISTENER)

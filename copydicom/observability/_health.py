@@ -8,14 +8,14 @@ Healthy when every check passes:
 - every ``changes`` route made progress recently: its last successful poll (or,
   during a long catch-up, its last finished instance) is younger than
   ``3 x poll_seconds + stale_margin_seconds``;
-- no route has been failing (backing off) for longer than ``max_backoff_minutes``.
+- no route has been failing (backing off) for longer than ``max_backoff_minutes``;
+- no route's source change feed was reset under its checkpoint (source database rebuilt).
 
 The body is JSON (see :meth:`HealthChecker.check`); the HTTP status is 200 or 503.
 """
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -56,13 +56,9 @@ def ledger_probe(path: Path) -> Probe:
     """A probe that writes one row to the ledger's ``meta`` table in its own transaction."""
 
     def probe() -> None:
-        db = sqlite3.connect(f"file:{path}?mode=rw", uri=True, timeout=5, isolation_level=None)
-        try:
-            db.execute("BEGIN IMMEDIATE")
-            db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('health_probe', ?)", (str(time.time()),))
-            db.execute("COMMIT")
-        finally:
-            db.close()
+        from copydicom.state._sqlite import probe_write
+
+        probe_write(path)
 
     return probe
 
@@ -123,11 +119,17 @@ class HealthChecker:
             if age > limit:
                 report["ok"] = False
                 report["problem"] = f"no successful poll for {age:.0f} s (limit {limit:.0f} s)"
+        reset = getattr(route, "feed_reset", None)
+        if reset is not None:
+            report["ok"] = False
+            report["feed_reset"] = {"checkpoint": reset.checkpoint, "source_last": reset.source_last,
+                                    "detected": reset.detected}
+            report["problem"] = f"change feed reset: {reset.reason}"
         if route.failing_since is not None:
             failing = now - route.failing_since
             report["failing_for_seconds"] = round(failing, 3)
             report["last_error"] = mask_secrets(route.last_error)[:300]
-            if failing > 60 * self.config.max_backoff_minutes:
+            if failing > 60 * self.config.max_backoff_minutes and reset is None:
                 report["ok"] = False
                 report["problem"] = f"failing for {failing:.0f} s (limit {60 * self.config.max_backoff_minutes:.0f} s)"
         return report

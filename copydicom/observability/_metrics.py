@@ -23,6 +23,9 @@ Metric names
     Histogram of the time per instance sent to at least one destination (fetch, stages, stores).
 ``copydicom_stage_seconds{route,stage}``
     Histogram of the time per stage (``deid`` is the de-identification time).
+``copydicom_feed_reset{route}``
+    1 while the route's source change feed no longer matches its checkpoint (source database
+    rebuilt or reset: nothing is sent from the feed until the route is repaired), else 0.
 ``copydicom_last_success_timestamp_seconds{route}``
     Unix time of the route's last successful poll.
 """
@@ -79,6 +82,29 @@ class Metrics:
             "copydicom_stage_seconds", "Time per stage (deid = de-identification)", ["route", "stage"],
             buckets=_STAGE_BUCKETS, registry=r,
         )
+        self.changed = prom.Counter(
+            "copydicom_changed_instances", "Instances whose content changed at the source after delivery "
+            "(same instance, new bytes), per route and what was done (kept: report, replaced: resend)",
+            ["route", "action"], registry=r,
+        )
+        # Reconcile (copydicom.reconcile): what the route's last reconcile found, and feed resets.
+        self.reconcile_missing = prom.Gauge(
+            "copydicom_reconcile_missing", "Instances missing at a destination (last reconcile)", ["route"], registry=r)
+        self.reconcile_extra = prom.Gauge(
+            "copydicom_reconcile_extra", "Instances this route delivered that the source no longer holds "
+            "(last reconcile)", ["route"], registry=r)
+        self.reconcile_mismatched = prom.Gauge(
+            "copydicom_reconcile_mismatched", "Instances whose content differs (last reconcile with verify)",
+            ["route"], registry=r)
+        self.reconcile_seconds = prom.Gauge(
+            "copydicom_reconcile_seconds", "Duration of the last reconcile", ["route"], registry=r)
+        self.feed_resets = prom.Counter(
+            "copydicom_feed_resets", "Times the source's change feed went backwards (repaired by a reconcile)",
+            ["route"], registry=r)
+        self.feed_reset = prom.Gauge(
+            "copydicom_feed_reset", "1 while the source change feed no longer matches the checkpoint", ["route"],
+            registry=r,
+        )
         self.last_success = prom.Gauge(
             "copydicom_last_success_timestamp_seconds", "Unix time of the last successful poll", ["route"],
             registry=r,
@@ -101,6 +127,8 @@ class Metrics:
             self._child(self.transfer, route).observe(outcome.seconds)
         for stage, seconds in outcome.stage_seconds:
             self._child(self.stage, route, stage).observe(seconds)
+        if getattr(outcome, "changed", False):
+            self._child(self.changed, route, "kept" if outcome.kind == "existing" else "replaced").inc()
 
     def observe_flush(self, sink: str, result: Any) -> None:
         """Count one :class:`~copydicom.sinks.spool.FlushResult` of an index sink."""
@@ -112,6 +140,15 @@ class Metrics:
 
     def set_backlog(self, route: str, changes: int) -> None:
         self.backlog.labels(route).set(max(0, changes))
+
+    def observe_reconcile(self, route: str, report: Any) -> None:
+        """Set the reconcile gauges from a :class:`~copydicom.reconcile.Report` (duck-typed)."""
+        self.reconcile_missing.labels(route).set(report.missing - report.repaired)
+        self.reconcile_extra.labels(route).set(report.extra - report.deleted)
+        self.reconcile_mismatched.labels(route).set(report.mismatched - report.replaced)
+        self.reconcile_seconds.labels(route).set(report.seconds)
+    def set_feed_reset(self, route: str, reset: bool) -> None:
+        self.feed_reset.labels(route).set(1 if reset else 0)
 
     def set_last_success(self, route: str, when: float) -> None:
         self.last_success.labels(route).set(when)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable
-from dataclasses import replace
 from typing import Any
 
+from copydicom import registry
 from copydicom.config import AppConfig
 from copydicom.observability._config import MetricsConfig
 from copydicom.observability._health import HealthChecker, Probe, RouteView, ledger_probe
@@ -13,29 +14,24 @@ from copydicom.observability._metrics import Metrics
 from copydicom.observability._server import ObservabilityServer
 
 
-def _source_probe(endpoint: Any) -> Probe:
-    """``GET /system`` on a source Orthanc once, with short timeouts and no retries."""
-    from copydicom.clients.orthanc import OrthancClient
-
-    quick = replace(endpoint, retries=0, connect_timeout=min(endpoint.connect_timeout, 2.0), read_timeout=5.0)
-
-    def probe() -> None:
-        client = OrthancClient(quick, pool_size=1)
-        try:
-            client.system()
-        finally:
-            client.close()
-
-    return probe
+def _source_probes(config: AppConfig) -> dict[str, Probe]:
+    """One quick reachability probe per route source whose endpoint type has one (registry ``probe``)."""
+    probes: dict[str, Probe] = {}
+    for route in config.routes:
+        check = registry.get(config.endpoint_types[route.source]).probe
+        if check is not None and route.source not in probes:
+            probes[route.source] = functools.partial(check, config.endpoints[route.source])
+    return probes
 
 
 class Observability:
     """The metrics, the health checker and their HTTP server for one daemon."""
 
     def __init__(self, config: AppConfig, routes: Callable[[], Iterable[RouteView]]) -> None:
-        self.config = MetricsConfig.from_mapping(config.metrics, where="metrics")
+        parsed = config.metrics_config
+        self.config = parsed if isinstance(parsed, MetricsConfig) else MetricsConfig.from_mapping(config.metrics)
         self.metrics = Metrics()
-        sources = {r.source: _source_probe(config.endpoints[r.source]) for r in config.routes}
+        sources = _source_probes(config)
         self.health = HealthChecker(self.config, sources=sources, ledger=ledger_probe(config.state), routes=routes)
         self.server: ObservabilityServer | None = None
 

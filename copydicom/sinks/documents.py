@@ -135,7 +135,9 @@ def instance_document(
     flat
         The flattened tag tree keyed by DICOM keyword (``flatten(ds, scheme="keyword")``).
     orthanc
-        Source Orthanc IDs: ``instance`` (required), ``series``, ``study``, ``patient``.
+        Orthanc IDs: ``instance`` (required), ``series``, ``study``, ``patient``; on a
+        de-identifying route those of the de-identified instance (see
+        :mod:`copydicom.stages.index_docs`), unless the route opts in to the source's.
     route
         The route name.
     deidentified

@@ -6,17 +6,24 @@ directory, PS3.10 §8.6) are skipped.  Other files are recorded in
 :attr:`FolderSource.skipped` and logged by count, never an error.  Files are
 visited in sorted order, one directory at a time (constant memory for wide
 trees apart from one directory listing).
+
+Each reference carries the instance's identity, read from the file's header
+(no pixel data), so that dedupe asks destinations by the Orthanc ID of the
+instance (:attr:`~copydicom.model.Identity.orthanc_id`), as for every other
+source, and never by the file path: file names are often patient names and
+MRNs, so paths appear in no request and no log line (a digest stands for them).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
 
 from copydicom.errors import ConfigError, InvalidInstance
-from copydicom.model import InstanceRef
+from copydicom.model import Identity, InstanceRef
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +39,30 @@ def is_dicom_file(path: Path) -> bool:
             return handle.read(4) == _MAGIC
     except OSError:
         return False
+
+
+_IDENTITY_TAGS = ["PatientID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"]
+
+
+def path_digest(path: str | Path) -> str:
+    """A short digest standing for a file path in logs and messages (paths are PHI)."""
+    return "file:" + hashlib.sha256(str(path).encode("utf-8", "surrogateescape")).hexdigest()[:16]
+
+
+def identity_of_file(path: Path) -> Identity | None:
+    """The identity in a Part 10 file's header (PS3.10), read without its pixel data.
+
+    Returns ``None`` when the header cannot be parsed or has no SOP Instance UID:
+    the file is then fetched and judged by the pipeline (quarantined if invalid).
+    """
+    from pydicom import dcmread
+
+    try:
+        ds = dcmread(path, stop_before_pixels=True, specific_tags=_IDENTITY_TAGS)
+        identity = Identity.from_dataset(ds)
+    except Exception:  # any parse failure, including a RecursionError on hostile nesting
+        return None
+    return identity if identity.sop_uid else None
 
 
 class FolderSource:
@@ -73,7 +104,7 @@ class FolderSource:
 
     def _skip(self, path: Path, why: str) -> None:
         self.skipped.append(str(path))
-        log.info("skipping %s: %s", path, why)
+        log.info("skipping %s: %s", path_digest(path), why)
 
     def batches(self) -> Iterator[list[InstanceRef]]:
         """References in batches of one directory (at most ``batch_size`` each)."""
@@ -84,11 +115,13 @@ class FolderSource:
                 yield batch
                 batch = []
             parent = path.parent
-            batch.append(InstanceRef(source_id=str(path)))
+            identity = identity_of_file(path)
+            series = identity.series_orthanc_id if identity is not None else None
+            batch.append(InstanceRef(source_id=str(path), identity=identity, series_id=series))
         if batch:
             yield batch
         if self.skipped:
-            log.warning("%d file(s) under %s were not DICOM and were skipped", len(self.skipped), self.root)
+            log.warning("%d file(s) were not DICOM and were skipped", len(self.skipped))
 
     def refs(self) -> Iterator[InstanceRef]:
         """Every reference (the :class:`~copydicom.model.Source` protocol)."""
@@ -100,4 +133,7 @@ class FolderSource:
         try:
             return Path(ref.source_id).read_bytes()
         except OSError as exc:
-            raise InvalidInstance(f"cannot read {ref.source_id}: {exc.strerror}") from None
+            raise InvalidInstance(f"cannot read {path_digest(ref.source_id)}: {exc.strerror}") from None
+
+    def close(self) -> None:
+        """Nothing to release (the :class:`~copydicom.model.Source` protocol)."""

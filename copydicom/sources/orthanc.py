@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Literal
 
 from copydicom.clients.orthanc import OrthancClient
 from copydicom.errors import ConfigError
-from copydicom.model import Identity, InstanceRef
+from copydicom.feedcheck import names_change
+from copydicom.model import FeedPosition, Identity, InstanceRef
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +30,9 @@ _CHANGE_FOR: dict[str, str] = {
 
 
 class OrthancSource:
-    """Read instances from a source Orthanc.
+    """Read instances from a source Orthanc: a :class:`~copydicom.model.Source` with the
+    :class:`~copydicom.model.ChangeFeedSource` and :class:`~copydicom.model.SelectableSource`
+    capabilities.
 
     Parameters
     ----------
@@ -38,12 +41,27 @@ class OrthancSource:
     want_identity
         Fill :attr:`InstanceRef.identity` (needed when a stage changes identity,
         so that dedupe can predict what will be sent).
+    wait_for
+        Which change of the feed a route acts on (see :class:`ChangesFeed`).
+    page_size
+        Changes per ``/changes`` request.
     """
 
-    def __init__(self, client: OrthancClient, *, want_identity: bool = False) -> None:
+    def __init__(
+        self,
+        client: OrthancClient,
+        *,
+        want_identity: bool = False,
+        wait_for: WaitFor = "instance",
+        page_size: int = 500,
+    ) -> None:
+        if wait_for not in _CHANGE_FOR:
+            raise ConfigError(f"trigger.changes.wait_for: one of {', '.join(_CHANGE_FOR)}")
         self.client = client
         self.name = client.name
         self.want_identity = want_identity
+        self.wait_for: WaitFor = wait_for
+        self.page_size = page_size
         self._study = lru_cache(maxsize=256)(self._study_uncached)
         self._series = lru_cache(maxsize=1024)(self._series_uncached)
 
@@ -144,8 +162,38 @@ class OrthancSource:
         levels = {"Instance": "instances", "Series": "series", "Study": "studies", "Patient": "patients"}
         return [(levels[r["Type"]], r["ID"]) for r in self.client.lookup(ident) if r.get("Type") in levels]
 
+    def batches(self) -> Iterator[list[InstanceRef]]:
+        """Everything the source holds (the :class:`~copydicom.model.Source` protocol)."""
+        return self.all_instances()
+
     def fetch(self, ref: InstanceRef) -> bytes:
         return self.client.download(ref.source_id)
+
+    def count(self) -> int | None:
+        """Instances in the whole archive (``/statistics``): the total of a full listing (progress)."""
+        stats = self.client.get_json("/statistics")
+        return int(stats["CountInstances"]) if isinstance(stats, dict) and "CountInstances" in stats else None
+
+    def close(self) -> None:
+        self.client.close()
+
+    # -- change feed (ChangeFeedSource) --------------------------------------------------
+
+    def last_change(self) -> int:
+        """The feed's newest sequence number (``Last`` of ``/changes?last``)."""
+        return self.client.last_change()
+
+    def changes_page(self, since: int) -> ChangesPage:
+        """The page of changes after ``since``, reduced to what the route acts on (:attr:`wait_for`)."""
+        return ChangesFeed(self, wait_for=self.wait_for, page_size=self.page_size).page(since)
+
+    def names_change(self, position: FeedPosition) -> bool | None:
+        """Whether the change at ``position.seq`` still names ``position.resource`` (feed-reset check)."""
+        return names_change(self.client, position)
+
+    def content_md5(self, ref: InstanceRef) -> str | None:
+        """MD5 of the instance's file as the source stores it (to notice new content under the same ID)."""
+        return self.client.instance_md5(ref.source_id)
 
 
 @dataclass(frozen=True)
@@ -162,12 +210,15 @@ class ChangesPage:
         The feed's newest sequence number (``Last``).
     done
         True when this page reached the end of the feed.
+    resources
+        The resource ID of every change of the page (the checkpoint keeps it).
     """
 
     seqs: list[int]
     batches: list[list[InstanceRef]]
     last: int
     done: bool
+    resources: dict[int, str] = field(default_factory=dict)
 
 
 class ChangesFeed:
@@ -192,9 +243,11 @@ class ChangesFeed:
         reply = self.source.client.changes(since, self.page_size)
         seqs: list[int] = []
         batches: list[list[InstanceRef]] = []
+        resources: dict[int, str] = {}
         for change in reply.get("Changes", []):
             seq = int(change["Seq"])
             seqs.append(seq)
+            resources[seq] = str(change.get("ID", ""))
             if change.get("ChangeType") != self.change_type:
                 continue
             resource_id = str(change["ID"])
@@ -205,4 +258,8 @@ class ChangesFeed:
             else:
                 for series_id in self.source._children_series("studies", resource_id):
                     batches.append(self.source.series_batch(series_id, seq))
-        return ChangesPage(seqs, batches, int(reply.get("Last", since)), bool(reply.get("Done", True)))
+        return ChangesPage(seqs, batches, int(reply.get("Last", since)), bool(reply.get("Done", True)), resources)
+
+    def names_change(self, position: FeedPosition) -> bool | None:
+        """Feed-reset check (see :mod:`copydicom.feedcheck`)."""
+        return self.source.names_change(position)

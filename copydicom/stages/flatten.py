@@ -4,7 +4,9 @@ Output form
 -----------
 * Keys: the keyword (``scheme="keyword"``), ``"GGGG,EEEE"`` in upper-case hex
   (``scheme="tag"``), or the element name without spaces and punctuation
-  (``scheme="spaceless"``: ``"Patient's Name"`` -> ``"PatientsName"``).  Tags
+  (``scheme="spaceless"``: ``"Patient's Name"`` -> ``"PatientsName"``), or the
+  element name as the standard writes it (``scheme="human"``: ``"Patient's Name"``,
+  PS3.6 Table 6-1; the cortx seed's fourth key scheme).  Tags
   with no dictionary entry and all private tags are keyed ``"GGGG,EEEE"`` in
   every scheme, so two private tags never collapse into one name.
 * Private data elements (odd group, element >= 0x1000, PS3.5 Section 7.8.1)
@@ -41,7 +43,7 @@ from copydicom.errors import InvalidInstance
 from copydicom.model import Instance
 from copydicom.stages._values import _item_text, iso_date, iso_datetime, iso_time, parse_number
 
-SCHEMES = ("keyword", "tag", "spaceless")
+SCHEMES = ("keyword", "tag", "spaceless", "human")
 
 BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN", "OB or OW", "US or OW"})
 _INT_BINARY_VRS = frozenset({"SS", "US", "UL", "SL", "SV", "UV", "US or SS"})
@@ -53,12 +55,18 @@ _NON_ALNUM = re.compile(r"[^0-9A-Za-z]")
 @lru_cache(maxsize=8192)
 def _public_names(tag: int) -> tuple[str, str, str]:
     """(keyword, spaceless name, VR) of a public tag; keyword "" when unknown."""
+    keyword, name, vr = _entry(tag)
+    return keyword, _NON_ALNUM.sub("", name), vr
+
+
+@lru_cache(maxsize=8192)
+def _entry(tag: int) -> tuple[str, str, str]:
+    """(keyword, name as in PS3.6, VR) of a public tag; ``("", "", "")`` when unknown."""
     try:
-        entry = datadict.get_entry(tag)
+        vr, _vm, name, _retired, keyword = datadict.get_entry(tag)
     except KeyError:
         return "", "", ""
-    vr, _vm, name, _retired, keyword = entry
-    return keyword, _NON_ALNUM.sub("", name), vr
+    return keyword, name, vr
 
 
 def tag_key(tag: int) -> str:
@@ -268,7 +276,7 @@ def _flatten(ds: Dataset, scheme: str, inherited: str | None) -> dict[str, Any]:
             key = tag_key(tag)
         else:
             keyword, spaceless, _vr = _public_names(tag)
-            name = keyword if scheme == "keyword" else spaceless
+            name = {"keyword": keyword, "spaceless": spaceless}.get(scheme) or (_entry(tag)[1] if keyword else "")
             key = name or tag_key(tag)
         out[key] = _element_value(ds, tag, scheme, item, codec)
     return out

@@ -15,9 +15,26 @@ import pytest
 import yaml
 
 from tests.support.orthanc import OrthancServer
-from tests.integration.conftest import daemon, daemon_env, orthanc_pair, servers  # noqa: F401
+from tests.integration.conftest import REPO_ROOT, daemon, orthanc_pair, servers  # noqa: F401
 
 FIGURES: list[str] = []
+
+#: The daemons of the fault suite run on a backoff clock ten times faster than production
+#: (copydicom.retry.TIME_SCALE): the tests wait for recoveries, not for retry sleeps.  The scenario
+#: durations (a 30 s outage) stay in real seconds, so an outage spans ten times more backoff steps.
+TIME_SCALE = "0.1"
+
+
+@pytest.fixture
+def daemon_env(servers: tuple[OrthancServer, OrthancServer]) -> dict[str, str]:  # noqa: F811
+    """The integration suite's daemon environment, with the injected backoff clock."""
+    source, dest = servers
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO_ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env["CD_TEST_SRC_PW"] = source.password
+    env["CD_TEST_DST_PW"] = dest.password
+    env["COPYDICOM_TEST_TIME_SCALE"] = TIME_SCALE
+    return env
 
 
 def figure(test: str, **values: Any) -> None:

@@ -125,7 +125,7 @@ def test_tls_verification_is_off_only_explicitly_with_a_warning_at_every_start(
     config.write_text(yaml.safe_dump(data))
     result = _cli(daemon_env, "run", "--config", str(config))
     assert result.returncode == 2
-    assert "insecure_skip_verify: must be true or false" in result.stderr
+    assert "endpoints.dst.insecure_skip_verify: Input should be a valid boolean" in result.stderr
 
     data["endpoints"]["dst"]["insecure_skip_verify"] = True
     config.write_text(yaml.safe_dump(data))

@@ -38,7 +38,8 @@ from tests.integration.conftest import (
 pytestmark = [pytest.mark.faults, pytest.mark.integration]
 
 OUTAGE_SECONDS = 30.0
-#: Consecutive bulk requests answered 503 (the spool retries after 5, 10, then 20 s).
+#: Consecutive bulk requests answered 503 (the spool backs off with jitter below 5, 10, then 20 s, on the
+#: suite's tenfold backoff clock: tests/faults/conftest.py TIME_SCALE).
 INDEX_FAILURES = 2
 
 

@@ -11,6 +11,7 @@ import signal
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -217,3 +218,109 @@ def test_sigterm_while_destination_is_down_exits_0_within_10_s(
         assert checkpoint_of(tmp_path / "state.db", "copy") == 0
     finally:
         dest.start()
+
+
+class _BadDestination:
+    """A destination on a real loopback socket that never lets a transfer finish.
+
+    ``mode="503"`` answers every request ``503`` with ``Retry-After: 3600`` (and
+    ``mode="429"`` the same with 429); ``mode="hang"`` accepts connections, reads
+    the request, and never answers.  ``requests`` counts the requests seen.
+    """
+
+    def __init__(self, mode: str) -> None:
+        import socket
+        import threading
+
+        self.mode = mode
+        self.requests = 0
+        self._sock = socket.create_server(("127.0.0.1", 0))
+        self._sock.settimeout(0.2)
+        self.port = self._sock.getsockname()[1]
+        self._held: list[socket.socket] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _serve(self) -> None:
+        import socket
+        import threading
+
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except (socket.timeout, OSError):
+                continue
+            self._held.append(conn)
+            threading.Thread(target=self._connection, args=(conn,), daemon=True).start()
+
+    def _connection(self, conn: Any) -> None:
+        conn.settimeout(0.5)
+        buffer = b""
+        while not self._stop.is_set():
+            try:
+                chunk = conn.recv(65536)
+            except OSError:
+                continue
+            if not chunk:
+                return
+            buffer += chunk
+            while b"\r\n\r\n" in buffer:
+                head, _, rest = buffer.partition(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n")[1:]:
+                    name, _, value = line.partition(b":")
+                    if name.strip().lower() == b"content-length":
+                        length = int(value.strip())
+                if len(rest) < length:
+                    break
+                buffer = rest[length:]
+                self.requests += 1
+                if self.mode == "hang":
+                    continue
+                status = b"503 Service Unavailable" if self.mode == "503" else b"429 Too Many Requests"
+                conn.sendall(b"HTTP/1.1 " + status + b"\r\nRetry-After: 3600\r\nContent-Length: 4\r\n"
+                             b"Content-Type: text/plain\r\n\r\nbusy")
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        for conn in self._held:
+            conn.close()
+        self._sock.close()
+
+
+def _config_with_destination_url(tmp_path: Path, source: OrthancServer, url: str) -> Path:
+    import yaml
+
+    config = write_config(tmp_path, source, source)
+    data = yaml.safe_load(config.read_text())
+    data["endpoints"]["dst"]["url"] = url  # the real source, a hostile destination (same credentials)
+    config.write_text(yaml.safe_dump(data))
+    return config
+
+
+@pytest.mark.parametrize("mode", ["503", "429", "hang"])
+def test_sigterm_ends_the_daemon_within_10_s_while_the_destination_says_retry_after_3600_or_hangs(
+    servers: tuple[OrthancServer, OrthancServer], tmp_path: Path, daemon: StartDaemon, mode: str,
+) -> None:
+    """Issue 10: a ``Retry-After: 3600`` (503 or 429) or a server that never answers cannot hold SIGTERM."""
+    source, _ = servers
+    bad = _BadDestination(mode)
+    try:
+        load_ct(source, 6, seed=f"sigterm-{mode}")
+        proc = daemon(_config_with_destination_url(tmp_path, source, bad.url))
+        if mode == "hang":
+            wait_until(lambda: bad.requests >= 1, timeout=30, what="a request to reach the hanging destination")
+        else:
+            wait_until(lambda: "retry 1/4" in proc.log(), timeout=30, what="transfers to be backing off")
+        assert proc.running(), proc.log()
+        assert _stop(proc) == 0
+        assert checkpoint_of(tmp_path / "state.db", "copy") == 0
+        assert "Traceback" not in proc.log()
+    finally:
+        bad.close()

@@ -201,14 +201,12 @@ def test_replicate_to_unreachable_destination_fails_with_status_1(
     servers: tuple[OrthancServer, OrthancServer], tmp_path: Path, capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import types
-
-    from copydicom.clients import orthanc as client_module
+    from copydicom import retry as retry_module
     from tests.support.orthanc import free_port
 
     source, _ = servers
     load_ct(source, 6, series=2)
-    monkeypatch.setattr(client_module, "time", types.SimpleNamespace(sleep=lambda s: None))  # no backoff waits
+    monkeypatch.setattr(retry_module, "wait", lambda seconds, stop: stop.is_set())  # no backoff waits
     status = main([
         "replicate", "--src", source.url_with_credentials,
         "--dest", f"http://orthanc:orthanc@127.0.0.1:{free_port()}", "--state", str(tmp_path / "s.db"),

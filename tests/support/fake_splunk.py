@@ -35,8 +35,10 @@ reply carries ``Connection: close``, which splunklib needs to read the body.
 
 Search language subset: ``search`` then terms ``field=value`` / ``field!=value`` (``*`` wildcards, quoted
 values, dotted JSON paths as Splunk's automatic JSON extraction names them), bare words matched in
-``_raw``, ``NOT``, ``OR``, implicit AND, ``index=``/``sourcetype=``; pipes other than ``| head N`` and ``| table F1 F2`` are
-refused with a search error.  Not implemented: time ranges, stats, eval, the raw endpoint, TRUNCATE.
+``_raw``, ``NOT``, ``OR``, implicit AND, ``index=``/``sourcetype=``; then pipes ``| head N``, ``| table F1 F2``,
+``| search TERMS`` (filters further) and ``| spath FIELD`` (a no-op here: every JSON field is already
+extracted, as Splunk's automatic extraction does for ``_json``); other commands are refused with a search
+error.  Not implemented: time ranges, stats, eval, the raw endpoint, TRUNCATE.
 """
 
 from __future__ import annotations
@@ -308,18 +310,27 @@ class FakeSplunk:
         stages = [s.strip() for s in search.split("|")]
         head: int | None = None
         table: list[str] | None = None
+        filters = []
         for stage in stages[1:]:
             parts = stage.replace(",", " ").split()
             if len(parts) == 2 and parts[0] == "head" and parts[1].isdigit():
                 head = int(parts[1])
             elif len(parts) >= 2 and parts[0] == "table":
                 table = parts[1:]
+            elif len(parts) == 2 and parts[0] == "spath":
+                continue
+            elif parts and parts[0] == "search":
+                filters.append(self._compile(shlex.split(stage, posix=True)[1:]))
             else:
-                raise ValueError(f"Unknown search command '{parts[0] if parts else ''}'. (fake: only head, table)")
+                raise ValueError(f"Unknown search command '{parts[0] if parts else ''}'. "
+                                 "(fake: only head, table, search, spath)")
         tokens = shlex.split(stages[0], posix=True)
         if tokens and tokens[0] == "search":
             tokens = tokens[1:]
-        match = self._compile(tokens)
+        first = self._compile(tokens)
+
+        def match(fields: dict[str, list[str]], raw: str) -> bool:
+            return first(fields, raw) and all(f(fields, raw) for f in filters)
         out = []
         with self.lock:
             events = list(self.events)

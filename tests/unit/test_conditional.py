@@ -169,3 +169,75 @@ def test_daemon_cron_job_bad_query_fails_the_route_not_the_daemon(tmp_path: Path
     assert "refused the query" in state.last_error and "no such table: no_such_table" in state.last_error
     daemon.routes["nightly"].runtime.pipeline.close()  # type: ignore[union-attr]
     daemon.ledger.close()
+
+
+def test_daemon_cron_job_failure_is_retried_after_the_backoff(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression: a failed cron run logged "retrying in 5 s" but only ran again at its next schedule."""
+    import threading
+
+    from copydicom.daemon import RouteState
+    from copydicom.errors import DestinationUnavailable
+
+    monkeypatch.setattr(RouteState, "backoff", lambda self, policy=None: 0.05 * self.failures)  # tiny backoff
+    daemon, dest, _ = _cron_daemon(tmp_path, "SELECT orthanc_id FROM instances")
+    down = threading.Event()
+    down.set()
+    attempts: list[int] = []
+
+    def fail(_instance: object) -> Exception | None:
+        attempts.append(1)
+        if len(attempts) >= 6:  # two full runs of three instances failed: the destination is back
+            down.clear()
+        return DestinationUnavailable("destination down") if down.is_set() else None
+
+    dest.fail = fail  # type: ignore[assignment]
+    state = daemon.routes["nightly"]
+    daemon.scheduler.start()
+    try:
+        daemon._conditional("nightly")  # the scheduled run fails...
+        assert state.failures == 1 and state.retryable
+        assert daemon.scheduler.get_job("nightly#retry") is not None  # ...and a retry is scheduled
+        finished = threading.Event()
+        for _ in range(200):
+            if state.failures == 0 and len(dest.stored) == 9:
+                finished.set()
+                break
+            threading.Event().wait(0.05)
+        assert finished.is_set(), f"not retried: failures={state.failures} stored={len(dest.stored)}"
+        assert state.last_error == "" and state.totals.get("stored") == 9
+        assert daemon.scheduler.get_job("nightly#retry") is None  # success: no more retries
+    finally:
+        daemon.scheduler.shutdown(wait=True)
+        daemon.routes["nightly"].runtime.pipeline.close()  # type: ignore[union-attr]
+        daemon.ledger.close()
+
+
+def test_daemon_cron_job_bad_query_is_not_retried_before_its_schedule(tmp_path: Path) -> None:
+    daemon, _, _ = _cron_daemon(tmp_path, "SELECT orthanc_id FROM no_such_table")
+    daemon._conditional("nightly")
+    assert daemon.routes["nightly"].failures == 1 and not daemon.routes["nightly"].retryable
+    assert daemon.scheduler.get_job("nightly#retry") is None
+    daemon.routes["nightly"].runtime.pipeline.close()  # type: ignore[union-attr]
+    daemon.ledger.close()
+
+
+def test_daemon_cron_job_before_anything_was_indexed_matches_nothing(tmp_path: Path) -> None:
+    """Regression: a conditional route whose SQLite index does not exist yet failed instead of matching nothing."""
+    daemon, dest, _ = _cron_daemon(tmp_path, "SELECT orthanc_id FROM instances")
+    (tmp_path / "index.db").unlink()
+    daemon._conditional("nightly")
+    state = daemon.routes["nightly"]
+    assert state.failures == 0 and state.last_error == "" and state.last_success is not None
+    assert dest.stored == []
+    daemon._conditional("nightly")
+    daemon.routes["nightly"].runtime.pipeline.close()  # type: ignore[union-attr]
+    daemon.ledger.close()
+    # a wrong query is still refused when the database is missing: it is checked against the schema
+    daemon, _, _ = _cron_daemon(tmp_path / "again", "SELECT orthanc_id FROM no_such_table")
+    (tmp_path / "again" / "index.db").unlink()
+    daemon._conditional("nightly")
+    assert "no such table" in daemon.routes["nightly"].last_error
+    daemon.routes["nightly"].runtime.pipeline.close()  # type: ignore[union-attr]
+    daemon.ledger.close()

@@ -57,16 +57,16 @@ def test_delivered_among_many_ids(ledger: Ledger) -> None:
 def test_flush_failure_keeps_rows_for_the_next_attempt(ledger: Ledger, monkeypatch: pytest.MonkeyPatch) -> None:
     ledger.record_delivered("d", "t1", "s1", "r", "stored")
     ledger.record_audit("r", "t1", "deid", [["(0010,0010)", "Z"]])
-    real = ledger._write
+    real = ledger.store.write_batch
 
-    def broken(what: str, statements: Any) -> None:
+    def broken(**_: Any) -> None:
         raise LedgerError("ledger flush failed: disk I/O error")
 
-    monkeypatch.setattr(ledger, "_write", broken)
+    monkeypatch.setattr(ledger.store, "write_batch", broken)
     with pytest.raises(LedgerError):
         ledger.advance_checkpoint("r", 5)
     assert ledger.delivered_among("d", ["t1"]) == {"t1"}  # still pending
-    monkeypatch.setattr(ledger, "_write", real)
+    monkeypatch.setattr(ledger.store, "write_batch", real)
     ledger.record_delivered("d", "t2", "s2", "r", "stored")
     ledger.advance_checkpoint("r", 5)
     assert sorted(rows(ledger.path, "SELECT target_id FROM delivered")) == [("t1",), ("t2",)]
@@ -116,3 +116,30 @@ def test_unwritable_location_is_a_ledger_error(tmp_path: Path) -> None:
     blocker.write_text("x")
     with pytest.raises(LedgerError):
         Ledger(blocker / "state.db")
+
+
+def test_first_version_database_gains_the_source_md5_column(tmp_path: Path) -> None:
+    """A state.db written before ``delivered.source_md5`` existed opens, keeps its rows and records MD5s."""
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    db = sqlite3.connect(path)
+    db.executescript(
+        "CREATE TABLE delivered (destination TEXT NOT NULL, target_id TEXT NOT NULL, source_id TEXT NOT NULL,"
+        " route TEXT NOT NULL, outcome TEXT NOT NULL, at REAL NOT NULL, PRIMARY KEY (destination, target_id))"
+        " WITHOUT ROWID;"
+        "INSERT INTO delivered VALUES ('d', 't-old', 's-old', 'r', 'stored', 1.0);"
+    )
+    db.commit()
+    db.close()
+    ledger = Ledger(path)
+    try:
+        assert ledger.delivered_among("d", ["t-old"]) == {"t-old"}
+        assert ledger.delivered_md5("d", ["t-old"]) == {}
+        ledger.record_delivered("d", "t-new", "s-new", "r", "stored", "0" * 32)
+        assert ledger.delivered_md5("d", ["t-new"]) == {"t-new": "0" * 32}  # pending rows count
+        ledger.flush()
+        assert ledger.delivered_md5("d", ["t-old", "t-new"]) == {"t-new": "0" * 32}
+    finally:
+        ledger.close()
+    Ledger(path).close()  # opening again does not add the column twice

@@ -15,6 +15,7 @@ from copydicom.errors import (
 from copydicom.ledger import Ledger
 from copydicom.model import InstanceRef
 from copydicom.pipeline import Outcome, Pipeline, Summary, safe_reason
+from copydicom.state import quarantine_file_name
 from tests.unit.fakes import FakeDestination, FakeSource, RaisingStage
 
 
@@ -92,7 +93,7 @@ def test_skippable_stage_error_quarantines_with_bytes(ledger: Ledger, tmp_path: 
     assert not summary.ok
     (entry,) = ledger.quarantined("r")
     assert (entry.source_id, entry.code, entry.reason) == ("b", "invalid", "InvalidInstance: no SOP Instance UID")
-    assert entry.path == str(tmp_path / "q" / "r" / "b.dcm")
+    assert entry.path == str(tmp_path / "q" / "r" / quarantine_file_name("r", "b"))
     assert Path(entry.path).read_bytes() == b"B"
     assert oct(Path(entry.path).stat().st_mode & 0o777) == "0o600"
     assert dest.stored == ["a"]

@@ -15,19 +15,6 @@ from copydicom.runner import ChangesRunner
 from copydicom.sources.orthanc import ChangesPage
 
 
-class FakeClient:
-    def __init__(self, last: int) -> None:
-        self.last = last
-
-    def last_change(self) -> int:
-        return self.last
-
-
-class FakeSourceHolder:
-    def __init__(self, last: int) -> None:
-        self.client = FakeClient(last)
-
-
 class FakeFeed:
     """Changes 1..n; ``instances`` are the seqs that announce a NewInstance (ID ``i<seq>``)."""
 
@@ -35,10 +22,15 @@ class FakeFeed:
         self.n = n
         self.instances = instances
         self.page_size = page_size
-        self.source = FakeSourceHolder(n)
         self.asked: list[int] = []
 
-    def page(self, since: int) -> ChangesPage:
+    def last_change(self) -> int:
+        return self.n
+
+    def names_change(self, position: object) -> bool | None:
+        return None
+
+    def changes_page(self, since: int) -> ChangesPage:
         self.asked.append(since)
         seqs = list(range(since + 1, min(self.n, since + self.page_size) + 1))
         batches = [[InstanceRef(f"i{s}", s)] for s in seqs if s in self.instances]

@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import parse_qs, unquote, urlparse
 
+from pydantic import Field
+
 from copydicom.errors import ConfigError
+from copydicom.registry import EndpointConfig
 from copydicom.secrets import expand_env, resolve_secret
 
 _KEYS = {"type", "url", "index", "username", "password", "password_file", "api_key", "api_key_file",
          "ca_certs", "verify_certs", "timeout", "max_retries", "chunk_size", "backoff", "page_size"}
 
 
-@dataclass(frozen=True)
-class ElasticsearchConfig:
+class ElasticsearchConfig(EndpointConfig):
     """Where and how to index into Elasticsearch.
 
     Attributes
@@ -33,19 +34,22 @@ class ElasticsearchConfig:
         Retries on 429/502/503/504 (client and per bulk item) and the first back-off in seconds.
     """
 
+    secret_keys: ClassVar[tuple[str, ...]] = ("password", "api_key")
+
+    type: str = "elasticsearch"
     name: str
     url: str
     index: str
     username: str | None = None
-    password: str | None = None
-    api_key: str | None = None
+    password: str | None = Field(default=None, repr=False)
+    api_key: str | None = Field(default=None, repr=False)
     ca_certs: str | None = None
     verify_certs: bool = True
-    timeout: float = 30.0
-    max_retries: int = 3
-    chunk_size: int = 500
-    backoff: float = 1.0
-    page_size: int = 1000
+    timeout: float = Field(default=30.0, gt=0)
+    max_retries: int = Field(default=3, ge=0)
+    chunk_size: int = Field(default=500, ge=1)
+    backoff: float = Field(default=1.0, ge=0)
+    page_size: int = Field(default=1000, ge=1)
 
     def __repr__(self) -> str:  # never show secrets
         return f"ElasticsearchConfig(name={self.name!r}, url={self.url!r}, index={self.index!r})"

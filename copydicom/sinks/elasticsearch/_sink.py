@@ -12,7 +12,14 @@ import logging
 from collections.abc import Iterator
 from typing import Any
 
-from copydicom.errors import ConfigError, DocumentsRejected, IndexUnavailable
+from copydicom.errors import (
+    ConfigError,
+    CopyDicomError,
+    DocumentsRejected,
+    IndexUnavailable,
+    classify_exception,
+    status_verdict,
+)
 from copydicom.sinks.elasticsearch._config import ElasticsearchConfig
 
 log = logging.getLogger(__name__)
@@ -86,17 +93,6 @@ def _es_errors() -> tuple[type[Exception], ...]:
     return (elasticsearch.ApiError, elasticsearch.TransportError, elasticsearch.UnsupportedProductError)
 
 
-
-def _reason(body: Any) -> str:
-    """``": <reason>"`` of an Elasticsearch error body (its first root cause), or ``""``."""
-    error = body.get("error") if isinstance(body, dict) else None
-    if not isinstance(error, dict):
-        return ""
-    causes = error.get("root_cause")
-    cause = causes[0] if isinstance(causes, list) and causes and isinstance(causes[0], dict) else error
-    reason = cause.get("reason")
-    return f": {str(reason)[:300]}" if reason else ""
-
 class ElasticsearchIndex:
     """An :class:`~copydicom.model.IndexSink` on Elasticsearch."""
 
@@ -121,29 +117,11 @@ class ElasticsearchIndex:
         self.client = Elasticsearch(config.url, **kwargs)
         self._template_ready = False
 
-    # -- errors mapped in one place -------------------------------------------------------------
-    def _map(self, exc: Exception, what: str) -> Exception:
-        import elasticsearch
-
-        where = f"elasticsearch {self.name}: {what}"
-        if isinstance(exc, elasticsearch.ApiError):
-            status = exc.meta.status
-            if status in (401, 403):
-                return ConfigError(f"{where}: HTTP {status} (check the credentials of this index)")
-            if status in (408, 429) or status >= 500:
-                return IndexUnavailable(f"{where}: HTTP {status}")
-            if exc.error == "media_type_header_exception":
-                return ConfigError(f"{where}: the cluster refuses this client's major version "
-                                   f"(elasticsearch-py {elasticsearch.__versionstr__}); install the client "
-                                   "of the cluster's major version, e.g. 'elasticsearch>=8,<9' for 8.x")
-            return ConfigError(f"{where}: HTTP {status}: {exc.error}{_reason(exc.body)}")
-        if isinstance(exc, elasticsearch.TransportError):  # connection refused, timeout, TLS
-            if isinstance(exc, elasticsearch.SSLError):  # elastic_transport.TlsError: certificate refused
-                return ConfigError(f"{where}: TLS verification failed ({type(exc).__name__}); check ca_certs")
-            return IndexUnavailable(f"{where}: {type(exc).__name__}")
-        if isinstance(exc, elasticsearch.UnsupportedProductError):
-            return ConfigError(f"{where}: the server is not Elasticsearch")
-        return exc
+    # -- errors: the one table of copydicom.errors -----------------------------------------------
+    def _map(self, exc: Exception, what: str, *, reject: type[CopyDicomError] | None = None) -> Exception:
+        """The copydicom error for a client exception (:func:`copydicom.errors.classify_exception`)."""
+        mapped = classify_exception(exc, what=f"elasticsearch {self.name}: {what}", side="index", reject=reject)
+        return exc if mapped is None else mapped
 
     def ensure_template(self) -> None:
         """Install the index template (once per process)."""
@@ -191,7 +169,7 @@ class ElasticsearchIndex:
                 status = int(result.get("status", 0))
                 error = result.get("error")
                 reason = error.get("type", "error") if isinstance(error, dict) else str(error)
-                (retry if status in (408, 429) or status >= 500 else rejected)[str(result.get("_id"))] = reason
+                (retry if status_verdict(status) == "retry" else rejected)[str(result.get("_id"))] = reason
         except _es_errors() as exc:
             raise self._map(exc, "bulk") from None
         if retry:
@@ -225,7 +203,7 @@ class ElasticsearchIndex:
             except _es_errors() as exc:
                 if getattr(exc, "error", None) == "index_not_found_exception":
                     return  # nothing indexed yet
-                raise self._map(exc, "search") from None
+                raise self._map(exc, "search", reject=ConfigError) from None
             hits = resp["hits"]["hits"]
             for hit in hits:
                 source = dict(hit["_source"])

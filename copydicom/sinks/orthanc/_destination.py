@@ -39,5 +39,17 @@ class OrthancDestination:
         reply = self.client.upload(instance.data)
         return "existing" if reply.get("Status") == "AlreadyStored" else "stored"
 
+    def replace(self, instance: Instance) -> StoreOutcome:
+        """Replace the instance's older version (``on_changed_instance: resend``).
+
+        A plain POST of an instance Orthanc already holds keeps the old bytes (``AlreadyStored``,
+        unless the server sets ``OverwriteInstances``), so the old one is deleted first. Between the
+        two requests the destination lacks the instance; a failure there is retried like any store
+        (the ledger still points at the older version, so the next run replaces it again).
+        """
+        self.client.delete_instance(instance.target_id)
+        self.client.upload(instance.data)
+        return "stored"
+
     def close(self) -> None:
         self.client.close()

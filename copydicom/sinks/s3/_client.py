@@ -9,7 +9,19 @@ from copydicom.sinks.s3._config import S3Config
 from copydicom.sinks.s3._errors import error_code, http_status, s3_errors
 
 
-def make_client(config: S3Config) -> Any:
+def pool_connections(config: S3Config, callers: int = 0) -> int:
+    """HTTP connections to keep: every caller thread plus the destination's own pool.
+
+    ``callers`` threads (the pipeline's workers) each send one request at a time, and
+    the destination's executor (``max_concurrency`` threads: multipart parts, look-up
+    HEADs) adds its own.  A smaller urllib3 pool does not block, it discards the extra
+    connections after each request ("Connection pool is full"), so every request
+    beyond it pays a new TCP connection.
+    """
+    return max(10, 2 * config.max_concurrency, callers + config.max_concurrency)
+
+
+def make_client(config: S3Config, *, callers: int = 0) -> Any:
     """Return a thread-safe boto3 S3 client for ``config``.
 
     Credentials come from the configuration when given, else from the boto3
@@ -17,6 +29,8 @@ def make_client(config: S3Config) -> Any:
     "standard" mode (exponential back-off with jitter, retry quota) with
     ``config.max_attempts`` attempts.  Endpoints given by URL use path-style
     addressing (``http://host/bucket/key``), which S3-compatible stores expect.
+    The connection pool holds :func:`pool_connections` connections for ``callers``
+    threads calling in parallel.
     """
     import boto3
     from botocore.config import Config
@@ -32,7 +46,7 @@ def make_client(config: S3Config) -> Any:
         retries={"mode": "standard", "max_attempts": config.max_attempts},
         connect_timeout=config.connect_timeout,
         read_timeout=config.read_timeout,
-        max_pool_connections=max(10, config.max_concurrency * 2),
+        max_pool_connections=pool_connections(config, callers),
         s3={"addressing_style": "path" if config.endpoint_url else "auto"},
         # We send our own SHA-256 checksum; no extra CRC32 trailer on top of it.
         request_checksum_calculation="when_required",

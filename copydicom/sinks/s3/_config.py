@@ -25,11 +25,13 @@ On the command line the same endpoint is a URL (credentials never go in URLs)::
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import parse_qsl, urlsplit
 
+from pydantic import Field
+
 from copydicom.errors import ConfigError
+from copydicom.registry import EndpointConfig
 from copydicom.secrets import expand_env, resolve_secret
 from copydicom.sinks.s3._keys import DEFAULT_KEY_TEMPLATE, check_key_template
 
@@ -53,8 +55,7 @@ _URL_KEYS = _KNOWN_KEYS - {
 }
 
 
-@dataclass(frozen=True)
-class S3Config:
+class S3Config(EndpointConfig):
     """Where and how to write (or read) DICOM objects in an S3 bucket.
 
     Attributes
@@ -92,11 +93,15 @@ class S3Config:
         that appeared after our ``HEAD`` (ignored when ``allow_overwrite``).
     head_before_put
         ``HEAD`` each key before uploading (default): an existing object costs one
-        small request instead of an upload.  Turning it off (with
-        ``conditional_put`` on) saves a round trip per new instance, about 15 %
-        throughput on SeaweedFS, when the destination is known to be empty.
+        small request instead of an upload.  A key that the dedupe look-up
+        (``has_identities``) found absent moments before is not asked twice when
+        ``conditional_put`` is on.  Turning it off (with ``conditional_put`` on)
+        also drops the ``HEAD`` for keys stored without a look-up.
     """
 
+    secret_keys: ClassVar[tuple[str, ...]] = ("secret_access_key", "session_token")
+
+    type: str = "s3"
     name: str
     bucket: str
     prefix: str = ""
@@ -104,26 +109,37 @@ class S3Config:
     region: str | None = None
     profile: str | None = None
     access_key_id: str | None = None
-    secret_access_key: str | None = None
-    session_token: str | None = None
+    secret_access_key: str | None = Field(default=None, repr=False)
+    session_token: str | None = Field(default=None, repr=False)
     sse: str | None = None
     sse_kms_key_id: str | None = None
     allow_overwrite: bool = False
     key_template: str = DEFAULT_KEY_TEMPLATE
     multipart_threshold: int = 16 * _MIB
     multipart_chunksize: int = 8 * _MIB
-    max_concurrency: int = 8
-    max_attempts: int = 5
+    max_concurrency: int = Field(default=8, ge=1)
+    max_attempts: int = Field(default=5, ge=1)
     conditional_put: bool = True
     head_before_put: bool = True
     storage_class: str | None = None
     verify_tls: bool = True
-    connect_timeout: float = 10.0
-    read_timeout: float = 60.0
+    connect_timeout: float = Field(default=10.0, gt=0)
+    read_timeout: float = Field(default=60.0, gt=0)
 
     def __repr__(self) -> str:  # never show secrets
         return f"S3Config(name={self.name!r}, bucket={self.bucket!r}, prefix={self.prefix!r}, " \
                f"endpoint_url={self.endpoint_url!r}, region={self.region!r})"
+
+    @classmethod
+    def config_schema(cls) -> dict[str, Any]:
+        """The YAML keys: part sizes are written in MiB (``multipart_threshold_mb``, ``multipart_chunk_mb``)."""
+        schema = super().config_schema()
+        props = schema["properties"]
+        props.pop("multipart_threshold", None)
+        props.pop("multipart_chunksize", None)
+        props["multipart_threshold_mb"] = {"type": "number", "minimum": 5, "default": 16}
+        props["multipart_chunk_mb"] = {"type": "number", "minimum": 5, "default": 8}
+        return schema
 
     @property
     def location(self) -> str:

@@ -16,6 +16,8 @@ any other 4xx                                                :class:`RejectedByD
                                                              when reading)
 =========================================================== =========================
 
+The rules themselves are part of the one table in :mod:`copydicom.errors`
+(:func:`~copydicom.errors.classify_exception`); this module keeps the S3 names.
 botocore's "standard" retry mode has already retried transient failures
 (with back-off) before anything reaches this mapping.
 """
@@ -25,46 +27,22 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from botocore.exceptions import (
-    BotoCoreError,
-    ClientError,
-    HTTPClientError,
-    NoCredentialsError,
-    ParamValidationError,
-    PartialCredentialsError,
-)
-from botocore.exceptions import (
-    ConnectionError as BotoConnectionError,
-)
+from botocore.exceptions import BotoCoreError, ClientError
 
 from copydicom.errors import (
-    ConfigError,
     CopyDicomError,
     DestinationUnavailable,
-    InvalidInstance,
-    RejectedByDestination,
+    IndexUnavailable,
     RetryableError,
+    S3_CONFIG_CODES,
+    S3_RETRYABLE_CODES,
+    Side,
+    classify_exception,
 )
 
-_RETRYABLE_CODES = frozenset(
-    {
-        "SlowDown", "Throttling", "ThrottlingException", "ThrottledException", "RequestThrottled",
-        "RequestThrottledException", "TooManyRequestsException", "ProvisionedThroughputExceededException",
-        "RequestLimitExceeded", "BandwidthLimitExceeded", "RequestTimeout", "RequestTimeoutException",
-        "InternalError", "ServiceUnavailable", "PriorRequestNotComplete", "OperationAborted",
-        "BadDigest", "InvalidDigest", "XAmzContentSHA256Mismatch", "IncompleteBody",
-        "ConditionalRequestConflict",
-    }
-)
-_CONFIG_CODES = frozenset(
-    {
-        "AccessDenied", "AllAccessDisabled", "AccountProblem", "InvalidAccessKeyId",
-        "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken", "TokenRefreshRequired",
-        "NoSuchBucket", "InvalidBucketName", "PermanentRedirect", "AuthorizationHeaderMalformed",
-        "RequestTimeTooSkewed", "InvalidRequest.KMS", "KMS.NotFoundException", "KMS.DisabledException",
-        "NotImplemented", "UnauthorizedAccess",
-    }
-)
+# The code sets live in the one table of copydicom.errors; re-exported for readers of this module.
+_RETRYABLE_CODES = S3_RETRYABLE_CODES
+_CONFIG_CODES = S3_CONFIG_CODES
 
 
 def error_code(exc: ClientError) -> str:
@@ -83,7 +61,7 @@ def map_s3_error(
     what: str,
     retryable: type[RetryableError] = DestinationUnavailable,
 ) -> CopyDicomError:
-    """Return the copydicom error for a botocore/boto3 failure.
+    """Return the copydicom error for a botocore/boto3 failure (through :func:`copydicom.errors.classify_exception`).
 
     Parameters
     ----------
@@ -94,35 +72,12 @@ def map_s3_error(
     retryable
         :class:`DestinationUnavailable` when writing, :class:`SourceUnavailable` when reading.
     """
-    if isinstance(exc, CopyDicomError):
-        return exc
-    if isinstance(exc, ClientError):
-        code, status = error_code(exc), http_status(exc)
-        message = str(exc.response.get("Error", {}).get("Message", "") or "")
-        detail = f"{what}: {code or 'HTTP ' + str(status)}" + (f": {message}" if message else "")
-        if code == "NoSuchBucket":
-            return ConfigError(f"{detail} (create the bucket first; copydicom never creates buckets)")
-        if code in _CONFIG_CODES or status in (401, 403):
-            return ConfigError(f"{detail} (check the credentials and permissions of this endpoint)")
-        if code in _RETRYABLE_CODES or status in (408, 425, 429) or status >= 500:
-            return retryable(detail)
-        if status == 0:  # no HTTP reply at all
-            return retryable(detail)
-        if retryable is DestinationUnavailable:
-            return RejectedByDestination(detail)
-        return InvalidInstance(detail)
-    if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
-        return ConfigError(f"{what}: no usable S3 credentials ({type(exc).__name__}); set "
-                           "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or the endpoint's credentials")
-    if isinstance(exc, ParamValidationError):
-        return ConfigError(f"{what}: invalid request parameters: {exc}")
-    if isinstance(exc, (BotoConnectionError, HTTPClientError)):
-        return retryable(f"{what}: {type(exc).__name__}: {exc}")
-    if isinstance(exc, BotoCoreError):
-        return retryable(f"{what}: {type(exc).__name__}: {exc}")
-    if isinstance(exc, OSError):
-        return retryable(f"{what}: {type(exc).__name__}: {exc}")
-    raise exc
+    side: Side = ("index" if issubclass(retryable, IndexUnavailable)
+                  else "destination" if issubclass(retryable, DestinationUnavailable) else "source")
+    mapped = classify_exception(exc, what=what, side=side)
+    if mapped is None:
+        raise exc
+    return mapped
 
 
 @contextmanager

@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import parse_qs, unquote, urlparse
 
+from pydantic import Field
+
 from copydicom.errors import ConfigError
+from copydicom.registry import EndpointConfig
 from copydicom.secrets import expand_env, resolve_secret
 
 _KEYS = {"type", "url", "username", "password", "password_file", "hec_url", "hec_token", "hec_token_file",
@@ -19,8 +21,7 @@ _KEYS = {"type", "url", "username", "password", "password_file", "hec_url", "hec
 _FALSE = ("0", "false", "no", "off")
 
 
-@dataclass(frozen=True)
-class SplunkConfig:
+class SplunkConfig(EndpointConfig):
     """Where and how to index into Splunk.
 
     Attributes
@@ -28,7 +29,9 @@ class SplunkConfig:
     url
         The management API (``https://host:8089``), used by ``splunklib`` for searches.
     hec_url, hec_token
-        The HTTP Event Collector (``https://host:8088``) and its token.
+        The HTTP Event Collector (``https://host:8088``) and its token. An endpoint only searched
+        (the index of a conditional route, CopyDICOM's ``conditional_replicate --index``) may leave
+        them out when ``url`` is given; writing to it is then a configuration error.
     index, sourcetype, source, host
         Event metadata; ``sourcetype`` is ``_json`` so Splunk extracts fields at search time.
     ack
@@ -37,26 +40,29 @@ class SplunkConfig:
         The zone of DICOM dates/times without offset (PS3.3 C.12.1.1.8), for event times.
     """
 
+    secret_keys: ClassVar[tuple[str, ...]] = ("password", "hec_token")
+
+    type: str = "splunk"
     name: str
-    hec_url: str
-    hec_token: str
+    hec_url: str = ""
+    hec_token: str = Field(default="", repr=False)
     index: str
     url: str | None = None
     username: str | None = None
-    password: str | None = None
+    password: str | None = Field(default=None, repr=False)
     sourcetype: str = "_json"
     source: str = "copydicom"
     host: str = ""
     ack: bool = False
-    ack_timeout: float = 60.0
-    batch_size: int = 200
-    batch_bytes: int = 800_000
+    ack_timeout: float = Field(default=60.0, gt=0)
+    batch_size: int = Field(default=200, ge=1)
+    batch_bytes: int = Field(default=800_000, ge=1)
     verify: bool = True
     ca_certs: str | None = None
-    timeout: float = 30.0
-    max_retries: int = 3
-    backoff: float = 1.0
-    page_size: int = 1000
+    timeout: float = Field(default=30.0, gt=0)
+    max_retries: int = Field(default=3, ge=0)
+    backoff: float = Field(default=1.0, ge=0)
+    page_size: int = Field(default=1000, ge=1)
     timezone: str = "UTC"
 
     def __repr__(self) -> str:  # never show secrets
@@ -68,11 +74,12 @@ class SplunkConfig:
         unknown = set(data) - _KEYS
         if unknown:
             raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
-        hec_url = data.get("hec_url")
-        if not isinstance(hec_url, str) or not hec_url.startswith(("http://", "https://")):
+        hec_url = data.get("hec_url") or ""
+        search_only = not hec_url and bool(data.get("url"))
+        if not search_only and (not isinstance(hec_url, str) or not hec_url.startswith(("http://", "https://"))):
             raise ConfigError(f"{where}.hec_url: the http(s):// URL of the HTTP Event Collector is required")
-        token = resolve_secret(data, "hec_token", where=where)
-        if not token:
+        token = resolve_secret(data, "hec_token", where=where) or ""
+        if not token and not search_only:
             raise ConfigError(f"{where}.hec_token: required (or hec_token_file)")
         index = data.get("index")
         if not isinstance(index, str) or not index:
@@ -96,7 +103,7 @@ class SplunkConfig:
             raise ConfigError(f"{where}.timezone: unknown time zone {data.get('timezone')!r}") from None
         try:
             return cls(
-                name=name, hec_url=expand_env(hec_url, where=f"{where}.hec_url").rstrip("/"), hec_token=token,
+                name=name, hec_url=expand_env(str(hec_url), where=f"{where}.hec_url").rstrip("/"), hec_token=token,
                 index=index, url=expand_env(url, where=f"{where}.url").rstrip("/") if url else None,
                 username=str(data["username"]) if data.get("username") else None, password=password,
                 sourcetype=str(data.get("sourcetype", "_json")), source=str(data.get("source", "copydicom")),
@@ -139,5 +146,6 @@ class SplunkConfig:
         if not parsed.username:
             data.pop("url")
         hec = urlparse(str(data["hec_url"]))
-        default_name = f"splunk:{hec.hostname}:{hec.port or 8088}/{data['index']}"
+        where_to = f"{hec.hostname}:{hec.port or 8088}" if data["hec_url"] else f"{parsed.hostname}:{parsed.port or 8089}"
+        default_name = f"splunk:{where_to}/{data['index']}"
         return cls.from_mapping(name or default_name, data, where="index URL")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from copydicom.errors import ConfigError, CopyDicomError, DocumentsRejected, IndexUnavailable
+from copydicom.errors import ConfigError, CopyDicomError, DocumentsRejected, IndexUnavailable, status_verdict
 
 #: Token or index problems: fix the configuration (1 disabled, 2 missing, 3 bad auth, 4 invalid, 7 index,
 #: 10/11 channel, 14 ack disabled on the token, 16 query-string auth).
@@ -39,13 +39,14 @@ def hec_error(status: int, body: Any, *, what: str, event_ids: list[str] | None 
     if status == 200 and code in (0, None, 17):
         return None
     detail = f"{what}: HTTP {status}, HEC code {code}: {text}"
-    if code in _CONFIG_CODES or (code is None and status in (401, 403)):
+    # HEC's own code decides first; without a known code, the one status table of copydicom.errors.
+    verdict = ("config" if code in _CONFIG_CODES else "retry" if code in _RETRY_CODES
+               else "reject" if code in _EVENT_CODES else status_verdict(status))
+    if verdict == "config":
         return ConfigError(detail + " (check the HEC token, its allowed indexes and acknowledgement setting)")
-    if code in _RETRY_CODES or status in (408, 429) or status >= 500:
+    if verdict in ("retry", "ok"):  # "ok": an HTTP 200 with a failure code, e.g. a confused proxy
         return IndexUnavailable(detail, retry_after=retry_after)
-    if code in _EVENT_CODES:
-        number = body.get("invalid-event-number") if isinstance(body, dict) else None
-        ids = event_ids or []
-        bad = ids[number] if isinstance(number, int) and 0 <= number < len(ids) else None
-        return DocumentsRejected(detail, rejected={bad: text} if bad else {i: text for i in ids})
-    return ConfigError(detail)
+    number = body.get("invalid-event-number") if isinstance(body, dict) else None
+    ids = event_ids or []
+    bad = ids[number] if isinstance(number, int) and 0 <= number < len(ids) else None
+    return DocumentsRejected(detail, rejected={bad: text} if bad else {i: text for i in ids})

@@ -21,7 +21,8 @@ from zoneinfo import ZoneInfo
 
 import requests
 
-from copydicom.errors import ConfigError, IndexUnavailable
+from copydicom.errors import ConfigError, CopyDicomError, IndexUnavailable, classify_exception
+from copydicom.retry import Backoff, parse_retry_after
 from copydicom.sinks.documents import document_time
 from copydicom.sinks.splunk._config import SplunkConfig
 from copydicom.sinks.splunk._hec import hec_error
@@ -46,6 +47,8 @@ class SplunkIndex:
         self.channel = str(uuid.uuid4())
         if config.ack:
             self.session.headers["X-Splunk-Request-Channel"] = self.channel
+        #: The one retry policy (copydicom.retry): HEC busy/5xx/connection errors, ``Retry-After`` capped.
+        self.backoff = Backoff(retries=config.max_retries, base=config.backoff, cap=30.0)
 
     # -- writing ---------------------------------------------------------------------------------
     def event_time(self, doc: dict[str, Any]) -> float | None:
@@ -103,6 +106,9 @@ class SplunkIndex:
         DocumentsRejected
             An event was refused (invalid data); the earlier batches were delivered.
         """
+        if not self.config.hec_url:
+            raise ConfigError(f"index {self.name}: no hec_url/hec_token: this Splunk endpoint can be searched, "
+                              "not written to")
         pending: list[int] = []
         for ids, payload in self._batches(documents):
             reply = self._post(ids, payload)
@@ -118,28 +124,23 @@ class SplunkIndex:
     def _post(self, ids: list[str], payload: bytes) -> dict[str, Any]:
         url = f"{self.config.hec_url}/services/collector/event"
         what = f"splunk {self.name}: HEC POST ({len(ids)} events)"
-        delay = self.config.backoff
-        for attempt in range(self.config.max_retries + 1):
+
+        def once() -> dict[str, Any]:
             try:
                 resp = self.session.post(url, data=payload, timeout=self.config.timeout, verify=self._verify)
-                try:
-                    body: Any = resp.json()
-                except ValueError:
-                    body = resp.text
-                retry_after = resp.headers.get("Retry-After")
-                error = hec_error(resp.status_code, body, what=what, event_ids=ids,
-                                  retry_after=float(retry_after) if retry_after and retry_after.isdigit() else None)
-            except requests.exceptions.SSLError as exc:
-                raise ConfigError(f"{what}: TLS verification failed: {exc}") from None
             except requests.RequestException as exc:
-                error = IndexUnavailable(f"{what}: {type(exc).__name__}")
-            if error is None:
-                return body if isinstance(body, dict) else {}
-            if not isinstance(error, IndexUnavailable) or attempt == self.config.max_retries:
+                raise self._map(exc, "HEC POST") from None
+            try:
+                body: Any = resp.json()
+            except ValueError:
+                body = resp.text
+            error = hec_error(resp.status_code, body, what=what, event_ids=ids,
+                              retry_after=parse_retry_after(resp.headers.get("Retry-After")))
+            if error is not None:
                 raise error
-            time.sleep(min(error.retry_after or delay, 30.0))
-            delay *= 2
-        raise AssertionError("unreachable")  # pragma: no cover
+            return body if isinstance(body, dict) else {}
+
+        return self.backoff.call(once, what=what)
 
     def _wait_acks(self, ack_ids: list[int]) -> None:
         url = f"{self.config.hec_url}/services/collector/ack"
@@ -152,6 +153,8 @@ class SplunkIndex:
                                          verify=self._verify)
                 body = resp.json()
             except (requests.RequestException, ValueError) as exc:
+                if isinstance(exc, requests.exceptions.SSLError):
+                    raise self._map(exc, "ack poll") from None
                 raise IndexUnavailable(f"splunk {self.name}: ack poll failed: {type(exc).__name__}") from None
             error = hec_error(resp.status_code, body, what=f"splunk {self.name}: ack poll")
             if error is not None:
@@ -163,7 +166,8 @@ class SplunkIndex:
             if time.monotonic() > deadline:
                 raise IndexUnavailable(f"splunk {self.name}: {len(waiting)} batches not acknowledged within "
                                        f"{self.config.ack_timeout:g}s")
-            time.sleep(delay)
+            if self.backoff.sleep_for(delay):
+                raise IndexUnavailable(f"splunk {self.name}: stop requested while waiting for acknowledgements")
             delay = min(delay * 2, 2.0)
 
     # -- reading ---------------------------------------------------------------------------------
@@ -184,19 +188,21 @@ class SplunkIndex:
             return splunklib.client.connect(**kwargs)
         except splunklib.binding.AuthenticationError:
             raise ConfigError(f"splunk {self.name}: login to {cfg.url} failed (username/password)") from None
+        except ssl.SSLError as exc:
+            raise self._map(exc, f"login to {cfg.url}") from None
         except splunklib.binding.HTTPError as exc:
             raise self._http_error(exc, "login") from None
         except OSError as exc:
             raise IndexUnavailable(f"splunk {self.name}: cannot reach {cfg.url}: {type(exc).__name__}") from None
 
+    def _map(self, exc: BaseException, what: str, *, reject: type[CopyDicomError] | None = None) -> Exception:
+        """The copydicom error for a transport or splunklib exception (the one table, copydicom.errors)."""
+        mapped = classify_exception(exc, what=f"splunk {self.name}: {what}", side="index", reject=reject)
+        return exc if mapped is None else mapped  # type: ignore[return-value]
+
     def _http_error(self, exc: Any, what: str) -> Exception:
-        status = int(getattr(exc, "status", 0))
-        detail = f"splunk {self.name}: {what}: HTTP {status}"
-        if status in (401, 403):
-            return ConfigError(detail + " (check the credentials)")
-        if status in (408, 429) or status >= 500:
-            return IndexUnavailable(detail)
-        return ConfigError(f"{detail}: {str(exc)[:300]}")
+        """A splunklib ``HTTPError`` of a search or login (a refused query is a usage error)."""
+        return self._map(exc, what, reject=ConfigError)
 
     def search(self, query: str) -> Iterator[dict[str, Any]]:
         """Run an SPL search over the index and yield each document once, all result pages.

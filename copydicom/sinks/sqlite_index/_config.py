@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 from copydicom.errors import ConfigError
+from copydicom.registry import EndpointConfig
 from copydicom.secrets import expand_env
 
 
-@dataclass(frozen=True)
-class SqliteIndexConfig:
+class SqliteIndexConfig(EndpointConfig):
     """Where the embedded index lives.
 
     Attributes
@@ -24,8 +23,14 @@ class SqliteIndexConfig:
         The SQLite database file (created on first write).
     """
 
-    name: str
+    type: str = "sqlite"
     path: Path
+
+    def __init__(self, name: str = "", path: Path | str | None = None, **data: Any) -> None:
+        # Positional (name, path) as when this was a dataclass: callers and tests use it.
+        if path is not None:
+            data["path"] = path
+        super().__init__(name=name, **data)
 
     @classmethod
     def from_mapping(cls, name: str, data: Mapping[str, Any], *, where: str) -> SqliteIndexConfig:

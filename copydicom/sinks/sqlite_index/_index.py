@@ -19,6 +19,7 @@ from typing import Any
 from copydicom.errors import ConfigError, DocumentsRejected, IndexUnavailable, InvalidInstance
 from copydicom.sinks.documents import document_time, scalar
 from copydicom.sinks.sqlite_index._config import SqliteIndexConfig
+from copydicom.state import private_file, restrict_sqlite_companions
 
 log = logging.getLogger(__name__)
 
@@ -155,11 +156,16 @@ class SqliteIndex:
         """The writing connection, opened (with the schema created) on first use."""
         if self._writer is None:
             try:
-                self.config.path.parent.mkdir(parents=True, exist_ok=True)
+                # Owner-only whatever the umask: a plain route's index holds raw tags (PHI).
+                private_file(self.config.path)
                 conn = sqlite3.connect(str(self.config.path), check_same_thread=False, isolation_level=None)
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("PRAGMA synchronous=NORMAL")
                 conn.executescript(SCHEMA)
+                restrict_sqlite_companions(self.config.path)
+            except OSError as exc:
+                raise IndexUnavailable(f"sqlite index {self.name}: cannot create {self.config.path}: "
+                                       f"{exc.strerror}") from None
             except sqlite3.Error as exc:
                 raise IndexUnavailable(f"sqlite index {self.name}: cannot open {self.config.path}: {exc}") from None
             self._writer = conn
@@ -314,25 +320,34 @@ def _authorizer(action: int, arg1: str | None, arg2: str | None, db: str | None,
     return sqlite3.SQLITE_OK if action in _ALLOWED_ACTIONS else sqlite3.SQLITE_DENY
 
 
-def readonly_query(path: Path | str, query: str) -> Iterator[dict[str, Any]]:
+def readonly_query(path: Path | str, query: str, *, missing_ok: bool = False) -> Iterator[dict[str, Any]]:
     """Run a single SELECT against ``path`` opened read-only, yielding each row as a dict.
 
     Three guards: the file is opened with ``mode=ro``; an authorizer denies every
     action but SELECT/READ/FUNCTION (so PRAGMA, ATTACH, writes are refused even
     inside a CTE); and exactly one complete statement is accepted.
 
+    With ``missing_ok`` a database that does not exist yet (nothing indexed so far) is an
+    empty index: the query is checked against an empty in-memory copy of the schema (a
+    wrong query is still refused) and yields no row.
+
     Raises
     ------
     ConfigError
-        If the query is not a single SELECT, or the database does not exist.
+        If the query is not a single SELECT, or the database does not exist (without ``missing_ok``).
     """
     text = query.strip()
     if not sqlite3.complete_statement(text if text.endswith(";") else text + ";"):
         raise ConfigError("search: the query is not a complete SQL statement")
     p = Path(path)
-    if not p.exists():
+    if not p.exists() and not missing_ok:
         raise ConfigError(f"search: index database {p} does not exist")
-    conn = sqlite3.connect(f"{p.resolve().as_uri()}?mode=ro", uri=True)
+    if p.exists():
+        conn = sqlite3.connect(f"{p.resolve().as_uri()}?mode=ro", uri=True)
+    else:
+        log.info("index database %s does not exist yet: an empty index", p)
+        conn = sqlite3.connect(":memory:")
+        conn.executescript(SCHEMA)
     try:
         conn.set_authorizer(_authorizer)
         try:

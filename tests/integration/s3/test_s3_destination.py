@@ -168,3 +168,58 @@ def test_the_server_checks_the_sha256_and_a_mismatch_is_retried(
     with pytest.raises(DestinationUnavailable, match="BadDigest"):
         dest.store(instance)
     assert seaweedfs.client().list_objects_v2(Bucket=bucket).get("KeyCount") == 0
+
+
+def _identity(instance: Instance) -> Identity:
+    from copydicom.sinks.s3 import read_header
+
+    return Identity.from_dataset(read_header(instance.data))
+
+
+def _count_calls(dest: S3Destination) -> dict[str, int]:
+    calls: dict[str, int] = {}
+    dest._client.meta.events.register(
+        "before-call.s3", lambda model, **kw: calls.__setitem__(model.name, calls.get(model.name, 0) + 1)
+    )
+    return calls
+
+
+def test_after_a_look_up_one_put_per_instance_still_verified(seaweedfs: SeaweedFSServer, bucket: str) -> None:
+    """The pipeline's look-up replaces store's HEAD; the server still checks the SHA-256 (notes/s3perf.md)."""
+    dest = _destination(seaweedfs, bucket)
+    instances = [_instance(i) for i in range(20, 28)]  # two series of four: one listing each
+    assert dest.has_identities(_identity(i) for i in instances) == set()
+    calls = _count_calls(dest)
+    assert [dest.store(i) for i in instances] == ["stored"] * 8
+    assert calls == {"PutObject": 8}
+    client = seaweedfs.client()
+    for instance in instances:
+        head = client.head_object(Bucket=bucket, Key=_key(instance), ChecksumMode="ENABLED")
+        assert head["ChecksumSHA256"] == base64.b64encode(hashlib.sha256(instance.data).digest()).decode()
+
+
+def test_after_a_look_up_a_key_written_meanwhile_is_not_overwritten(seaweedfs: SeaweedFSServer, bucket: str) -> None:
+    dest = _destination(seaweedfs, bucket)
+    instance = _instance(30)
+    assert dest.has_identities([_identity(instance)]) == set()
+    seaweedfs.client().put_object(Bucket=bucket, Key=_key(instance), Body=b"other writer")
+    calls = _count_calls(dest)
+    assert dest.store(instance) == "existing"  # 412 from If-None-Match: *
+    assert calls == {"PutObject": 1}
+    assert seaweedfs.client().get_object(Bucket=bucket, Key=_key(instance))["Body"].read() == b"other writer"
+
+
+def test_after_a_look_up_multipart_is_not_overwritten_either(seaweedfs: SeaweedFSServer, bucket: str) -> None:
+    dest = _destination(seaweedfs, bucket, multipart_threshold_mb=5, multipart_chunk_mb=5)
+    instance = _instance(31, rows=2048, cols=1600)  # 6.5 MB: two parts
+    assert dest.has_identities([_identity(instance)]) == set()
+    seaweedfs.client().put_object(Bucket=bucket, Key=_key(instance), Body=b"other writer")
+    assert dest.store(instance) == "existing"  # CompleteMultipartUpload carries If-None-Match: *
+    client = seaweedfs.client()
+    assert client.get_object(Bucket=bucket, Key=_key(instance))["Body"].read() == b"other writer"
+    assert client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+    other = _instance(32, rows=2048, cols=1600)
+    assert dest.has_identities([_identity(other)]) == set()
+    assert dest.store(other) == "stored"
+    assert client.head_object(Bucket=bucket, Key=_key(other), PartNumber=1)["PartsCount"] == 2
+    assert client.get_object(Bucket=bucket, Key=_key(other))["Body"].read() == other.data

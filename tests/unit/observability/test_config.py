@@ -85,10 +85,10 @@ def test_check_config_shows_the_address(tmp_path: Path, capsys: pytest.CaptureFi
 
     path = tmp_path / "c.yaml"
     path.write_text("state: state.db\nmetrics:\n  listen: '127.0.0.1:9200'\n")
-    assert main(["check-config", str(path)]) == 0
+    assert main(["check-config", "--offline", str(path)]) == 0
     assert capsys.readouterr().out.splitlines()[-1] == "  metrics and health: http://127.0.0.1:9200/metrics and /healthz"
     path.write_text("state: state.db\nmetrics:\n  listen: '0.0.0.0:9200'\n")
-    assert main(["check-config", str(path)]) == 2
+    assert main(["check-config", "--offline", str(path)]) == 2
 
 
 def test_daemon_refuses_a_taken_port(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -111,7 +111,7 @@ def test_ledger_not_writable_is_unhealthy(tmp_path: Path) -> None:
     healthy, body = checker([View()], ledger=missing).check()
     assert not healthy
     assert body["ledger"]["ok"] is False
-    assert body["ledger"]["error"].startswith("OperationalError: unable to open database file")
+    assert body["ledger"]["error"].startswith("LedgerError: no state database at")
     import sqlite3
 
     sqlite3.connect(tmp_path / "empty.db").close()

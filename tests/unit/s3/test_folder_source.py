@@ -68,3 +68,45 @@ def test_is_dicom_file(tmp_path: Path) -> None:
     path.write_bytes(b"\0" * 127 + b"DICM")
     assert is_dicom_file(path) is False
     assert is_dicom_file(tmp_path) is False
+
+
+def test_refs_carry_the_identity_from_the_header(tmp_path: Path) -> None:
+    """Dedupe keys are Orthanc IDs of the identity, never the path (paths are PHI)."""
+    from copydicom.model import Identity
+    from tests.support.synthetic import ct_dataset, to_bytes
+
+    ds = ct_dataset(5, 0, 0, 0, rows=8, cols=8)
+    (tmp_path / "SMITH^JANE.dcm").write_bytes(to_bytes(ds))
+    (tmp_path / "broken.dcm").write_bytes(b"\0" * 128 + b"DICM" + b"\xff" * 7)
+    refs = {Path(r.source_id).name: r for r in FolderSource(tmp_path).refs()}
+    good = refs["SMITH^JANE.dcm"]
+    assert good.identity == Identity.from_dataset(ds)
+    assert good.series_id == Identity.from_dataset(ds).series_orthanc_id
+    assert refs["broken.dcm"].identity is None  # judged (and quarantined) by the pipeline
+
+
+def test_file_paths_never_reach_log_lines(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Regression (issue 11 item 6): a quarantined file's path (a patient's name) was logged."""
+    import logging
+
+    from copydicom.ledger import Ledger
+    from copydicom.pipeline import Pipeline
+    from tests.unit.fakes import FakeDestination
+
+    folder = tmp_path / "DOE^JANE"
+    folder.mkdir()
+    (folder / "DOE^JANE_MRN0042.dcm").write_bytes(b"\0" * 128 + b"DICM" + b"\x01" * 20)
+    (folder / "notes.txt").write_text("x")
+    source = FolderSource(folder)
+    dest = FakeDestination("d", fail=lambda _i: InvalidInstance("not readable as DICOM"))
+    ledger = Ledger(tmp_path / "state.db")
+    caplog.set_level(logging.DEBUG)
+    pipeline = Pipeline("import:x", source, [], [dest], ledger, quarantine_dir=tmp_path / "q")  # type: ignore[list-item]
+    try:
+        summary = pipeline.run(source.batches())
+    finally:
+        pipeline.close()
+        ledger.close()
+    assert summary.counts["quarantined"] == 1
+    assert "quarantined" in caplog.text and "file:" in caplog.text
+    assert "DOE" not in caplog.text and "MRN0042" not in caplog.text

@@ -168,3 +168,113 @@ def test_without_head_the_conditional_put_still_refuses_to_overwrite(s3: Any) ->
     assert dest.store(Instance(instance.ref, instance.data + b"\0\0")) == "existing"
     assert calls == Counter({"PutObject": 1})
     assert s3.get_object(Bucket=BUCKET, Key=_key(instance))["Body"].read() == instance.data
+
+
+def test_overwrites_only_when_replacing_a_changed_instance(s3: Any) -> None:
+    """``on_changed_instance: resend``: S3 overwrites under this policy only (issue 11 item 3)."""
+    dest = _dest()
+    first = _instance(3)
+    ds = ct_dataset(1, 0, 1, 3, rows=16, cols=16)
+    ds.StudyDescription = "CORRECTED"
+    corrected = Instance(InstanceRef("src-3"), to_bytes(ds))
+    assert dest.store(first) == "stored"
+    assert dest.store(corrected) == "existing"  # a plain store never overwrites
+    assert s3.get_object(Bucket=BUCKET, Key=_key(first))["Body"].read() == first.data
+    assert dest.replace(corrected) == "stored"
+    assert s3.get_object(Bucket=BUCKET, Key=_key(first))["Body"].read() == corrected.data
+
+
+# -- one look-up per key (notes/s3perf.md): the pipeline's has_identities answers for store's HEAD --
+
+
+def _identity(instance: Instance) -> Identity:
+    from copydicom.sinks.s3 import read_header
+
+    return Identity.from_dataset(read_header(instance.data))
+
+
+def test_a_key_just_found_absent_is_uploaded_without_a_second_head(s3: Any) -> None:
+    dest = _dest()
+    instances = [_instance(i) for i in range(30, 38)]
+    calls = _calls(dest)
+    assert dest.has_identities(_identity(i) for i in instances) == set()
+    assert calls == Counter({"HeadBucket": 1, "ListObjectsV2": 2})  # two series of four: one listing each
+    calls.clear()
+    assert [dest.store(i) for i in instances] == ["stored"] * 8
+    assert calls == Counter({"PutObject": 8})
+    for instance in instances:
+        assert s3.get_object(Bucket=BUCKET, Key=_key(instance))["Body"].read() == instance.data
+
+
+def test_an_object_written_after_the_look_up_is_not_overwritten(s3: Any) -> None:
+    dest = _dest()
+    instance = _instance(40)
+    assert dest.has_identities([_identity(instance)]) == set()
+    s3.put_object(Bucket=BUCKET, Key=_key(instance), Body=b"other writer")  # the race after the look-up
+    calls = _calls(dest)
+    assert dest.store(instance) == "existing"  # If-None-Match: * refused it
+    assert calls == Counter({"PutObject": 1})
+    assert s3.get_object(Bucket=BUCKET, Key=_key(instance))["Body"].read() == b"other writer"
+
+
+def test_the_look_up_answer_is_used_once(s3: Any) -> None:
+    dest = _dest()
+    instance = _instance(41)
+    dest.has_identities([_identity(instance)])
+    assert dest.store(instance) == "stored"
+    calls = _calls(dest)
+    assert dest.store(Instance(instance.ref, instance.data + b"\0\0")) == "existing"
+    assert calls == Counter({"HeadObject": 1})  # asked again, nothing uploaded
+    assert s3.get_object(Bucket=BUCKET, Key=_key(instance))["Body"].read() == instance.data
+
+
+def test_a_stale_look_up_is_asked_again(s3: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    import copydicom.sinks.s3._destination as module
+
+    dest = _dest()
+    instance = _instance(42)
+    dest.has_identities([_identity(instance)])
+    monkeypatch.setattr(module, "ABSENT_FRESH_SECONDS", 0.0)
+    calls = _calls(dest)
+    assert dest.store(instance) == "stored"
+    assert calls == Counter({"HeadObject": 1, "PutObject": 1})
+
+
+def test_without_conditional_put_the_head_stays_before_the_put(s3: Any) -> None:
+    """A server that ignores If-None-Match: the HEAD right before the PUT is the protection."""
+    dest = _dest(conditional_put=False)
+    instance = _instance(43)
+    dest.has_identities([_identity(instance)])
+    s3.put_object(Bucket=BUCKET, Key=_key(instance), Body=b"other writer")
+    calls = _calls(dest)
+    assert dest.store(instance) == "existing"
+    assert calls == Counter({"HeadObject": 1})
+    assert s3.get_object(Bucket=BUCKET, Key=_key(instance))["Body"].read() == b"other writer"
+
+
+def test_the_fast_path_still_sends_the_checksum_the_server_verifies(s3: Any) -> None:
+    import base64
+
+    dest = _dest()
+    instance = _instance(44)
+    dest.has_identities([_identity(instance)])
+    sent: list[str] = []
+    dest._client.meta.events.register(
+        "request-created.s3.PutObject", lambda request, **kw: sent.append(str(request.headers["x-amz-checksum-sha256"]))
+    )
+    assert dest.store(instance) == "stored"
+    assert sent == [base64.b64encode(hashlib.sha256(instance.data).digest()).decode()]
+
+
+def test_the_connection_pool_holds_every_worker_and_the_destination_pool(s3: Any) -> None:
+    """Fewer connections than callers: urllib3 discards the extras ("pool is full") and reconnects."""
+    from copydicom.endpoints.s3 import ENDPOINT
+    from copydicom.registry import BuildContext
+
+    assert _dest()._client.meta.config.max_pool_connections == 16  # max(10, 2 * max_concurrency 8)
+    config = S3Config.from_mapping("archive", {"bucket": BUCKET, "region": "us-east-1", "max_concurrency": 4},
+                                   where="destinations.archive")
+    assert ENDPOINT.destination is not None
+    built = ENDPOINT.destination(config, BuildContext(pool_size=34))
+    assert isinstance(built, S3Destination)
+    assert built._client.meta.config.max_pool_connections == 38  # 34 callers + 4 of its own

@@ -199,3 +199,18 @@ def test_fast_path_matches_pydicom_values() -> None:
         "ReferencedImageSequence": [{"ReferencedSOPInstanceUID": "1.2.5"}],
     }
     assert flatten(read) == flatten(ds)  # raw (fast) and converted (in-memory) paths agree
+
+
+def test_human_scheme_uses_the_standards_names_and_keeps_private_tags_by_number() -> None:
+    from pydicom.dataset import Dataset
+
+    from copydicom.stages.flatten import flatten
+
+    ds = Dataset()
+    ds.PatientName = "DOE^JANE"
+    ds.add_new(0x00091010, "LO", "vendor value")
+    ds.add_new(0x00090010, "LO", "ACME 1.0")
+    out = flatten(ds, "human")
+    assert out["Patient's Name"] == "DOE^JANE"
+    assert out["0009,1010"]["creator"] == "ACME 1.0" and "0009,0010" in out
+    assert flatten(ds, "spaceless")["PatientsName"] == "DOE^JANE"

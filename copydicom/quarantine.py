@@ -1,0 +1,62 @@
+"""Quarantine actions shared by ``copydicom quarantine`` and the web console.
+
+An entry stays until its instance is delivered: a retry runs the instance
+through its route's pipeline (built by the one assembly path, with its
+stages, destinations and indexes), and the pipeline releases the entry and
+removes its files when the instance settles; a retry that fails again keeps
+the entry and its bytes. A purge removes every file the entry ever pointed to.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from copydicom.config import AppConfig, Route
+from copydicom.ledger import Ledger, remove_files
+from copydicom.model import InstanceRef
+from copydicom.pipeline import Summary
+from copydicom.routes import build_route
+
+
+def retry_entries(
+    config: AppConfig, ledger: Ledger, entries: Iterable[Any], routes: Mapping[str, Route], *,
+    key_file: str | None = None,
+) -> tuple[Summary, list[str]]:
+    """Re-process quarantine entries through their route.
+
+    Returns the summary and the names of routes that could not be built (their
+    entries are counted as failed and kept).
+    """
+    by_route: dict[str, list[Any]] = {}
+    for entry in entries:
+        by_route.setdefault(entry.route, []).append(entry)
+    summary = Summary()
+    unknown: list[str] = []
+    for name, items in by_route.items():
+        route = routes.get(name)
+        if route is None:
+            unknown.append(name)
+            summary.counts["failed"] += len(items)
+            continue
+        runtime = build_route(route, config, ledger, key_file=key_file)
+        try:
+            complete = getattr(runtime.source, "complete", None)
+            refs = [[complete(InstanceRef(e.source_id)) if callable(complete) else InstanceRef(e.source_id)]
+                    for e in items]
+            for outcome in runtime.pipeline.stream(refs):
+                summary.add(outcome)
+        finally:
+            runtime.close()
+    ledger.flush()
+    return summary, unknown
+
+
+def purge_entries(ledger: Ledger, entries: Iterable[Any]) -> int:
+    """Remove entries and every file each ever pointed to; returns how many."""
+    count = 0
+    for entry in entries:
+        remove_files(entry)
+        ledger.release(entry.route, entry.source_id)
+        count += 1
+    return count
