@@ -63,7 +63,9 @@ class Trigger:
 
     ``changes``: poll the source's changes feed every ``poll_seconds``;
     ``cron``: run ``query`` against ``index`` on a cron schedule (conditional
-    replication); ``manual``: only from the command line.
+    replication); ``manual``: only from the command line; ``driven``: the
+    source drives the route (a DIMSE listener), its runner polled every
+    ``poll_seconds``.
     """
 
     kind: str = "changes"
@@ -204,7 +206,7 @@ def _load_profiles(data: Any, where: str) -> dict[str, Any]:
 
 
 #: Keys whose values are file paths: relative ones are taken relative to the config file.
-_PATH_KEYS = ("ca_bundle", "path", "csv")
+_PATH_KEYS = ("ca_bundle", "path", "csv", "spool", "cert", "key", "ca")
 
 
 def _anchor_paths(value: Any, base: Path) -> Any:
@@ -275,7 +277,16 @@ def validate_route(
     profile: str | None = body.get("profile")
     if profile is not None and profile not in profiles:
         raise ConfigError(f"{where}.profile: no profile {profile!r} under profiles:")
-    trigger = _trigger(body.get("trigger"), f"{where}.trigger")
+    if registry.get(types[str(source)]).drives:
+        # A listener receives pushes and drives its route (model.RouteDriver): no trigger.
+        if body.get("trigger") is not None:
+            raise ConfigError(
+                f"{where}.trigger: the source {source!r} (type {types[str(source)]}) receives pushes and drives "
+                "its route itself: no trigger (run it with copydicom run or copydicom listen)"
+            )
+        trigger = Trigger(kind="driven", poll_seconds=1.0)
+    else:
+        trigger = _trigger(body.get("trigger"), f"{where}.trigger")
     if trigger.kind == "changes" and not registry.get(types[str(source)]).feeds:
         raise ConfigError(
             f"{where}.trigger: the source {source!r} (type {types[str(source)]}) has no change feed; "

@@ -38,7 +38,7 @@ from copydicom import retry
 from copydicom.config import AppConfig, Route
 from copydicom.errors import ConfigError, FatalError, RetryableError
 from copydicom.ledger import Ledger
-from copydicom.model import ChangeFeedSource, SelectableSource
+from copydicom.model import ChangeFeedSource, RouteDriver, SelectableSource
 from copydicom.pipeline import Outcome, Summary
 from copydicom.reconcile import _daemon as reconcile_hooks
 from copydicom.routes import RouteRuntime, build_route
@@ -85,7 +85,8 @@ class RouteState:
 
     route: Route
     runtime: RouteRuntime | None = None
-    runner: ChangesRunner | None = None
+    #: The route's runner: a ChangesRunner, or the runner a driving source returned (poll(), last_seen).
+    runner: Any = None
     last_success: float | None = None
     last_error: str = ""
     failures: int = 0
@@ -113,7 +114,7 @@ class RouteState:
 
     @property
     def poll_seconds(self) -> float | None:
-        return self.route.trigger.poll_seconds if self.route.trigger.kind == "changes" else None
+        return self.route.trigger.poll_seconds if self.route.trigger.kind in ("changes", "driven") else None
 
     def backoff(self, policy: retry.Backoff | None = None) -> float:
         """Seconds before the next try after ``failures`` consecutive failures (capped at 30 s)."""
@@ -161,6 +162,17 @@ class Daemon:
                     id=route.name, next_run_time=_now(),
                 )
                 reconcile_hooks.schedule(self, state)
+            elif route.trigger.kind == "driven":
+                # The source drives the route (a DIMSE listener): its runner starts it, then is polled.
+                state.runtime = build_route(route, self.config, self.ledger, background_index=True, on_outcome=on_outcome)
+                driver = state.runtime.source
+                if not isinstance(driver, RouteDriver):
+                    raise ConfigError(f"route {route.name}: the source {route.source} does not drive its route")
+                state.runner = driver.runner(route.name, state.runtime.pipeline, self.ledger)
+                self.scheduler.add_job(
+                    self._poll, "interval", args=[route.name], seconds=route.trigger.poll_seconds,
+                    id=route.name, next_run_time=_now(),
+                )
             elif route.trigger.kind == "cron":
                 from apscheduler.triggers.cron import CronTrigger
 
@@ -207,7 +219,7 @@ class Daemon:
     # -- jobs ---------------------------------------------------------------------------
 
     def _poll(self, name: str) -> None:
-        """A changes route's job: read the feed from the checkpoint to its end."""
+        """A changes route's job: read the feed from the checkpoint to its end (a driven route's: its runner's poll)."""
         state = self.routes[name]
         if self.stopping.is_set() or time.monotonic() < state.backoff_until:
             return

@@ -35,14 +35,21 @@ def cmd_echo(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+def listener_routes(config: Any) -> list[Any]:
+    """The configuration's routes whose source is a ``dimse_listener``."""
+    return [r for r in config.routes if config.endpoint_types[r.source] == "dimse_listener"]
+
+
 def cmd_listen(args: argparse.Namespace) -> int:
     """Run the configuration's listener routes until SIGTERM/SIGINT."""
+    from copydicom.config import load_config
     from copydicom.endpoints.dimse.listener import listener_status
-    from copydicom.endpoints.dimse.standalone import ListenLoop, load
+    from copydicom.endpoints.dimse.loop import ListenLoop
 
-    config = load(args.config)
+    config = load_config(args.config)
     if args.status:
-        out: dict[str, Any] = {n: listener_status(c) for n, c in config.listeners.items()}
+        listeners = [n for n, t in config.endpoint_types.items() if t == "dimse_listener"]
+        out: dict[str, Any] = {n: listener_status(config.endpoints[n]) for n in listeners}
         if args.json:
             print(json.dumps(out, indent=2))
         else:
@@ -50,10 +57,17 @@ def cmd_listen(args: argparse.Namespace) -> int:
                 oldest = st["spool_oldest_seconds"]
                 print(f"{name}: spool_depth={st['spool_depth']} oldest={'-' if oldest is None else f'{oldest:.0f}s'}")
         return 0
-    if not config.routes:
+    routes = listener_routes(config)
+    if not routes:
         raise ConfigError("routes: no route has a dimse_listener source")
     done = threading.Event()
-    loop = ListenLoop(config, key_file=args.key_file, on_fatal=lambda exc: done.set())
+    fatal: list[BaseException] = []
+
+    def on_fatal(exc: BaseException) -> None:
+        fatal.append(exc)
+        done.set()
+
+    loop = ListenLoop(config, routes, key_file=args.key_file, on_fatal=on_fatal)
 
     def request_stop(*_: Any) -> None:
         done.set()
@@ -62,12 +76,14 @@ def cmd_listen(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, request_stop)
     try:
         loop.start()
-    except OSError as exc:
+    except BaseException:
+        loop.stop()
         loop.close()
-        raise ConfigError(f"cannot listen: {exc.strerror or exc}") from None
-    for route, source, _, _ in loop.parts:
-        print(f"listening: route={route.name} ae={route.listener.ae_title} "
-              f"address={route.listener.host}:{source.listener.port}", flush=True)
+        raise
+    for route, runtime in loop.runtimes:
+        listener = runtime.source.listener
+        print(f"listening: route={route.name} ae={listener.config.ae_title} "
+              f"address={listener.config.host}:{listener.port}", flush=True)
     from copydicom.daemon import sd_notify
 
     sd_notify("READY=1")
@@ -78,6 +94,8 @@ def cmd_listen(args: argparse.Namespace) -> int:
         sd_notify("STOPPING=1")
         loop.stop()
         loop.close()
+    if fatal:
+        raise fatal[0]  # the CLI turns it into the exit status (2 for a configuration error)
     return 1 if loop.failures else 0
 
 

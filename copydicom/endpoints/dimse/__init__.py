@@ -50,6 +50,7 @@ LISTENER: EndpointType[ListenerConfig] = EndpointType(
     source=_listener_source,
     extra="dimse",
     requires=("pynetdicom",),
+    drives=True,
 )
 
 DIMSE: EndpointType[DimseConfig] = EndpointType(

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from copydicom.endpoints.dimse._log import quiet_pynetdicom
 from copydicom.endpoints.dimse._config import ListenerConfig
 from copydicom.endpoints.dimse.spool import ReceiveSpool, SpoolEntry
-from copydicom.errors import InvalidInstance, SourceUnavailable
+from copydicom.errors import ConfigError, InvalidInstance, SourceUnavailable
 from copydicom.model import Identity, InstanceRef
 
 if TYPE_CHECKING:
@@ -305,8 +305,18 @@ class ListenerSource:
         self._entries.pop(ref.source_id, None)
 
     def runner(self, route: str, pipeline: Any, state: Any) -> SpoolRunner:
-        """Start listening and return what drains the spool into ``pipeline``."""
-        self.listener.start()
+        """Start listening and return what drains the spool into ``pipeline``.
+
+        A port that cannot be bound (in use, or below 1024 without the capability) is a
+        :class:`~copydicom.errors.ConfigError`: it does not heal by retrying.
+        """
+        try:
+            self.listener.start()
+        except OSError as exc:
+            raise ConfigError(
+                f"endpoints.{self.config.name}: cannot listen on {self.config.host}:{self.config.port}: "
+                f"{exc.strerror or exc}"
+            ) from None
         return SpoolRunner(route, self, pipeline)
 
     def status(self) -> dict[str, Any]:
@@ -343,6 +353,8 @@ class SpoolRunner:
         self.pipeline = pipeline
         #: A change feed's newest position, for the daemon's backlog metric; a spool has none.
         self.last_seen: int | None = None
+        #: A change feed's reset (the daemon's /healthz reads it); a spool cannot be reset.
+        self.feed_reset: Any = None
 
     def poll(self) -> Any:
         from copydicom.pipeline import Summary
