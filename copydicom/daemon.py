@@ -169,6 +169,11 @@ class Daemon:
                 if not isinstance(driver, RouteDriver):
                     raise ConfigError(f"route {route.name}: the source {route.source} does not drive its route")
                 state.runner = driver.runner(route.name, state.runtime.pipeline, self.ledger)
+                if self.observability is not None and route.source in self.config.endpoint_types and \
+                        self.config.endpoint_types[route.source] == "dimse_listener":
+                    from copydicom.endpoints.dimse import metrics as dimse_metrics
+
+                    dimse_metrics.register(self.observability.metrics.registry)
                 self.scheduler.add_job(
                     self._poll, "interval", args=[route.name], seconds=route.trigger.poll_seconds,
                     id=route.name, next_run_time=_now(),

@@ -29,6 +29,10 @@ def test_daemon_runs_a_listener_route(tmp_path: Path, dest: OrthancServer) -> No
     files = write_files(tmp_path / "in", 16)
     port = free_port()
     config = listener_config(tmp_path / "rx", port=port, destinations=orthanc_dest(dest), allowed_calling=["STORESCU"])
+    metrics_port = free_port()
+    data = yaml.safe_load(config.read_text())
+    data["metrics"] = {"listen": f"127.0.0.1:{metrics_port}"}
+    config.write_text(yaml.safe_dump(data))
     checked = copydicom("check-config", str(config))
     assert checked.returncode == 0 and "driven by its source" in checked.stdout, checked.stderr
     daemon = subprocess.Popen([sys.executable, "-m", "copydicom", "run", "--config", str(config)], env=ENV,
@@ -39,6 +43,12 @@ def test_daemon_runs_a_listener_route(tmp_path: Path, dest: OrthancServer) -> No
         assert pushed.returncode == 0, pushed.stderr
         wait_until(lambda: len(dest.instance_ids()) == 16, what="16 instances at the destination")
         wait_until(lambda: not list((tmp_path / "rx" / "spool").glob("*.dcm")), what="an empty spool")
+        import requests
+
+        scraped = requests.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).text
+        assert 'copydicom_dimse_instances_received_total{listener="rx"} 16.0' in scraped
+        assert 'copydicom_dimse_associations_total{listener="rx"} 1.0' in scraped
+        assert 'copydicom_dimse_spool_depth{listener="rx"} 0.0' in scraped
     finally:
         os.kill(daemon.pid, signal.SIGTERM)
         _, err = daemon.communicate(timeout=30)
