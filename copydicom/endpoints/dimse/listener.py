@@ -213,6 +213,15 @@ class Listener:
         server, self._server = self._server, None
         if server is None:
             return
+        # AE.shutdown() aborts every association, but an A-ABORT before the association is negotiated
+        # (state Sta2: a client that connected and said nothing) is invalid in pynetdicom's state machine
+        # and raises in that association's thread: close those connections instead (event 17).
+        for assoc in list(self._ae_obj.active_associations):
+            if not assoc.is_established:
+                try:
+                    assoc.dul.socket.close()
+                except Exception:  # already gone
+                    pass
         self._ae_obj.shutdown()
         if RUNNING.get(self.config.name) is self:
             del RUNNING[self.config.name]
