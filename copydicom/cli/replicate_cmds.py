@@ -108,7 +108,7 @@ def cmd_replicate(args: argparse.Namespace) -> int:
     route, app = _oneshot_route(args, config)
     ledger = Ledger(app.state)
     progress = make_progress(args)
-    dates = {k: v for k, v in (("since", args.since), ("until", args.until)) if v}
+    dates = {k: v for k in ("since", "until") if (v := getattr(args, k, None))}  # replicate-tags has neither
     runtime = build_route(route, app, ledger, on_outcome=progress, dry_run=args.dry_run, key_file=args.key_file,
                           source_options=dates)
     progress.set_total(listing_total(args, runtime.source))
