@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -32,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from _common import running
 from replicate_bench import run_copydicom
 
 from tests.support.orthanc import OrthancServer
@@ -48,9 +48,7 @@ def main() -> None:
     dest_a = OrthancServer("DESTA", workdir=work / "a")
     dest_b = OrthancServer("DESTB", workdir=work / "b")
     servers = [source, dest_a, dest_b]
-    try:
-        for server in servers:
-            server.start()
+    with running(work, servers):
         print(f"loading {opts.n} synthetic CT instances (512x512, 16-bit) into the source...", flush=True)
         upload_all(source.upload, ct_study_files(opts.n, patients=max(1, opts.n // 500)), threads=4)
         index = f"sqlite://{work / 'index.db'}"
@@ -88,10 +86,6 @@ def main() -> None:
         print(f"  conditional by series / replicate: {by_series_rate / ref_rate:.2f}x")
         print(f"  second conditional run / first:    {100 * again_s / by_id_s:.1f}%")
         print(f"  machine: {os.cpu_count()} cores; N={opts.n}; workers={opts.workers}")
-    finally:
-        for server in servers:
-            server.cleanup()
-        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,6 @@ import argparse
 import os
 import random
 import re
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,6 +34,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from _common import run_measured, running  # noqa: E402
 
 from tests.support.orthanc import OrthancServer  # noqa: E402
 from tests.support.synthetic import ct_study_files, upload_all  # noqa: E402
@@ -55,36 +56,14 @@ sys.exit(status)
 """
 
 
-def _vm_hwm_kb(pid: int) -> int | None:
-    try:
-        with open(f"/proc/{pid}/status") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
 def run(args: list[str], *, ok: tuple[int, ...] = (0,)) -> tuple[float, int, str, int]:
     """Run copydicom in a child; return (seconds, peak RSS kB, last stdout line, instances downloaded)."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        started = time.perf_counter()
-        proc = subprocess.Popen([sys.executable, "-c", _CHILD, *args], stdout=out, stderr=err, env=env)
-        peak = 0
-        while proc.poll() is None:
-            peak = max(peak, _vm_hwm_kb(proc.pid) or 0)
-            time.sleep(0.02)
-        seconds = time.perf_counter() - started
-        out.seek(0)
-        err.seek(0)
-        stdout, stderr = out.read().decode(), err.read().decode(errors="replace")
-    if proc.returncode not in ok:
-        sys.stderr.write(stderr)
-        raise SystemExit(f"copydicom {args[0]} exited with {proc.returncode}")
-    match = re.search(r"BENCH-DOWNLOADS=(\d+)", stderr)
-    return seconds, peak, stdout.strip().splitlines()[-1], int(match.group(1)) if match else -1
+    child = run_measured(["-c", _CHILD, *args], dict(os.environ, PYTHONPATH=str(ROOT)))
+    if child.returncode not in ok:
+        sys.stderr.write(child.stderr)
+        raise SystemExit(f"copydicom {args[0]} exited with {child.returncode}")
+    match = re.search(r"BENCH-DOWNLOADS=(\d+)", child.stderr)
+    return child.seconds, child.peak_kb, child.last_line, int(match.group(1)) if match else -1
 
 
 def main() -> None:
@@ -101,9 +80,7 @@ def main() -> None:
     key = work / "deid.key"
     key.write_bytes(os.urandom(32).hex().encode())
     key.chmod(0o600)
-    try:
-        for server in servers:
-            server.start()
+    with running(work, servers):
         print(f"loading {opts.n} small synthetic CT instances (8x8; reconcile never reads pixels)...", flush=True)
         t0 = time.perf_counter()
         upload_all(source.upload, ct_study_files(opts.n, patients=max(1, opts.n // 100), rows=8, cols=8), threads=4)
@@ -140,12 +117,6 @@ def main() -> None:
             print(f"  {label:15s} in-sync reconcile {rec_s:5.2f} s vs fresh-state replicate rerun {ref_s:5.2f} s "
                   f"({ref_s / rec_s:.1f}x faster); 1% missing: {mis_s:5.2f} s, downloads {dl} of {missing} missing; "
                   f"peak RSS {rss / 1024:.0f} MB (target < 150 MB)")
-    finally:
-        for server in servers:
-            server.cleanup()
-        import shutil
-
-        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,45 +34,22 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from _common import run_measured, running
+
 from tests.support.orthanc import OrthancServer, free_port
 from tests.support.synthetic import ct_study_files, upload_all
-
-
-def _vm_hwm_kb(pid: int) -> int | None:
-    """The process's own peak RSS (``VmHWM``), or None once it is gone."""
-    try:
-        with open(f"/proc/{pid}/status") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1])
-    except OSError:
-        return None
-    return None
 
 
 def run_copydicom(args: list[str]) -> tuple[float, int, str]:
     """Run ``copydicom`` as a child; return (seconds, its own peak RSS in kB, last stdout line).
 
-    The peak is the child's ``VmHWM`` read from /proc while it runs (every 20 ms).
-    ``ru_maxrss`` of a child is no good here: Linux records the parent's high-water
-    mark into it at exec, and this benchmark's parent holds test data.
+    The peak is the child's ``VmHWM`` read from /proc while it runs (:func:`_common.run_measured`).
     """
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        started = time.perf_counter()
-        proc = subprocess.Popen([sys.executable, "-m", "copydicom", *args], stdout=out, stderr=err, env=env)
-        peak = 0
-        while proc.poll() is None:
-            peak = max(peak, _vm_hwm_kb(proc.pid) or 0)
-            time.sleep(0.02)
-        seconds = time.perf_counter() - started
-        out.seek(0)
-        err.seek(0)
-        stdout, stderr = out.read().decode(), err.read().decode(errors="replace")
-    if proc.returncode != 0:
-        sys.stderr.write(stderr)
-        raise SystemExit(f"copydicom exited with {proc.returncode}")
-    return seconds, peak, stdout.strip().splitlines()[-1]
+    child = run_measured(["-m", "copydicom", *args], dict(os.environ, PYTHONPATH=str(ROOT)))
+    if child.returncode != 0:
+        sys.stderr.write(child.stderr)
+        raise SystemExit(f"copydicom exited with {child.returncode}")
+    return child.seconds, child.peak_kb, child.last_line
 
 
 def main() -> None:
@@ -93,9 +69,7 @@ def main() -> None:
         "SOURCE", workdir=work / "source", peers={"peerdest": f"http://127.0.0.1:{peer_port}"}
     )
     servers = [peer, dest, source]
-    try:
-        for server in servers:
-            server.start()
+    with running(work, servers):
         print(f"generating and loading {opts.n} synthetic CT instances (512x512, 16-bit)...", flush=True)
         t0 = time.perf_counter()
         loaded = upload_all(source.upload, ct_study_files(opts.n, patients=max(1, opts.n // 500)), threads=4)
@@ -152,12 +126,6 @@ def main() -> None:
                   f" S3 / Orthanc: {s3['rate'] / rate:.2f}x")
             print(f"  S3 second run / first run:      {100 * s3['again_s'] / s3['first_s']:.1f}%  (ledger)")
         print(f"  machine: {os.cpu_count()} cores; N={opts.n}; workers={opts.workers}")
-    finally:
-        for server in servers:
-            server.cleanup()
-        import shutil
-
-        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

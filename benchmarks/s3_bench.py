@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
 import tempfile
 import time
@@ -36,6 +35,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from _common import running  # noqa: E402
 
 from copydicom.model import Instance, InstanceRef
 from copydicom.sinks.s3 import S3Config, S3Destination
@@ -111,9 +112,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="copydicom-s3-bench-"))
     source = OrthancServer("SOURCE", workdir=work / "source")
     dest = OrthancServer("DEST", workdir=work / "dest")
-    try:
-        source.start()
-        dest.start()
+    with running(work, [source, dest]):
         print(f"loading {opts.n} synthetic CT instances (512x512, 16-bit) into the source...", flush=True)
         loaded = upload_all(source.upload, ct_study_files(opts.n, patients=max(1, opts.n // 500)), threads=4)
         mb = int(source.statistics()["TotalDiskSize"]) / 1e6
@@ -133,10 +132,6 @@ def main() -> None:
         print(f"  S3 second run / first run:      {100 * s3['again_s'] / s3['first_s']:.1f}%  (ledger)")
         print(f"  S3 fresh-ledger / first run:    {100 * s3['fresh_s'] / s3['first_s']:.1f}%  (HEAD per instance)")
         print(f"  machine: {os.cpu_count()} cores; N={opts.n}; workers={opts.workers}")
-    finally:
-        source.cleanup()
-        dest.cleanup()
-        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

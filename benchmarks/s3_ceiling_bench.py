@@ -36,9 +36,7 @@ import argparse
 import json
 import os
 import resource
-import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -48,6 +46,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from _common import run_measured, running  # noqa: E402
 
 
 # -- children -------------------------------------------------------------------------------------
@@ -119,39 +119,18 @@ def child_store(opts: argparse.Namespace) -> dict[str, Any]:
 # -- parent ---------------------------------------------------------------------------------------
 
 
-def _vm_hwm_kb(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/status") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
 def run_child(argv: list[str], env: dict[str, str]) -> tuple[float, int, float, str]:
     """Run a child; return (wall seconds, its own peak RSS in kB, its CPU seconds, last stdout line)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        started = time.perf_counter()
-        # cwd: ``python -m`` puts the working directory first on sys.path; a neutral one keeps
-        # PYTHONPATH (this tree or ``--base``) in charge of which copydicom is imported.
-        proc = subprocess.Popen([sys.executable, *argv], stdout=out, stderr=err, env=env, cwd=tempfile.gettempdir())
-        peak = 0
-        while proc.poll() is None:
-            peak = max(peak, _vm_hwm_kb(proc.pid))
-            time.sleep(0.02)
-        wall = time.perf_counter() - started
-        out.seek(0)
-        err.seek(0)
-        stdout, stderr = out.read().decode(), err.read().decode(errors="replace")
-    if proc.returncode != 0:
-        sys.stderr.write(stderr[-4000:])
-        raise SystemExit(f"child {argv[:3]} exited with {proc.returncode}")
+    # cwd: ``python -m`` puts the working directory first on sys.path; a neutral one keeps
+    # PYTHONPATH (this tree or ``--base``) in charge of which copydicom is imported.
+    child = run_measured(argv, env, cwd=tempfile.gettempdir())
+    if child.returncode != 0:
+        sys.stderr.write(child.stderr[-4000:])
+        raise SystemExit(f"child {argv[:3]} exited with {child.returncode}")
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
-    return wall, peak, cpu, stdout.strip().splitlines()[-1]
+    return child.seconds, child.peak_kb, cpu, child.last_line
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -205,8 +184,7 @@ def main() -> None:
     folder = work / "files"
     folder.mkdir()
     source = OrthancServer("SOURCE", workdir=work / "source")
-    try:
-        source.start()
+    with running(work, [source]):
         print(f"writing {opts.n} synthetic CT files (512x512, 16-bit) and loading them into the source...",
               flush=True)
         manifest: list[dict[str, str]] = []
@@ -289,9 +267,6 @@ def main() -> None:
         print("  source Orthanc; x by CPU: ceiling CPU / this CPU, the ratio when the cores are the bottleneck")
         print("  (robust to the other tenants' load, unlike instances/s)")
         print("  target: replicate >= 0.8x the ceiling")
-    finally:
-        source.cleanup()
-        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -19,11 +19,12 @@ Heavy modules load inside the functions: ``import copydicom`` stays light.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from copydicom.config import AppConfig
+    from copydicom.config import AppConfig, Route
     from copydicom.model import InstanceRef
     from copydicom.pipeline import Summary
     from copydicom.routes import RouteRuntime
@@ -45,6 +46,35 @@ def _config(config: str | Path | AppConfig | None) -> AppConfig | None:
     return load_config(config)
 
 
+def _validated(
+    config: AppConfig | None, *, workers: int, route: str | None, **fields: Any
+) -> tuple[Route, AppConfig]:
+    """The one-shot route of an API call, checked like the command line's."""
+    from copydicom.errors import ConfigError
+    from copydicom.routes import oneshot_route
+
+    if workers < 1:
+        raise ConfigError("workers: must be a whole number >= 1")
+    return oneshot_route(config, workers=workers, route_name=route, **fields)
+
+
+@contextmanager
+def _running(spec: Route, app: AppConfig, *, dry_run: bool, key_file: str | None) -> Iterator[RouteRuntime]:
+    """The assembled route with its ledger; both closed on exit."""
+    from copydicom.ledger import Ledger
+    from copydicom.routes import build_route
+
+    ledger = Ledger(app.state)
+    try:
+        runtime = build_route(spec, app, ledger, dry_run=dry_run, key_file=key_file)
+        try:
+            yield runtime
+        finally:
+            runtime.close()
+    finally:
+        ledger.close()
+
+
 def _run(
     config: AppConfig | None,
     *,
@@ -59,27 +89,15 @@ def _run(
     route: str | None,
     batches: Any = None,
 ) -> Summary:
-    from copydicom.errors import ConfigError
-    from copydicom.ledger import Ledger
     from copydicom.pipeline import Summary
-    from copydicom.routes import build_route, oneshot_route
 
-    if workers < 1:
-        raise ConfigError("workers: must be a whole number >= 1")
-    spec, app = oneshot_route(
+    spec, app = _validated(
         config, src=src, dests=dests, indexes=indexes, profile=profile, workers=workers, state=state,
-        route_name=route,
+        route=route,
     )
-    ledger = Ledger(app.state)
     summary = Summary()
-    try:
-        runtime = build_route(spec, app, ledger, dry_run=dry_run, key_file=key_file)
-        try:
-            runtime.pipeline.run(batches(runtime) if batches is not None else runtime.source.batches(), summary)
-        finally:
-            runtime.close()
-    finally:
-        ledger.close()
+    with _running(spec, app, dry_run=dry_run, key_file=key_file) as runtime:
+        runtime.pipeline.run(batches(runtime) if batches is not None else runtime.source.batches(), summary)
     return summary
 
 
@@ -202,28 +220,17 @@ def conditional_replicate(
         The index refused the query, or its rows name no instances.
     """
     from copydicom.conditional import replicate_matches
-    from copydicom.errors import ConfigError
-    from copydicom.ledger import Ledger
     from copydicom.pipeline import Summary
-    from copydicom.routes import build_route, oneshot_route
     from copydicom.sinks import open_index
 
     loaded = _config(config)
-    if workers < 1:
-        raise ConfigError("workers: must be a whole number >= 1")
-    spec, app = oneshot_route(
-        loaded, src=src, dests=_as_list(dest), profile=profile, workers=workers, state=state, route_name=route,
+    spec, app = _validated(
+        loaded, src=src, dests=_as_list(dest), profile=profile, workers=workers, state=state, route=route,
     )
     searchable = open_index(index, endpoints=loaded.endpoints if loaded is not None else None)
-    ledger = Ledger(app.state)
-    summary = Summary()
     try:
-        runtime = build_route(spec, app, ledger, dry_run=dry_run, key_file=key_file)
-        try:
-            summary, _ = replicate_matches(runtime, searchable, query, summary)
-        finally:
-            runtime.close()
+        with _running(spec, app, dry_run=dry_run, key_file=key_file) as runtime:
+            summary, _ = replicate_matches(runtime, searchable, query, Summary())
     finally:
-        ledger.close()
         searchable.close()
     return summary

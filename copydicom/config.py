@@ -42,7 +42,7 @@ _TOP_KEYS = {
     "console",  # the web console: copydicom/console/_config.py
 }
 _ROUTE_KEYS = {"name", "source", "trigger", "profile", "destinations", "indexes", "workers", "stages",
-               "index_source_ids", "on_changed_instance", "deletions", "reconcile"}
+               "index_source_ids", "on_changed_instance", "deletions", "reconcile", "filter", "window", "max_rate"}
 #: What a route does when an instance it delivered changed at the source (same SOP Instance UID, new bytes).
 CHANGED_INSTANCE_POLICIES = ("report", "resend")
 _STAGE_KEYS = {"dose"}
@@ -62,6 +62,8 @@ class Trigger:
     """When a route runs.
 
     ``changes``: poll the source's changes feed every ``poll_seconds``;
+    ``qido``: poll a DICOMweb source every ``poll_seconds`` for the studies whose
+    StudyDate falls in the last ``window_seconds`` (the source's RouteDriver);
     ``cron``: run ``query`` against ``index`` on a cron schedule (conditional
     replication); ``manual``: only from the command line; ``driven``: the
     source drives the route (a DIMSE listener), its runner polled every
@@ -75,6 +77,7 @@ class Trigger:
     cron: str | None = None
     query: str | None = None
     index: str | None = None
+    window_seconds: float = 7200.0
 
 
 @dataclass(frozen=True)
@@ -97,6 +100,11 @@ class Route:
     deletions: str = "ignore"
     #: ``reconcile: {cron, on_start}`` (see :func:`copydicom.reconcile.config.reconcile_options`).
     reconcile: Any = None
+    #: Compiled ``filter:`` (:class:`copydicom.stages.filters.Filter`), and the ``window:`` and
+    #: ``max_rate:`` texts (checked here; :mod:`copydicom.politeness` parses them at build time).
+    filter: Any = None
+    window: str | None = None
+    max_rate: str | None = None
 
 
 @dataclass(frozen=True)
@@ -169,6 +177,17 @@ def _trigger(data: Any, where: str) -> Trigger:
         if start_from not in ("beginning", "now"):
             raise ConfigError(f"{where}.changes.start_from: 'beginning' or 'now'")
         return Trigger("changes", float(poll), wait_for, start_from)
+    if kind == "qido":
+        from copydicom.endpoints.dicomweb import parse_duration
+
+        unknown = set(body) - {"poll_seconds", "window"}
+        if unknown:
+            raise ConfigError(f"{where}.qido: unknown key(s) {', '.join(sorted(unknown))}")
+        poll = body.get("poll_seconds", 60)
+        if not isinstance(poll, (int, float)) or isinstance(poll, bool) or poll <= 0:
+            raise ConfigError(f"{where}.qido.poll_seconds: must be a number > 0")
+        window = parse_duration(str(body.get("window", "2h")), where=f"{where}.qido.window")
+        return Trigger("qido", float(poll), window_seconds=window)
     if kind == "cron":
         expression = body.get("schedule")
         if not isinstance(expression, str):
@@ -188,7 +207,22 @@ def _trigger(data: Any, where: str) -> Trigger:
         return Trigger("cron", cron=expression, query=query, index=index)
     if kind == "manual":
         return Trigger(kind="manual")
-    raise ConfigError(f"{where}: unknown trigger {kind!r} (changes, cron or manual)")
+    raise ConfigError(f"{where}: unknown trigger {kind!r} (changes, qido, cron or manual)")
+
+
+def _politeness(body: Mapping[str, Any], where: str) -> tuple[Any, str | None, str | None]:
+    """A route's ``filter:`` (compiled), ``window:`` and ``max_rate:`` (checked), each optional."""
+    from copydicom.politeness import RateLimiter, TimeWindow
+    from copydicom.stages.filters import parse_filter
+
+    route_filter = parse_filter(body["filter"], where=f"{where}.filter") if body.get("filter") is not None else None
+    window = body.get("window")
+    if window is not None:
+        TimeWindow.parse(str(window), where=f"{where}.window")
+    max_rate = body.get("max_rate")
+    if max_rate is not None:
+        RateLimiter.parse(str(max_rate), where=f"{where}.max_rate")
+    return route_filter, None if window is None else str(window), None if max_rate is None else str(max_rate)
 
 
 def _load_profiles(data: Any, where: str) -> dict[str, Any]:
@@ -287,6 +321,11 @@ def validate_route(
         trigger = Trigger(kind="driven", poll_seconds=1.0)
     else:
         trigger = _trigger(body.get("trigger"), f"{where}.trigger")
+        polls = types[str(source)] == "dicomweb"  # QIDO-RS is DICOMweb's: its source is the poller (RouteDriver)
+        if trigger.kind == "qido" and not polls:
+            raise ConfigError(f"{where}.trigger.qido: needs a dicomweb source")
+        if trigger.kind == "changes" and polls and body.get("trigger") is None:
+            trigger = Trigger("qido", 60.0)  # a DICOMweb route without a trigger polls QIDO-RS every minute
     if trigger.kind == "changes" and not registry.get(types[str(source)]).feeds:
         raise ConfigError(
             f"{where}.trigger: the source {source!r} (type {types[str(source)]}) has no change feed; "
@@ -302,6 +341,7 @@ def validate_route(
     index_source_ids = body.get("index_source_ids", False)
     if not isinstance(index_source_ids, bool):
         raise ConfigError(f"{where}.index_source_ids: true or false")
+    route_filter, window, max_rate = _politeness(body, where)
     on_changed = body.get("on_changed_instance", "report")
     if on_changed not in CHANGED_INSTANCE_POLICIES:
         raise ConfigError(f"{where}.on_changed_instance: one of {', '.join(CHANGED_INSTANCE_POLICIES)}")
@@ -316,6 +356,9 @@ def validate_route(
         dose=dose,
         index_source_ids=index_source_ids,
         on_changed_instance=str(on_changed),
+        filter=route_filter,
+        window=window,
+        max_rate=max_rate,
         **_reconcile_keys(body, where, trigger.kind),
     )
 

@@ -85,7 +85,8 @@ class RouteState:
 
     route: Route
     runtime: RouteRuntime | None = None
-    #: The route's runner: a ChangesRunner, or the runner a driving source returned (poll(), last_seen).
+    #: A ChangesRunner, or the runner of a source that drives its route (RouteDriver: the QIDO poller,
+    #: a DIMSE listener's spool).
     runner: Any = None
     last_success: float | None = None
     last_error: str = ""
@@ -110,11 +111,16 @@ class RouteState:
     @property
     def feed_reset(self) -> Any:
         """The unrepaired feed reset holding this route (``/healthz`` answers 503 while it lasts)."""
-        return self.runner.feed_reset if self.runner is not None else None
+        return getattr(self.runner, "feed_reset", None)
 
     @property
     def poll_seconds(self) -> float | None:
-        return self.route.trigger.poll_seconds if self.route.trigger.kind in ("changes", "driven") else None
+        return self.route.trigger.poll_seconds if self.route.trigger.kind in ("changes", "qido", "driven") else None
+
+    @property
+    def waiting_for_window(self) -> float | None:
+        """Seconds until the route's ``window:`` opens while it waits for it, else None."""
+        return self.runtime.pipeline.waiting_until if self.runtime is not None else None
 
     def backoff(self, policy: retry.Backoff | None = None) -> float:
         """Seconds before the next try after ``failures`` consecutive failures (capped at 30 s)."""
@@ -178,6 +184,16 @@ class Daemon:
                     self._poll, "interval", args=[route.name], seconds=route.trigger.poll_seconds,
                     id=route.name, next_run_time=_now(),
                 )
+            elif route.trigger.kind == "qido":
+                state.runtime = build_route(route, self.config, self.ledger, background_index=True, on_outcome=on_outcome)
+                driver = state.runtime.source
+                if not isinstance(driver, RouteDriver):
+                    raise ConfigError(f"route {route.name}: the source {route.source} cannot poll (no QIDO-RS runner)")
+                state.runner = driver.runner(route.name, state.runtime.pipeline, self.ledger)
+                self.scheduler.add_job(
+                    self._poll, "interval", args=[route.name], seconds=route.trigger.poll_seconds,
+                    id=route.name, next_run_time=_now(),
+                )
             elif route.trigger.kind == "cron":
                 from apscheduler.triggers.cron import CronTrigger
 
@@ -215,7 +231,7 @@ class Daemon:
         if self.observability is None or state.runner is None:
             return
         self.observability.metrics.set_feed_reset(state.route.name, state.feed_reset is not None)
-        if state.runner.last_seen is None or state.feed_reset is not None:
+        if getattr(state.runner, "last_seen", None) is None or state.feed_reset is not None:
             return
         checkpoint = self.ledger.checkpoint(state.route.name)
         if checkpoint is not None:

@@ -38,7 +38,15 @@ from pathlib import Path
 from typing import Any
 
 from copydicom.model import FeedPosition
-from copydicom.state import FeedReset, QuarantineEntry, SqliteStore, Store, display_source_id, one_line, open_store
+from copydicom.state import (
+    FeedReset,
+    QuarantineEntry,
+    SqliteStore,
+    Store,
+    StoreView,
+    display_source_id,
+    one_line,
+)
 from copydicom.state import SCHEMA_VERSION as SCHEMA_VERSION
 
 log = logging.getLogger(__name__)
@@ -46,7 +54,7 @@ log = logging.getLogger(__name__)
 __all__ = ["SCHEMA_VERSION", "FeedReset", "Ledger", "QuarantineEntry"]
 
 
-class Ledger:
+class Ledger(StoreView):
     """The ledger view of the state store.
 
     Parameters
@@ -56,19 +64,11 @@ class Ledger:
     """
 
     def __init__(self, path: str | Path | Store) -> None:
-        if isinstance(path, (str, Path)):
-            self.store: Store = open_store(path)
-            self.path = Path(path)
-            self._owns_store = True
-        else:
-            self.store = path
-            self.path = Path(path.location)
-            self._owns_store = False
+        super().__init__(path)
         self._lock = threading.Lock()
         self._pending_delivered: list[tuple[str, str, str, str, str, float, str | None]] = []
         self._pending_audit: list[tuple[str, str, str, str, float]] = []
         self._pending_settled: list[tuple[str, str]] = []
-        self._closed = False
 
     @property
     def connection(self) -> Any:
@@ -216,15 +216,8 @@ class Ledger:
     def iter_delivered(self, destination: str) -> Iterator[tuple[str, str]]:
         yield from self.store.iter_deliveries(destination)
 
-    def close(self) -> None:
-        if self._closed:
-            return
-        try:
-            self.flush()
-        finally:
-            self._closed = True
-            if self._owns_store:
-                self.store.close()
+    def _before_close(self) -> None:
+        self.flush()
 
 
 def remove_files(entry: QuarantineEntry) -> int:

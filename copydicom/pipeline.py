@@ -31,16 +31,17 @@ instances finish and submits no more.
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import re
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 from copydicom.errors import (
     ConfigError,
@@ -71,9 +72,17 @@ from copydicom.model import (
     StoreOutcome,
 )
 
+if TYPE_CHECKING:
+    from copydicom.politeness import RateLimiter, TimeWindow
+    from copydicom.stages.filters import Filter
+
 log = logging.getLogger(__name__)
 
-OutcomeKind = Literal["stored", "existing", "quarantined", "failed"]
+#: ``filtered``: the route's filter excluded it (not sent, not recorded; the checkpoint passes it).
+OutcomeKind = Literal["stored", "existing", "quarantined", "failed", "filtered"]
+
+#: Attributes a source knows for a batch without download (one mapping per reference, or None).
+Describe = Callable[[list[InstanceRef]], list["Mapping[str, Any] | None"]]
 
 
 @runtime_checkable
@@ -127,6 +136,8 @@ class Summary:
     #: holds in the older version (policy ``report``).
     changed: int = 0
     changed_kept: int = 0
+    #: Print ``filtered=`` even when zero (the route has a filter).
+    show_filtered: bool = False
 
     def add(self, outcome: Outcome) -> None:
         self.counts[outcome.kind] += 1
@@ -148,10 +159,11 @@ class Summary:
 
     def line(self) -> str:
         c = self.counts
+        filtered = f"filtered={c['filtered']} " if self.show_filtered or c["filtered"] else ""
         changed = f"changed={self.changed} " if self.changed else ""
         return (
             f"replicated={c['stored']} skipped_existing={c['existing']} "
-            f"quarantined={c['quarantined']} failed={c['failed']} {changed}seconds={self.seconds:.1f}"
+            f"quarantined={c['quarantined']} failed={c['failed']} {filtered}{changed}seconds={self.seconds:.1f}"
         )
 
 
@@ -167,6 +179,8 @@ class _Planned:
     replace: list[Destination] = field(default_factory=list)
     #: The source's bytes differ from those delivered to some destination.
     changed: bool = False
+    #: The filter could not decide on the listing's metadata: decide on the parsed dataset.
+    check_filter: bool = False
 
 
 class Pipeline:
@@ -201,6 +215,17 @@ class Pipeline:
     on_changed
         What to do with an instance delivered before whose content changed at
         the source: ``report`` or ``resend`` (see the module documentation).
+    route_filter
+        The route's filter (:mod:`copydicom.stages.filters`): decided on the
+        attributes the source listed (``DescribedRef.attributes``, else
+        ``describe(batch)``), and on the parsed dataset only when those do not
+        suffice.  Excluded instances end as ``filtered``.
+    describe
+        Attributes of a batch known without download (Orthanc main tags).
+    rate_limiter
+        Caps instances read from the source per second, shared by the workers.
+    window
+        Working hours: outside them no new batch starts (``waiting_until`` says so).
     """
 
     def __init__(
@@ -217,6 +242,10 @@ class Pipeline:
         dry_run: bool = False,
         validate: Callable[[bytes], None] | None = None,
         on_changed: ChangedPolicy = "report",
+        route_filter: Filter | None = None,
+        describe: Describe | None = None,
+        rate_limiter: RateLimiter | None = None,
+        window: TimeWindow | None = None,
     ) -> None:
         self.route = route
         self.source = source
@@ -230,6 +259,12 @@ class Pipeline:
         self.validate = validate
         self.on_changed = on_changed
         self.stop_event = threading.Event()
+        self.route_filter = route_filter
+        self.describe = describe
+        self.rate_limiter = rate_limiter
+        self.window = window
+        #: Seconds until the window opens while the pipeline waits for it, else None.
+        self.waiting_until: float | None = None
         transforms = [s for s in self.stages if isinstance(s, IdentityTransform)]
         self.transform: IdentityTransform | None = transforms[0] if transforms else None
         self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix=f"copydicom-{route}")
@@ -367,7 +402,11 @@ class Pipeline:
                     return Outcome(ref, "existing")
             if self.dry_run:
                 return Outcome(ref, "stored", "dry run", changed=item.changed)
+            if self.rate_limiter is not None and not self.rate_limiter.acquire(self.stop_event):
+                return Outcome(ref, "failed", "not started: stop requested")
             data = self.source.fetch(ref)
+            if item.check_filter and not self._dataset_passes(ref, data):
+                return Outcome(ref, "filtered")
         except SkippableError as exc:
             return self._quarantine(ref, None, exc)
         except RetryableError as exc:
@@ -413,6 +452,51 @@ class Pipeline:
         kind: OutcomeKind = "stored" if "stored" in outcomes else "existing"
         return Outcome(ref, kind, changed=item.changed)
 
+    # -- filter ----------------------------------------------------------------------------
+
+    def _split_filtered(self, batch: list[InstanceRef]) -> tuple[list[InstanceRef], list[Outcome], set[str]]:
+        """``(kept, filtered outcomes, source IDs to decide after download)`` of a batch."""
+        assert self.route_filter is not None
+        attrs: list[Mapping[str, Any] | None] = [getattr(ref, "attributes", None) for ref in batch]
+        if self.describe is not None and any(a is None for a in attrs):
+            described = self.describe(batch)
+            attrs = [a if a is not None else d for a, d in zip(attrs, described)]
+        kept: list[InstanceRef] = []
+        dropped: list[Outcome] = []
+        undecided: set[str] = set()
+        for ref, known in zip(batch, attrs):
+            verdict = self.route_filter.evaluate(known or {}, complete=False)
+            if verdict is False:
+                dropped.append(Outcome(ref, "filtered"))
+                continue
+            if verdict is None:
+                undecided.add(ref.source_id)
+            kept.append(ref)
+        return kept, dropped, undecided
+
+    def _dataset_passes(self, ref: InstanceRef, data: bytes) -> bool:
+        assert self.route_filter is not None
+        import pydicom
+
+        try:
+            ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True, force=True)
+        except Exception:  # noqa: BLE001 - unreadable: let the stages quarantine it
+            return True
+        return self.route_filter.matches_dataset(ds, getattr(ref, "attributes", None))
+
+    def _wait_for_window(self) -> None:
+        window = self.window
+        if window is None:
+            return
+
+        def note(delay: float) -> None:
+            if self.waiting_until is None:
+                log.info("route %s: outside its window %s; waiting %.0f s", self.route, window.text, delay)
+            self.waiting_until = delay
+
+        window.wait_open(self.stop_event, on_wait=note)
+        self.waiting_until = None
+
     def _recheck_after_transform(
         self, instance: Instance, needed: list[Destination], predicted: str
     ) -> list[Destination]:
@@ -450,6 +534,7 @@ class Pipeline:
     def run(self, batches: Iterable[list[InstanceRef]], summary: Summary | None = None) -> Summary:
         """Process every batch; stop early only when :attr:`stop_event` is set."""
         summary = summary if summary is not None else Summary()
+        summary.show_filtered = summary.show_filtered or self.route_filter is not None
         for outcome in self.stream(batches):
             summary.add(outcome)
         self.ledger.flush()
@@ -465,10 +550,28 @@ class Pipeline:
                 break
             if not batch:
                 continue
+            self._wait_for_window()
+            if self.stop_event.is_set():
+                break
+            undecided: set[str] = set()
+            if self.route_filter is not None:
+                try:
+                    batch, dropped, undecided = self._split_filtered(batch)
+                except RetryableError as exc:
+                    batch, dropped = [], [Outcome(ref, "failed", str(exc)) for ref in batch]
+                for outcome in dropped:
+                    yield self._report(outcome)
+                if not batch:
+                    continue
             try:
                 planned, done = self.plan(batch)
             except RetryableError as exc:
                 planned, done = [], [Outcome(ref, "failed", str(exc)) for ref in batch]
+            for item in planned:
+                item.check_filter = item.ref.source_id in undecided
+            will_fetch = getattr(self.source, "will_fetch", None)
+            if callable(will_fetch) and not self.dry_run:
+                will_fetch([item.ref for item in planned])  # e.g. a DICOMweb source picks series or instance retrieval
             for outcome in done:
                 yield self._report(outcome)
             for item in planned:

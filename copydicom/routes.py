@@ -67,6 +67,7 @@ def oneshot_route(
     state: str | Path | None = None,
     route_name: str | None = None,
     prefix: str = "oneshot",
+    filters: Sequence[str] = (),
 ) -> tuple[Route, AppConfig]:
     """A route from endpoint names or URLs, validated like a configured one.
 
@@ -78,13 +79,16 @@ def oneshot_route(
         Endpoint names (of ``config``) or URLs (``http://user:pass@host:8042``,
         ``s3://bucket/prefix/``, ``sqlite:///index.db``, ``file:///folder``...).
     profile
-        A profile name of ``config``, or ``"default"`` (built in).
+        A profile name of ``config``, or a built-in one: ``"default"``, ``"private_only"``,
+        ``"hipaa_safe_harbor"``.
     state
         The state database (default: the config's, else :func:`default_state`).
     route_name
         The route's name in the ledger (default derived from the endpoints).
     prefix
         The first word of the derived name (``oneshot``, ``import``, ``restore``).
+    filters
+        ``--filter`` expressions (:func:`copydicom.stages.filters.parse_cli_filters`).
 
     Returns
     -------
@@ -112,12 +116,13 @@ def oneshot_route(
         raise ConfigError("give at least one --dest or --index")
     profiles = dict(config.profiles) if config is not None else {}
     if profile is not None and profile not in profiles:
-        if profile == "default":
-            from copydicom.stages.deid import DeidProfile
+        from copydicom.stages.deid import DeidProfile
 
-            profiles["default"] = DeidProfile.default()
-        else:
-            raise ConfigError(f"--profile {profile}: no such profile in the config ('default' is built in)")
+        builtin = DeidProfile.named(profile)  # default, private_only, hipaa_safe_harbor
+        if builtin is None:
+            raise ConfigError(f"--profile {profile}: no such profile in the config "
+                              "(built in: default, private_only, hipaa_safe_harbor)")
+        profiles[profile] = builtin
     state_path = Path(state) if state else (config.state if config is not None else default_state())
     quarantine_dir = config.quarantine_dir if config is not None and not state else state_path.parent / "quarantine"
     name = route_name or f"{prefix}:{source}>{','.join(dest_names + index_names)}" + (f"|{profile}" if profile else "")
@@ -128,6 +133,12 @@ def oneshot_route(
     if profile is not None:
         body["profile"] = profile
     route = validate_route(body, where="route", types=types, profiles=profiles, workers=workers)
+    if filters:  # --filter 'Keyword=v1,v2' / 'Keyword!=v' (all must hold)
+        from dataclasses import replace
+
+        from copydicom.stages.filters import parse_cli_filters
+
+        route = replace(route, filter=parse_cli_filters(filters))
     app_config = AppConfig(
         state=state_path,
         quarantine_dir=quarantine_dir,
@@ -188,7 +199,13 @@ def build_route(
         by_identity = profile is not None or any(
             registry.get(config.endpoint_types[d]).by_identity for d in route.destinations
         )
-        options = {"wait_for": route.trigger.wait_for, **(source_options or {})}
+        options = {
+            "wait_for": route.trigger.wait_for,
+            "filter": route.filter,
+            "trigger": {"qido": {"window": route.trigger.window_seconds}} if route.trigger.kind == "qido" else None,
+            "index_only": not route.destinations,  # a DICOMweb source then reads headers only (/metadata)
+            **(source_options or {}),
+        }
         context = registry.BuildContext(
             pool_size=route.workers + 2, want_identity=by_identity, state=config.state, options=options
         )
@@ -204,6 +221,9 @@ def build_route(
         from copydicom.stages.validity import check_readable
 
         validate = check_readable
+    from copydicom.politeness import RateLimiter, TimeWindow
+    from copydicom.stages.filter_attrs import describer_for
+
     pipeline = Pipeline(
         route.name,
         source,
@@ -216,5 +236,9 @@ def build_route(
         dry_run=dry_run,
         validate=validate,
         on_changed="resend" if route.on_changed_instance == "resend" else "report",
+        route_filter=route.filter,
+        describe=describer_for(source, route.filter),
+        rate_limiter=RateLimiter.parse(route.max_rate, where=f"routes.{route.name}.max_rate") if route.max_rate else None,
+        window=TimeWindow.parse(route.window, where=f"routes.{route.name}.window") if route.window else None,
     )
     return RouteRuntime(route, source, pipeline, destinations)

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from copydicom import registry
 from copydicom.console._config import ConsoleConfig
+from copydicom.stages.pixels._settings import PIXEL_KEYS
 
 _STRICT = ConfigDict(extra="forbid")
 
@@ -38,6 +39,20 @@ class CronTrigger(BaseModel):
     schedule: str = Field(description="crontab expression, e.g. '0 2 * * *'")
     query: str = Field(description="the query, in the index's language")
     index: str = Field(description="name of an index endpoint")
+
+
+class QidoTrigger(BaseModel):
+    """Poll a DICOMweb source with QIDO-RS over a sliding StudyDate window."""
+
+    model_config = _STRICT
+    poll_seconds: float = Field(default=60, gt=0, description="seconds between polls")
+    window: str = Field(default="2h", pattern=r"^\d+(\.\d+)?[smhd]$",
+                        description="how far back StudyDate is listed (30m, 2h, 1d)")
+
+
+class QidoChoice(BaseModel):
+    model_config = _STRICT
+    qido: QidoTrigger
 
 
 class ChangesChoice(BaseModel):
@@ -82,7 +97,7 @@ class RouteModel(BaseModel):
     destinations: list[str] | str = Field(default_factory=list)
     indexes: list[str] | str = Field(default_factory=list)
     profile: str | None = None
-    trigger: ChangesChoice | CronChoice | ManualChoice | Literal["manual"] | None = None
+    trigger: ChangesChoice | QidoChoice | CronChoice | ManualChoice | Literal["manual"] | None = None
     workers: int | None = Field(default=None, ge=1)
     stages: Stages | None = None
     index_source_ids: bool = Field(
@@ -92,6 +107,12 @@ class RouteModel(BaseModel):
     deletions: Literal["ignore", "report", "propagate"] = Field(
         default="ignore", description="reconcile: instances gone at the source (propagate deletes at destinations)")
     reconcile: ReconcileModel | None = None
+    filter: dict[str, Any] | None = Field(
+        default=None, description="which instances the route sends: {all|any: [...]}, {not: ...}, "
+        "{Keyword or '(gggg,eeee)': value | [values] | 'glob*' | 'YYYYMMDD-YYYYMMDD'}")
+    window: str | None = Field(default=None, pattern=r"^\s*\d{1,2}:\d{2}\s*-\s*\d{1,2}:\d{2}\s*$",
+                               description="working hours, local time, e.g. '19:00-07:00'")
+    max_rate: str | None = Field(default=None, description="instances per second read from the source, e.g. '50/s'")
 
 
 class LoggingModel(BaseModel):
@@ -108,9 +129,9 @@ class MetricsModel(BaseModel):
 
 
 PROFILE_KEYS = (
-    "options", "key_file", "patient_map", "accept_pixel_risk", "pixel_risk_modalities",
+    "preset", "options", "key_file", "patient_map", "accept_pixel_risk", "pixel_risk_modalities",
     "pixel_risk_sop_classes", "free_text", "date_shift_days", "pseudonym_prefix", "description",
-)
+) + tuple(sorted(PIXEL_KEYS))  # Clean Pixel Data (copydicom.stages.pixels)
 
 
 class RetainModel(BaseModel):

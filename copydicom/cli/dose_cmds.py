@@ -33,15 +33,17 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def _read(path: str) -> pydicom.Dataset:
     if not Path(path).is_file():
         raise ConfigError(f"{path}: no such file")
-    try:
-        import pydicom
+    from copydicom.errors import InvalidInstance
+    from copydicom.stages.structure import read_checked
 
-        ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
-    except Exception as exc:
-        raise _Unreadable(f"{path}: not readable as DICOM ({type(exc).__name__})") from exc
-    if len(ds) == 0:
-        raise _Unreadable(f"{path}: no DICOM data elements")
-    return ds
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+        return read_checked(data, stop_before_pixels=True)  # refuses non-DICOM bytes, truncation, deep nesting
+    except InvalidInstance as exc:
+        raise _Unreadable(f"{path}: {exc}") from None
+    except OSError as exc:
+        raise _Unreadable(f"{path}: cannot read: {exc.strerror}") from None
 
 
 class _Unreadable(Exception):
@@ -78,6 +80,10 @@ def _row(path: str, doc: dict[str, Any]) -> list[str]:
         if "ct" in doc:
             ct = doc["ct"]
             values = f"CTDIvol {_fmt(ct['ctdivol_mgy'])} mGy  DLP {_fmt(ct['dlp_mgy_cm'])} mGy.cm"
+        elif "radiopharmaceutical" in doc:
+            rp = doc["radiopharmaceutical"]
+            values = (f"activity {_fmt(rp.get('administered_activity_mbq'))} MBq  "
+                      f"E {_fmt(rp.get('effective_dose_msv'))} mSv  organ doses {len(rp.get('organ_doses') or [])}")
         else:
             p = doc.get("projection", {})
             values = f"DAP {_fmt(p.get('dap_gy_m2'))} Gy.m2  RP {_fmt(p.get('dose_rp_mgy'))} mGy"

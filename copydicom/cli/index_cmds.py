@@ -112,7 +112,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                               help="index the tags and dose of every instance of a source, once")
     p.add_argument("--config", "-c", help="YAML configuration file")
     p.add_argument("--state", help="state database holding the index spool (default: the config's)")
-    p.add_argument("--src", required=True, help="source Orthanc (name or URL)")
+    p.add_argument("--src", required=True, help="source (name or URL): an Orthanc, or a DICOMweb server "
+                   "(dicomweb+http[s]://: read from QIDO-RS /metadata, no pixel download)")
     p.add_argument("--index", required=True, help="index name or URL (sqlite:///, es+https://, splunk+https://; "
                    "CopyDICOM's https://user:pass@host:8089 with --hec)")
     p.add_argument("--hec", help="CopyDICOM form: http(s)://Splunk:TOKEN@host:8088, the HTTP Event Collector "
@@ -123,6 +124,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--key-file", help="de-identification key (owner-only file)")
     p.add_argument("--ids", nargs="*", help="Orthanc IDs or UIDs to index (default: all)")
     p.add_argument("--ids-file", help="file with one Orthanc ID or UID per line")
+    from copydicom.cli.replicate_cmds import add_filter_options
+
+    add_filter_options(p)
     p.add_argument("--dry-run", action="store_true", help="decide what would be indexed; index nothing")
     add_index_timeout(p)
     p.set_defaults(func=cmd_replicate_tags)

@@ -59,11 +59,12 @@ def _oneshot_route(
         workers=args.workers,
         state=args.state,
         route_name=getattr(args, "route", None),
+        filters=list(getattr(args, "filter", None) or []),
     )
 
 
 def _selection(source: Source, args: argparse.Namespace) -> Iterator[list[InstanceRef]]:
-    wanted: list[str] = list(args.ids or [])
+    wanted: list[str] = list(args.ids or []) + list(getattr(args, "study", None) or [])
     if args.ids_file:
         wanted.extend(line.strip() for line in Path(args.ids_file).read_text().splitlines() if line.strip())
     if not wanted:
@@ -130,6 +131,15 @@ def cmd_replicate(args: argparse.Namespace) -> int:
     return 0 if summary.ok else 1
 
 
+def add_filter_options(p: argparse.ArgumentParser) -> None:
+    """``--filter`` and ``--study`` for one-shot commands."""
+    p.add_argument("--filter", action="append", default=[], metavar="EXPR",
+                   help="only instances matching Keyword=v1,v2 (globs, DICOM date ranges) or Keyword!=v; "
+                   "repeatable (all must hold); '\\,' is a literal comma")
+    p.add_argument("--study", action="append", default=[], metavar="UID",
+                   help="only this study (Study Instance UID); repeatable")
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
     if args.schema:
         from copydicom.schema import json_schema
@@ -151,9 +161,14 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         when = (
             f"changes every {trigger.poll_seconds:g} s (wait for {trigger.wait_for})"
             if trigger.kind == "changes"
+            else f"QIDO-RS every {trigger.poll_seconds:g} s over the last {trigger.window_seconds / 3600:g} h of StudyDate"
+            if trigger.kind == "qido"
             else f"cron '{trigger.cron}'" if trigger.kind == "cron"
             else "driven by its source (receives pushes)" if trigger.kind == "driven" else "manual"
         )
+        if route.filter is not None or route.window or route.max_rate:
+            when += (f" | filter {'yes' if route.filter is not None else '-'}, window {route.window or '-'}, "
+                     f"max_rate {route.max_rate or '-'}")
         print(
             f"  route {route.name}: {route.source} -> {', '.join(route.destinations) or '-'}"
             f" | index {', '.join(route.indexes) or '-'} | profile {route.profile or '-'} | {when}"
@@ -467,6 +482,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--route", help="route name in the ledger (default derived from the endpoints)")
     p.add_argument("--ids", nargs="*", help="Orthanc IDs or Study/Series/SOP Instance UIDs to copy (default: all)")
     p.add_argument("--ids-file", help="file with one Orthanc ID or UID per line")
+    add_filter_options(p)
     p.add_argument("--dry-run", action="store_true", help="decide what would be sent; send nothing")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress display (the summary line stays)")
     add_index_timeout(p)

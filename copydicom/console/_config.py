@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import ipaddress
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from copydicom.netaddr import is_loopback
 
 
 def _host_port(listen: str) -> tuple[str, int]:
@@ -17,15 +18,6 @@ def _host_port(listen: str) -> tuple[str, int]:
     if not 1 <= number <= 65535:
         raise ValueError("port must be 1-65535")
     return host.strip("[]") or "127.0.0.1", number
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class ConsoleTLS(BaseModel):

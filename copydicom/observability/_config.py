@@ -12,23 +12,14 @@ Example::
 from __future__ import annotations
 
 import importlib.util
-import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from copydicom.errors import ConfigError
+from copydicom.netaddr import is_loopback
 
 _KEYS = {"listen", "allow_remote", "stale_margin_seconds", "max_backoff_minutes"}
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def require_prometheus(where: str = "metrics") -> None:
@@ -71,7 +62,7 @@ class MetricsConfig:
             raise ConfigError(f"{where}.allow_remote: must be true or false")
         if not host:
             raise ConfigError(f"{where}.listen: a host is required (e.g. 127.0.0.1)")
-        if not _is_loopback(host) and not allow_remote:
+        if not is_loopback(host) and not allow_remote:
             raise ConfigError(
                 f"{where}.listen: {host} is not a loopback address; set allow_remote: true to expose metrics"
             )

@@ -113,7 +113,10 @@ class HealthChecker:
             "last_success_age_seconds": None if route.last_success is None else round(now - route.last_success, 3),
             "progress_age_seconds": round(age, 3),
         }
-        if route.poll_seconds is not None:
+        waiting = getattr(route, "waiting_for_window", None)
+        if waiting is not None:  # outside its working hours (window:): idle on purpose, not stale
+            report["waiting_for_window_seconds"] = round(waiting, 3)
+        elif route.poll_seconds is not None:
             limit = 3 * route.poll_seconds + self.config.stale_margin_seconds
             report["stale_after_seconds"] = limit
             if age > limit:

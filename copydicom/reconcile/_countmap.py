@@ -1,31 +1,22 @@
 """A bounded ``{key: count}`` map that spills to a temporary SQLite table past a bound.
 
-Written here rather than taken from a library because it is the counting twin of
-:class:`copydicom.sources.index_query.SeenSet` (same spill rule, same temp-file
-life cycle) and the few lines do not justify a dependency (``diskcache`` would
-add a process-wide cache directory and pickling for plain string keys).
+The counting twin of :class:`copydicom.sources.index_query.SeenSet`: both are a
+:class:`copydicom.spill.SpillTable` (same spill rule, same temp-file life cycle).
 """
 
 from __future__ import annotations
 
-import sqlite3
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
+
+from copydicom.spill import SpillTable
 
 
-class CountMap:
+class CountMap(SpillTable):
     """Counts per key in bounded memory (``memory_limit`` keys, then a temp SQLite table)."""
 
     def __init__(self, memory_limit: int = 200_000) -> None:
-        self.memory_limit = memory_limit
+        super().__init__(memory_limit)
         self._mem: dict[str, int] = {}
-        self._db: sqlite3.Connection | None = None
-        self._dir: tempfile.TemporaryDirectory[str] | None = None
-
-    @property
-    def spilled(self) -> bool:
-        return self._db is not None
 
     def add(self, key: str, n: int) -> None:
         """Add ``n`` to the count of ``key``."""
@@ -58,19 +49,10 @@ class CountMap:
         return len(self._mem)
 
     def _spill(self) -> None:
-        self._dir = tempfile.TemporaryDirectory(prefix="copydicom-counts-")
-        self._db = sqlite3.connect(str(Path(self._dir.name) / "counts.db"), isolation_level=None,
-                                   check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=OFF")
-        self._db.execute("PRAGMA synchronous=OFF")
-        self._db.execute("CREATE TABLE counts (k TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID")
-        self._db.executemany("INSERT INTO counts VALUES (?, ?)", self._mem.items())
+        self._spill_rows(
+            "copydicom-counts-",
+            "CREATE TABLE counts (k TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID",
+            "INSERT INTO counts VALUES (?, ?)",
+            self._mem.items(),
+        )
         self._mem = {}
-
-    def close(self) -> None:
-        if self._db is not None:
-            self._db.close()
-            self._db = None
-        if self._dir is not None:
-            self._dir.cleanup()
-            self._dir = None

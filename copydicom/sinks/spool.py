@@ -20,12 +20,11 @@ import sqlite3
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from copydicom.errors import ConfigError, DocumentsRejected, IndexUnavailable
 from copydicom.model import IndexSink
-from copydicom.state import Store, one_line, open_store
+from copydicom.state import StoreView, one_line
 from copydicom.retry import Backoff, scaled
 
 log = logging.getLogger(__name__)
@@ -66,23 +65,12 @@ def spool_sizes(conn: Any) -> dict[str, int]:
     return {str(sink): int(n) for sink, n in rows}
 
 
-class Spool:
+class Spool(StoreView):
     """The index spool view of the state store, shared by all sinks of a process.
 
     ``path`` is the state database (the spool's tables are prefixed ``spool_``) or a
     :class:`~copydicom.state.Store`.
     """
-
-    def __init__(self, path: str | Path | Store) -> None:
-        if isinstance(path, (str, Path)):
-            self.store: Store = open_store(path)
-            self.path = Path(path)
-            self._owns_store = True
-        else:
-            self.store = path
-            self.path = Path(path.location)
-            self._owns_store = False
-        self._closed = False
 
     def register_sink(self, sink: str) -> None:
         """Tell the ledger that deliveries to ``sink`` are index documents, not images."""
@@ -126,11 +114,6 @@ class Spool:
     def rejected(self, sink: str) -> dict[str, str]:
         return self.store.spool_rejected(sink)
 
-    def close(self) -> None:
-        if not self._closed:
-            self._closed = True
-            if self._owns_store:
-                self.store.close()
 
 
 class SpooledIndex:

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from copydicom.errors import ConfigError, InvalidInstance
 from copydicom.model import Identity, InstanceRef
+from copydicom.stages.structure import check_structure
 
 log = logging.getLogger(__name__)
 
@@ -131,9 +132,13 @@ class FolderSource:
     def fetch(self, ref: InstanceRef) -> bytes:
         """The file's bytes; a file that vanished or cannot be read is an invalid instance."""
         try:
-            return Path(ref.source_id).read_bytes()
+            data = Path(ref.source_id).read_bytes()
         except OSError as exc:
             raise InvalidInstance(f"cannot read {path_digest(ref.source_id)}: {exc.strerror}") from None
+        # Never forward what readers crash on (Orthanc 1.10.1 dies on deep nesting): nesting
+        # beyond MAX_DEPTH, truncation and broken structure are quarantined here.
+        check_structure(data)
+        return data
 
     def close(self) -> None:
         """Nothing to release (the :class:`~copydicom.model.Source` protocol)."""

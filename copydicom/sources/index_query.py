@@ -26,17 +26,15 @@ temporary SQLite file, so memory stays bounded whatever the result size.
 from __future__ import annotations
 
 import logging
-import sqlite3
-import tempfile
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Protocol
 
 from copydicom.errors import ConfigError
 from copydicom.model import InstanceRef
+from copydicom.spill import SpillTable
 
 log = logging.getLogger(__name__)
 
@@ -63,14 +61,12 @@ class Resolver(Protocol):
     def selected(self, identifiers: Iterable[str]) -> Iterator[list[InstanceRef]]: ...
 
 
-class SeenSet:
+class SeenSet(SpillTable):
     """A set of strings with bounded memory: spills to a temporary SQLite table past ``memory_limit``."""
 
     def __init__(self, memory_limit: int = 200_000) -> None:
-        self.memory_limit = memory_limit
+        super().__init__(memory_limit)
         self._mem: set[str] = set()
-        self._db: sqlite3.Connection | None = None
-        self._dir: tempfile.TemporaryDirectory[str] | None = None
         self.size = 0
 
     def add(self, key: str) -> bool:
@@ -89,28 +85,14 @@ class SeenSet:
         self.size += 1
         return True
 
-    @property
-    def spilled(self) -> bool:
-        return self._db is not None
-
     def _spill(self) -> None:
-        self._dir = tempfile.TemporaryDirectory(prefix="copydicom-seen-")
-        self._db = sqlite3.connect(str(Path(self._dir.name) / "seen.db"), isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=OFF")
-        self._db.execute("PRAGMA synchronous=OFF")
-        self._db.execute("CREATE TABLE seen (k TEXT PRIMARY KEY) WITHOUT ROWID")
-        self._db.execute("BEGIN")
-        self._db.executemany("INSERT INTO seen(k) VALUES (?)", ((k,) for k in self._mem))
-        self._db.execute("COMMIT")
+        self._spill_rows(
+            "copydicom-seen-",
+            "CREATE TABLE seen (k TEXT PRIMARY KEY) WITHOUT ROWID",
+            "INSERT INTO seen(k) VALUES (?)",
+            ((k,) for k in self._mem),
+        )
         self._mem = set()
-
-    def close(self) -> None:
-        if self._db is not None:
-            self._db.close()
-            self._db = None
-        if self._dir is not None:
-            self._dir.cleanup()
-            self._dir = None
 
 
 def identifiers_of(row: dict[str, Any]) -> list[str]:

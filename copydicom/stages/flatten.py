@@ -27,14 +27,12 @@ Output form
 
 from __future__ import annotations
 
-import io
 import math
 import re
 import struct
 from functools import lru_cache
 from typing import Any
 
-import pydicom
 from pydicom import datadict
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
@@ -292,13 +290,12 @@ def read_dataset(instance: Instance) -> Dataset:
     """
     if instance.dataset is not None:
         return instance.dataset
-    try:
-        ds = pydicom.dcmread(io.BytesIO(instance.data), stop_before_pixels=True, force=True)
-    except Exception as exc:  # pydicom raises many types on bad input
-        raise InvalidInstance(f"{instance.ref.source_id}: not readable as DICOM ({type(exc).__name__})") from exc
-    if len(ds) == 0:
-        raise InvalidInstance(f"{instance.ref.source_id}: no DICOM data elements")
-    return ds
+    from copydicom.stages.structure import read_checked
+
+    try:  # structure first: non-DICOM bytes, truncation and nesting beyond MAX_DEPTH are refused
+        return read_checked(instance.data, stop_before_pixels=True)
+    except InvalidInstance as exc:
+        raise InvalidInstance(f"{instance.ref.source_id}: {exc}") from None
 
 
 class FlattenStage:

@@ -4,6 +4,8 @@
   the scale-out issue).
 - :class:`SqliteStore` and :func:`open_store` (``_sqlite``): one file, one connection policy
   (:func:`connect`), schema version and forward migrations (``_schema``) run at start-up.
+- :class:`StoreView` (``_view``): the base of the ledger, spool and mapping views (open a store from a
+  path and own it, or share a given one).
 - :class:`RouteLock` (``_lock``): one process per route feed.
 - ``_files``: owner-only files and PHI-free names (quarantine files are digests).
 """
@@ -28,6 +30,7 @@ from copydicom.state._retention import DEFAULT_RETAIN, Retention, parse_retain, 
 from copydicom.state._protocol import DeliveryCount, FeedReset, QuarantineEntry, Store
 from copydicom.state._schema import LATEST as SCHEMA_VERSION
 from copydicom.state._sqlite import SqliteStore, connect, open_store
+from copydicom.state._view import StoreView
 
 __all__ = [
     "DEFAULT_RETAIN",
@@ -45,6 +48,7 @@ __all__ = [
     "SchemaTooNew",
     "SqliteStore",
     "Store",
+    "StoreView",
     "connect",
     "display_source_id",
     "mask_source_path",

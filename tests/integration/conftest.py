@@ -34,19 +34,11 @@ def orthanc_pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Ort
     change at the destination, so "none twice" can be counted.
     """
     base = tmp_path_factory.mktemp("orthanc")
-    source = OrthancServer(name="SOURCE", workdir=base / "source")
-    dest = OrthancServer(name="DEST", workdir=base / "dest", extra={"OverwriteInstances": True})
-    source.start()
-    try:
-        dest.start()
-    except BaseException:
-        source.stop()
-        raise
-    try:
+    # entering starts a server, leaving stops it (by PID): the source is stopped also when the
+    # destination fails to start
+    with OrthancServer(name="SOURCE", workdir=base / "source") as source, \
+            OrthancServer(name="DEST", workdir=base / "dest", extra={"OverwriteInstances": True}) as dest:
         yield source, dest
-    finally:
-        dest.stop()
-        source.stop()
 
 
 @pytest.fixture

@@ -31,17 +31,9 @@ pytestmark = pytest.mark.integration
 def overwriting_pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[OrthancServer, OrthancServer]]:
     """A source that overwrites re-sent instances, and a destination that does not (Orthanc's default)."""
     base = tmp_path_factory.mktemp("changed")
-    source = OrthancServer(name="OVSRC", workdir=base / "src", extra={"OverwriteInstances": True}).start()
-    try:
-        dest = OrthancServer(name="OVDST", workdir=base / "dst").start()
-    except BaseException:
-        source.stop()
-        raise
-    try:
+    with OrthancServer(name="OVSRC", workdir=base / "src", extra={"OverwriteInstances": True}) as source, \
+            OrthancServer(name="OVDST", workdir=base / "dst") as dest:
         yield source, dest
-    finally:
-        dest.stop()
-        source.stop()
 
 
 def _route(source: OrthancServer, dest: OrthancServer, state: Path, policy: str | None) -> tuple[ChangesRunner, Ledger, object]:

@@ -37,17 +37,9 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def pair(tmp_path: Path) -> Iterator[tuple[OrthancServer, OrthancServer]]:
-    source = OrthancServer(name="RSRC", workdir=tmp_path / "src").start()
-    try:
-        dest = OrthancServer(name="RDST", workdir=tmp_path / "dst").start()
-    except BaseException:
-        source.stop()
-        raise
-    try:
+    with OrthancServer(name="RSRC", workdir=tmp_path / "src") as source, \
+            OrthancServer(name="RDST", workdir=tmp_path / "dst") as dest:
         yield source, dest
-    finally:
-        dest.stop()
-        source.stop()
 
 
 def _config(tmp_path: Path, source: OrthancServer, dest: OrthancServer, **route: object) -> Path:

@@ -22,6 +22,11 @@ from typing import Any
 import requests
 
 ORTHANC_BINARIES = ("/usr/sbin/Orthanc", "Orthanc")
+#: Where the Debian package orthanc-dicomweb puts the DICOMweb plugin.
+DICOMWEB_PLUGINS = (
+    "/usr/share/orthanc/plugins/libOrthancDicomWeb.so",
+    "/usr/lib/orthanc/libOrthancDicomWeb.so.1.7",
+)
 
 
 def free_port() -> int:
@@ -29,6 +34,16 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def find_dicomweb_plugin() -> str:
+    """Return the path of Orthanc's DICOMweb plugin or raise ``FileNotFoundError``."""
+    for candidate in DICOMWEB_PLUGINS:
+        if os.path.exists(candidate):
+            return candidate
+    raise FileNotFoundError(
+        "the Orthanc DICOMweb plugin is not installed: run 'apt-get update && apt-get install -y orthanc-dicomweb'"
+    )
 
 
 def find_orthanc() -> str:
@@ -59,6 +74,8 @@ class OrthancServer:
     modalities
         ``{name: (AET, host, port)}`` of DICOM nodes, for ``/modalities/{name}/store``
         (``DicomModalities``).
+    dicomweb
+        Load the DICOMweb plugin (QIDO-RS, WADO-RS, STOW-RS under ``/dicom-web``).
     extra
         More configuration keys, merged last.
     """
@@ -70,6 +87,7 @@ class OrthancServer:
     peers: dict[str, str] = field(default_factory=dict)
     modalities: dict[str, tuple[str, str, int]] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    dicomweb: bool = False
     http_port: int = 0
     dicom_port: int = 0
     process: subprocess.Popen[bytes] | None = None
@@ -84,6 +102,11 @@ class OrthancServer:
     def url_with_credentials(self) -> str:
         """CopyDICOM-style URL with the credentials inline (tests and demo only)."""
         return f"http://{self.user}:{self.password}@127.0.0.1:{self.http_port}"
+
+    @property
+    def dicomweb_url(self) -> str:
+        """``dicomweb+http://user:pass@127.0.0.1:port/dicom-web`` (tests only: credentials inline)."""
+        return f"dicomweb+http://{self.user}:{self.password}@127.0.0.1:{self.http_port}/dicom-web"
 
     @property
     def auth(self) -> tuple[str, str]:
@@ -115,6 +138,16 @@ class OrthancServer:
             "StableAge": 2,
             "OverwriteInstances": False,
         }
+        if self.dicomweb:
+            cfg["Plugins"] = [find_dicomweb_plugin()]
+            cfg["DicomWeb"] = {
+                "Enable": True,
+                "Root": "/dicom-web/",
+                "EnableWado": False,
+                "Ssl": False,
+                "StudiesMetadata": "Full",
+                "SeriesMetadata": "Full",
+            }
         cfg.update(self.extra)
         return cfg
 

@@ -146,7 +146,7 @@ class SeaweedFSServer:
             f"-master.volumeSizeLimitMB={self.volume_size_limit_mb}",
             f"-volume.port={p['volume']}",
             f"-volume.port.grpc={p['volume.grpc']}",
-            "-volume.max=16",
+            "-volume.max=100",  # one small volume per bucket (collection): the suite makes dozens
             "-volume.preStopSeconds=0",
             "-filer",
             f"-filer.port={p['filer']}",
@@ -219,8 +219,21 @@ class SeaweedFSServer:
 
         return boto3.client("s3", **self.credentials())
 
-    def create_bucket(self, name: str) -> str:
-        """Create a bucket (idempotent) and return its name."""
+    def keys(self, bucket: str) -> list[str]:
+        """Every object key of ``bucket``, sorted."""
+        pages = self.client().get_paginator("list_objects_v2").paginate(Bucket=bucket)
+        return sorted(obj["Key"] for page in pages for obj in page.get("Contents", []))
+
+    def create_bucket(self, name: str, timeout: float = 30.0) -> str:
+        """Create a bucket (idempotent), wait until it takes a write, and return its name.
+
+        The first write into a new bucket makes SeaweedFS grow a volume for its collection; on a
+        loaded machine that can answer ``InternalError`` for a few seconds (seen in CI on a test's
+        first PUT). A probe object is written until it succeeds, then deleted: the bucket is empty
+        and writable when this returns.
+        """
+        from botocore.exceptions import ClientError
+
         client = self.client()
         try:
             client.create_bucket(Bucket=name)
@@ -228,6 +241,16 @@ class SeaweedFSServer:
             pass
         except client.exceptions.BucketAlreadyExists:
             pass
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                client.put_object(Bucket=name, Key=".copydicom-probe", Body=b"")
+                break
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") != "InternalError" or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+        client.delete_object(Bucket=name, Key=".copydicom-probe")
         return name
 
     def stop(self, timeout: float = 2.0) -> None:

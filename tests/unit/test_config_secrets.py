@@ -101,7 +101,7 @@ def test_unknown_destination() -> None:
     "trigger, expected",
     [
         ({"changes": {}, "manual": {}}, "routes[0].trigger: give exactly one of changes, cron, manual"),
-        ({"weekly": {}}, "routes[0].trigger: unknown trigger 'weekly' (changes, cron or manual)"),
+        ({"weekly": {}}, "routes[0].trigger: unknown trigger 'weekly' (changes, qido, cron or manual)"),
         ({"changes": {"every": 3}}, "routes[0].trigger.changes: unknown key(s) every"),
         ({"changes": {"wait_for": "study"}}, "routes[0].trigger.changes.wait_for: one of"),
         ({"changes": {"start_from": "end"}}, "routes[0].trigger.changes.start_from:"),

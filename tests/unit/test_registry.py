@@ -158,12 +158,13 @@ def test_builtin_types(capsys: pytest.CaptureFixture[str]) -> None:
         "folder": (["file"], ["source"]),
         "dimse": (["dicom"], ["source", "destination"]),
         "dimse_listener": ([], ["source"]),
+        "dicomweb": (["dicomweb+http", "dicomweb+https"], ["source", "destination"]),
     }
     assert rows["s3"]["by_identity"] and rows["orthanc"]["change_feed"] and not rows["folder"]["change_feed"]
     assert main(["endpoints"]) == 0
     table = capsys.readouterr().out.splitlines()
     assert table[0].split() == ["TYPE", "SCHEMES", "ROLES", "EXTRA"]
-    assert len(table) == 9
+    assert len(table) == 10
 
 
 def test_scheme_and_name_taken_once(toy: EndpointType[ToyConfig]) -> None:
@@ -523,3 +524,19 @@ def test_check_config_tries_the_splunk_hec_token(tmp_path: Path, capsys: pytest.
     assert "endpoints.sp: POST /services/collector/event on sp: HTTP 403" in captured.err
     assert "endpoint sp: credentials accepted" in captured.out
     assert "-token" not in captured.err + captured.out
+
+
+def test_api_conditional_replicate_checks_route_and_source(
+    toy: EndpointType[ToyConfig], tmp_path: Path
+) -> None:
+    write_files(tmp_path / "in", 2)
+    source, index = (tmp_path / "in").as_uri(), f"sqlite://{tmp_path}/i.db"
+    copydicom.replicate_tags(source, index, state=tmp_path / "s.db")
+    query = "SELECT sop_uid FROM instances"
+    with pytest.raises(ConfigError, match="workers"):
+        copydicom.conditional_replicate(source, "toy://b", index=index, query=query, workers=0,
+                                        state=tmp_path / "s.db")
+    # a folder cannot select instances by identifier: the index query is refused, nothing is stored
+    with pytest.raises(ConfigError, match="cannot serve an index query"):
+        copydicom.conditional_replicate(source, "toy://b", index=index, query=query, state=tmp_path / "s.db")
+    assert not BUCKETS.get("b")

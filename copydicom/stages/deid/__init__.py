@@ -35,7 +35,7 @@ Other keys: ``patient_map`` (``csv``, ``id_column``, ``research_id_column``,
 from copydicom.stages.deid._keyed import is_valid_uid, keyed_pseudonym, keyed_uid
 from copydicom.stages.deid._mapping import MappingStore
 from copydicom.stages.deid._profile import DeidProfile, PatientMap, load_key, profiles_from_config
-from copydicom.stages.deid._scan import Finding, scan_dataset, scan_file
+from copydicom.stages.deid._scan import Finding, scan_bytes, scan_dataset, scan_file
 from copydicom.stages.deid._stage import DeidStage, quiet_pydicom_values
 from copydicom.stages.deid._tables import EDITION, OPTIONS
 
@@ -53,6 +53,7 @@ __all__ = [
     "load_key",
     "profiles_from_config",
     "quiet_pydicom_values",
+    "scan_bytes",
     "scan_dataset",
     "scan_file",
 ]

@@ -13,12 +13,12 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from copydicom.state import Store, open_store, private_dir
+from copydicom.state import Store, StoreView, private_dir
 
 KINDS = {"uid": "uids.csv", "patient_id": "patient_ids.csv"}
 
 
-class MappingStore:
+class MappingStore(StoreView):
     """Records ``(kind, id_old, id_new)``; ``kind`` is ``uid`` or ``patient_id``.
 
     Parameters
@@ -32,20 +32,12 @@ class MappingStore:
     """
 
     def __init__(self, path: str | Path | Store, *, batch: int = 2000, interval: float = 2.0) -> None:
-        if isinstance(path, (str, Path)):
-            self.store: Store = open_store(path)
-            self.path = Path(path)
-            self._owns_store = True
-        else:
-            self.store = path
-            self.path = Path(path.location)
-            self._owns_store = False
+        super().__init__(path)
         self._lock = threading.Lock()
         self._pending: set[tuple[str, str, str]] = set()
         self._batch = batch
         self._interval = interval
         self._last = time.monotonic()
-        self._closed = False
 
     def record_many(self, kind: str, pairs: Iterable[tuple[str, str]]) -> None:
         """Buffer pairs; commit when the batch is full or the interval passed."""
@@ -88,13 +80,6 @@ class MappingStore:
             written[kind] = target
         return written
 
-    def close(self) -> None:
-        """Commit and close."""
-        if self._closed:
-            return
-        try:
-            self.flush()
-        finally:
-            self._closed = True
-            if self._owns_store:
-                self.store.close()
+    def _before_close(self) -> None:
+        """Commit pending pairs before the store is released."""
+        self.flush()

@@ -17,6 +17,23 @@ Configuration (YAML, top-level ``profiles:``)::
         free_text: replace                    # or "scrub"
         date_shift_days: [-3650, -1]          # per-patient offset range (modified dates)
         pseudonym_prefix: ANON
+      export:
+        preset: hipaa_safe_harbor             # or private_only; options below are added to the preset's
+        options: [retain_safe_private]
+
+Presets (:data:`PRESETS`; also usable by name, e.g. ``--profile hipaa_safe_harbor``):
+
+``private_only``
+    Removes private attributes (Retain Safe Private keeps Table E.3.10-1 ones if
+    added) and nothing else: names, IDs, dates and UIDs stay; Patient Identity
+    Removed is not set.
+``hipaa_safe_harbor``
+    45 CFR 164.514(b)(2): the Basic Profile + Retain Patient Characteristics +
+    Clean Descriptors + Clean Structured Content, except that every date (DA, DT,
+    at any depth) is reduced to its year (``YYYY0101``, ``YYYY``) instead of being
+    removed or shifted; an age over 89 becomes ``090Y`` and the birth date
+    ``<study year - 90>0101``; Patient's Address keeps only the first three ZIP
+    digits (``000`` for the restricted three-digit areas); free text is cleaned.
 """
 
 from __future__ import annotations
@@ -30,6 +47,8 @@ from typing import Any
 from copydicom.errors import ConfigError
 from copydicom.secrets import check_private_file, expand_env
 from copydicom.stages.deid._tables import OPTIONS
+from copydicom.stages.pixels import OPTION as CLEAN_PIXEL_DATA
+from copydicom.stages.pixels import PIXEL_KEYS, PixelSettings
 
 #: Secondary Capture SOP classes (PS3.4 B.5): pixels often are screenshots.
 SECONDARY_CAPTURE_CLASSES: frozenset[str] = frozenset(
@@ -43,10 +62,17 @@ SECONDARY_CAPTURE_CLASSES: frozenset[str] = frozenset(
     }
 )
 
-_KNOWN_KEYS = {
-    "options", "key_file", "patient_map", "accept_pixel_risk", "pixel_risk_modalities",
-    "pixel_risk_sop_classes", "free_text", "date_shift_days", "pseudonym_prefix", "description",
+#: Named presets: the base a profile starts from (``preset:``), and their default options.
+PRESETS: dict[str, tuple[str, ...]] = {
+    "ps315": ("retain_long_modified_dates", "clean_structured_content"),
+    "private_only": (),
+    "hipaa_safe_harbor": ("retain_patient_characteristics", "clean_descriptors", "clean_structured_content"),
 }
+
+_KNOWN_KEYS = {
+    "preset", "options", "key_file", "patient_map", "accept_pixel_risk", "pixel_risk_modalities",
+    "pixel_risk_sop_classes", "free_text", "date_shift_days", "pseudonym_prefix", "description",
+} | PIXEL_KEYS
 
 
 @dataclass(frozen=True)
@@ -119,6 +145,9 @@ class DeidProfile:
         Range ``(low, high)`` of the per-patient date offset in days.
     pseudonym_prefix
         Prefix of keyed patient pseudonyms.
+    preset
+        ``ps315`` (the Basic Profile and ``options``), ``private_only`` or
+        ``hipaa_safe_harbor`` (see the module docstring).
     """
 
     name: str = "default"
@@ -131,6 +160,17 @@ class DeidProfile:
     free_text: str = "replace"
     date_shift_days: tuple[int, int] = (-3650, -1)
     pseudonym_prefix: str = "ANON"
+    pixels: PixelSettings = PixelSettings()  # Clean Pixel Data settings (copydicom.stages.pixels)
+    preset: str = "ps315"
+
+    @classmethod
+    def named(cls, name: str) -> DeidProfile | None:
+        """A built-in profile by name: ``default``, or a preset (``private_only``, ``hipaa_safe_harbor``)."""
+        if name == "default":
+            return cls.default()
+        if name in PRESETS and name != "ps315":
+            return cls(name=name, options=PRESETS[name], preset=name)
+        return None
 
     @classmethod
     def default(cls) -> DeidProfile:
@@ -149,15 +189,22 @@ class DeidProfile:
         unknown = set(data) - _KNOWN_KEYS
         if unknown:
             raise ConfigError(f"{where}.{min(unknown)}: unknown key (known: {sorted(_KNOWN_KEYS)})")
+        preset = str(data.get("preset", name if name in PRESETS else "ps315"))
+        if preset not in PRESETS:
+            raise ConfigError(f"{where}.preset: unknown preset {preset!r} (known: {', '.join(PRESETS)})")
         base = cls.default()
-        opts_raw = data.get("options", list(base.options))
+        if preset == "ps315":
+            opts_raw = data.get("options", list(base.options))
+        else:  # a preset's options are extended, not replaced
+            opts_raw = list(PRESETS[preset]) + list(data.get("options") or [])
         if not isinstance(opts_raw, (list, tuple)):
             raise ConfigError(f"{where}.options: expected a list of option names")
         opts: list[str] = []
         for i, o in enumerate(opts_raw):
             o = str(o).strip().replace("-", "_")
-            if o not in OPTIONS:
-                raise ConfigError(f"{where}.options[{i}]: unknown option {o!r} (known: {', '.join(OPTIONS)})")
+            if o not in OPTIONS and o != CLEAN_PIXEL_DATA:
+                raise ConfigError(f"{where}.options[{i}]: unknown option {o!r} "
+                                  f"(known: {', '.join(OPTIONS + (CLEAN_PIXEL_DATA,))})")
             if o not in opts:
                 opts.append(o)
         if "retain_long_full_dates" in opts and "retain_long_modified_dates" in opts:
@@ -197,6 +244,8 @@ class DeidProfile:
             free_text=free_text,
             date_shift_days=(lo, hi),
             pseudonym_prefix=prefix,
+            pixels=PixelSettings.from_profile(data, where=where),
+            preset=preset,
         )
 
 

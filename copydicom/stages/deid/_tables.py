@@ -32,6 +32,7 @@ OPTIONS: tuple[str, ...] = (
 #: CID 7050 "De-identification Method" codes (DCM), PS3.16.
 CID_7050: dict[str, tuple[str, str]] = {
     "basic": ("113100", "Basic Application Confidentiality Profile"),
+    "clean_pixel_data": ("113101", "Clean Pixel Data Option"),  # no column in E.1-1: copydicom.stages.pixels
     "clean_graphics": ("113103", "Clean Graphics Option"),
     "clean_structured_content": ("113104", "Clean Structured Content Option"),
     "clean_descriptors": ("113105", "Clean Descriptors Option"),

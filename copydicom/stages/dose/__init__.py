@@ -19,9 +19,22 @@ Instance UID`` for a dose screen), ``doc_type`` (``irradiation_event``,
 
 Events add ``event`` (``uid``, ``index``, ``protocol``, ``target_region``,
 ``type``, ``comment``) and ``ct`` (TID 10013), or ``projection`` and for
-mammography ``mammo`` (TID 10003).  Summaries add ``totals`` as the report
-states them (never re-summed), ``events_extracted``, and for TID 10021
-``radiopharmaceutical``.
+mammography ``mammo`` (TID 10003), or for TID 10021 one event per
+Radiopharmaceutical Administration (``event.uid`` the administration's UID,
+``event.type`` 113502) with ``radiopharmaceutical`` (agent, radionuclide, route,
+start, stop, ``administered_activity_mbq``, ``effective_dose_msv`` and
+``organ_doses``: organ, laterality, ``dose_mgy``, reference authority; TID 10022,
+TID 10023).  Summaries add ``totals`` as the report states them (never
+re-summed), ``events_extracted``, and for TID 10021 ``radiopharmaceutical`` (the
+first administration) and ``radiopharmaceutical_administrations``.
+
+Projection events read Exposure Time from the current code 113824 or the
+retired 113735 (``raw.exposure_time_ms.code`` says which), normalised to ms.
+A row repeated in an event (kVp, tube current, exposure time, exposure, pulse
+width: one per pulse on some equipment) keeps its first value in the scalar
+field and every value in ``<field>_values`` (with ``raw.<field>_values``).
+``not_patient_reason`` names the attribute and the matched QA/phantom pattern
+(``PatientID matches the QA/phantom pattern 'qa'``), never the value.
 
 Numbers are normalised to the unit in their field name (``ctdivol_mgy``,
 ``dap_gy_m2``, ``dlp_mgy_cm``, ``fluoro_time_s``...).  Beside them, the section

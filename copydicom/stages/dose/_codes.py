@@ -37,6 +37,8 @@ SRT_TO_SCT: dict[str, str] = {
     "G-A100": "24028007",  # Right
     "G-A101": "7771000",  # Left
     "G-A102": "51440002",  # Right and left
+    "G-C0E3": "363698007",  # Finding Site
+    "G-C340": "410675002",  # Route of administration
 }
 
 
@@ -131,6 +133,8 @@ FLUORO_MODE = _dcm("113732")
 PULSE_RATE = _dcm("113791")
 NUMBER_OF_PULSES = _dcm("113768")
 PULSE_WIDTH = _dcm("113793")
+#: Exposure Time: 113735 is retired (still written by older equipment); 113824 is the current code,
+#: which several vendors also use in projection X-ray events (PS3.16 TID 10003B).
 EXPOSURE_TIME_XRAY = _dcm("113735")
 EXPOSURE = _dcm("113736")
 IRRADIATION_DURATION = _dcm("113742")
@@ -142,6 +146,15 @@ RADIOPHARMACEUTICAL_ADMINISTRATION_EVENT_UID = _dcm("113503")
 RADIOPHARMACEUTICAL_AGENT = _sct("349358000")
 RADIONUCLIDE = _sct("89457008")
 ADMINISTERED_ACTIVITY = _dcm("113507")
+RADIOPHARMACEUTICAL_START = _dcm("123003")
+RADIOPHARMACEUTICAL_STOP = _dcm("123004")
+ROUTE_OF_ADMINISTRATION = _sct("410675002")
+# TID 10023 Organ Dose
+ORGAN_DOSE_INFORMATION = _dcm("113517")
+ORGAN_DOSE = _dcm("113518")
+FINDING_SITE = _sct("363698007")
+REFERENCE_AUTHORITY = _dcm("121406")
+MASS = _sct("118538004")
 
 #: Acquisition plane values (CID 10003).
 PLANE_NAMES: dict[Concept, str] = {

@@ -174,6 +174,10 @@ class ContentItem:
         for child in self.children:
             yield from child.walk()
 
+    def search_all(self, name: Concept) -> list[ContentItem]:
+        """Every descendant with this concept name, depth first, in document order."""
+        return [item for item in self.walk() if item is not self and item.name == name]
+
     def search(self, name: Concept) -> ContentItem | None:
         """The first descendant (depth first) with this concept name."""
         for item in self.walk():
@@ -244,3 +248,32 @@ def put_number(
         ctx.warnings.append(f"{path}.{field_name}: unknown unit {unit!r}")
         return
     target[field_name] = converted
+
+
+def put_numbers(
+    target: dict[str, Any],
+    field_name: str,
+    items: list[ContentItem],
+    unit_key: str,
+    ctx: Context,
+    path: str,
+) -> None:
+    """Set ``target[field_name + "_values"]`` to every value of every item (a row repeated per
+    pulse, or a multi-valued Numeric Value), converted to ``unit_key``, in document order.
+
+    Set only when there is more than one value (the single value is the scalar field);
+    raw texts and units go to ``raw[field_name + "_values"]``.
+    """
+    values: list[float | None] = []
+    raws: list[dict[str, Any]] = []
+    for item in items:
+        raw, unit = item.numeric()
+        if raw is None:
+            continue
+        for part in raw.split("\\"):
+            raws.append({"value": part, "unit": unit})
+            number = parse_number(part)
+            values.append(None if number is None else convert(float(number), unit, unit_key))
+    if len(values) > 1:
+        target[field_name + "_values"] = values
+        target.setdefault("raw", {})[field_name + "_values"] = raws

@@ -33,7 +33,24 @@ _SCREEN_TEXT = re.compile(
     r"dose\s*(report|info|summary|screen|record)|patient\s*protocol|exposure\s*(dose|report)|radiation\s*dose",
     re.IGNORECASE,
 )
-_PHANTOM_TEXT = re.compile(r"\b(phantom|qa|qc|quality\s*(control|assurance)|test\s*patient)\b", re.IGNORECASE)
+# QA / phantom indicators, in the spirit of OpenREM's "not-patient indicators": a token bounded by
+# non-letters (so QA1234, PHANTOM_01, "Monthly QA" match and the name Qaderi does not).  IDs and names
+# take the wider list; descriptions a narrower one ("stress test" is a patient examination).
+_QA_ID_OR_NAME = re.compile(
+    r"(?<![a-z])(phantom|qa|qc|test|physics|calibration|constancy|dummy|quality\s*(?:control|assurance))(?![a-z])",
+    re.IGNORECASE,
+)
+_QA_DESCRIPTION = re.compile(
+    r"(?<![a-z])(phantom|qa|qc|quality\s*(?:control|assurance)|test\s*patient|constancy|physics)(?![a-z])",
+    re.IGNORECASE,
+)
+_QA_FIELDS: tuple[tuple[str, re.Pattern[str]], ...] = (
+    ("PatientID", _QA_ID_OR_NAME),
+    ("PatientName", _QA_ID_OR_NAME),
+    ("StudyDescription", _QA_DESCRIPTION),
+    ("RequestedProcedureDescription", _QA_DESCRIPTION),
+    ("PerformedProcedureStepDescription", _QA_DESCRIPTION),
+)
 
 
 def _str(ds: Dataset, keyword: str) -> str:
@@ -85,14 +102,19 @@ def not_patient(ds: Dataset) -> tuple[bool, str | None]:
     """Whether the subject is a phantom / QA object, and why.
 
     Quality Control Subject (0010,0200) = YES (PS3.3 C.7.1.1) is the standard
-    flag; a "phantom", "QA" or "QC" word in the patient name, patient ID or
-    study description is taken as one too (older equipment has no flag).
+    flag.  Older equipment has none, so, as OpenREM's not-patient indicators do,
+    patterns are matched: a token such as ``QA``, ``QC``, ``PHANTOM``, ``TEST``,
+    ``PHYSICS`` in the patient ID or name (``QA1234``, ``CT^PHANTOM``), or
+    ``QA``/``phantom``/``quality control`` in a study or procedure description.
+    The reason names the attribute and the matched pattern, never the value.
     """
     if _str(ds, "QualityControlSubject").upper() == "YES":
-        return True, "QualityControlSubject"
-    for keyword in ("PatientName", "PatientID", "StudyDescription"):
-        if _PHANTOM_TEXT.search(_str(ds, keyword)):
-            return True, keyword
+        return True, "QualityControlSubject is YES"
+    for keyword, pattern in _QA_FIELDS:
+        match = pattern.search(_str(ds, keyword))
+        if match:
+            token = re.sub(r"\s+", " ", match.group(1).lower())
+            return True, f"{keyword} matches the QA/phantom pattern '{token}'"
     return False, None
 
 

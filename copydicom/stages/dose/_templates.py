@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from copydicom.stages.dose import _codes as c
-from copydicom.stages.dose._content import ContentItem, Context, put_number
+from copydicom.stages.dose._content import ContentItem, Context, put_number, put_numbers
 
 
 def _int_fields(section: dict[str, Any], *names: str) -> None:
@@ -131,13 +131,21 @@ class XRayIrradiationEvent:
         put_number(p, "tube_current_ma", item.search(c.XRAY_TUBE_CURRENT), "ma", ev_ctx, "projection")
         put_number(p, "average_tube_current_ma", item.search(c.AVERAGE_XRAY_TUBE_CURRENT), "ma", ev_ctx,
                    "projection")
-        put_number(p, "exposure_time_ms", item.search(c.EXPOSURE_TIME_XRAY), "ms", ev_ctx, "projection")
+        # Exposure Time: the current code 113824 first, else the retired 113735; normalised to ms.
+        exposure_time = item.search(c.EXPOSURE_TIME_CT) or item.search(c.EXPOSURE_TIME_XRAY)
+        put_number(p, "exposure_time_ms", exposure_time, "ms", ev_ctx, "projection")
+        if exposure_time is not None and exposure_time.name is not None and "exposure_time_ms" in p.get("raw", {}):
+            p["raw"]["exposure_time_ms"]["code"] = exposure_time.name.value
         put_number(p, "exposure_uas", item.search(c.EXPOSURE), "uas", ev_ctx, "projection")
         put_number(p, "irradiation_duration_s", item.search(c.IRRADIATION_DURATION), "s", ev_ctx, "projection")
         put_number(p, "pulse_rate_per_s", item.search(c.PULSE_RATE), "per_s", ev_ctx, "projection")
         put_number(p, "number_of_pulses", item.search(c.NUMBER_OF_PULSES), "count", ev_ctx, "projection")
         put_number(p, "pulse_width_ms", item.search(c.PULSE_WIDTH), "ms", ev_ctx, "projection")
         _int_fields(p, "number_of_pulses")
+        # Every row of the event (one per pulse on some equipment): ``<field>_values`` beside the first value.
+        for name, codes, unit in _REPEATED_ROWS:
+            rows = [row for code in codes for row in item.search_all(code)]
+            put_numbers(p, name, rows, unit, ev_ctx, "projection")
         fluoro_mode = item.search(c.FLUORO_MODE)
         p["fluoro_mode"] = fluoro_mode.code_dict() if fluoro_mode else None
         mammo: dict[str, Any] | None = None
@@ -151,6 +159,16 @@ class XRayIrradiationEvent:
             if lat is not None and mammo["laterality"] is None:
                 ev_ctx.warnings.append("mammo.laterality: unrecognised laterality code")
         return cls(event, p, mammo, ev_ctx.warnings)
+
+
+_REPEATED_ROWS: tuple[tuple[str, tuple[c.Concept, ...], str], ...] = (
+    ("kvp_kv", (c.KVP,), "kv"),
+    ("tube_current_ma", (c.XRAY_TUBE_CURRENT,), "ma"),
+    ("average_tube_current_ma", (c.AVERAGE_XRAY_TUBE_CURRENT,), "ma"),
+    ("exposure_time_ms", (c.EXPOSURE_TIME_CT, c.EXPOSURE_TIME_XRAY), "ms"),
+    ("exposure_uas", (c.EXPOSURE,), "uas"),
+    ("pulse_width_ms", (c.PULSE_WIDTH,), "ms"),
+)
 
 
 _TOTAL_FIELDS: tuple[tuple[str, c.Concept, str], ...] = (
@@ -280,8 +298,37 @@ class ProjectionXRayRadiationDose(DoseReport):
         return report
 
 
+_ADMINISTRATION_TYPE = {"code": "113502", "scheme": "DCM", "meaning": "Radiopharmaceutical Administration",
+                        "concept": "DCM:113502"}
+
+
+def _organ_doses(nodes: list[ContentItem], ctx: Context, path: str) -> list[dict[str, Any]]:
+    """TID 10023 Organ Dose rows: organ (Finding Site), laterality, dose in mGy, reference authority."""
+    out = []
+    for j, node in enumerate(nodes):
+        where = f"{path}.organ_doses[{j}]"
+        site = node.search(c.FINDING_SITE)
+        lat = node.search(c.LATERALITY)
+        lat_code = lat.code_value() if lat else None
+        authority = node.search(c.REFERENCE_AUTHORITY)
+        od: dict[str, Any] = {
+            "organ": site.code_dict() if site else None,
+            "laterality": c.LATERALITY_NAMES.get(lat_code) if lat_code else None,
+            "reference_authority": None,
+        }
+        if authority is not None:
+            od["reference_authority"] = (authority.code_dict() if authority.value_type == "CODE"
+                                         else authority.text(ctx, f"{where}.reference_authority"))
+        put_number(od, "dose_mgy", node.search(c.ORGAN_DOSE), "mgy", ctx, where)
+        if site is None:
+            ctx.warnings.append(f"{where}.organ: no Finding Site")
+        out.append(od)
+    return out
+
+
 class RadiopharmaceuticalRadiationDose(DoseReport):
-    """TID 10021 Radiopharmaceutical Radiation Dose (administration TID 10022)."""
+    """TID 10021 Radiopharmaceutical Radiation Dose: one event per administration (TID 10022),
+    with its organ doses (TID 10023)."""
 
     TEMPLATE = "TID 10021"
 
@@ -289,26 +336,54 @@ class RadiopharmaceuticalRadiationDose(DoseReport):
     def from_root(cls, root: ContentItem, ctx: Context) -> RadiopharmaceuticalRadiationDose:
         report = cls()
         admins = [n for n in root.walk() if n.name == c.RADIOPHARMACEUTICAL_ADMINISTRATION] or [root]
+        # Organ dose containers outside any administration belong to the only one, if there is one.
+        loose = [n for n in root.find_all(c.ORGAN_DOSE_INFORMATION)] if len(admins) == 1 and admins[0] is not root \
+            else []
         items = []
         for i, admin in enumerate(admins):
             path = f"radiopharmaceutical[{i}]"
+            ev_ctx = Context(ctx.encodings, ctx.charset_name)
             agent = admin.search(c.RADIOPHARMACEUTICAL_AGENT)
             nuclide = admin.search(c.RADIONUCLIDE)
             uid = admin.search(c.RADIOPHARMACEUTICAL_ADMINISTRATION_EVENT_UID)
+            route = admin.search(c.ROUTE_OF_ADMINISTRATION)
+            start = admin.search(c.RADIOPHARMACEUTICAL_START)
+            stop = admin.search(c.RADIOPHARMACEUTICAL_STOP)
             data: dict[str, Any] = {
                 "administration_uid": uid.text(ctx, path) if uid else None,
                 "agent": agent.code_dict() if agent else None,
                 "radionuclide": nuclide.code_dict() if nuclide else None,
+                "route": route.code_dict() if route else None,
+                "start": start.text(ctx, f"{path}.start") if start else None,
+                "stop": stop.text(ctx, f"{path}.stop") if stop else None,
             }
             if agent is not None and agent.value_type == "TEXT":
                 data["agent"] = {"code": None, "scheme": None, "meaning": agent.text(ctx, path), "concept": None}
-            put_number(data, "administered_activity_mbq", admin.search(c.ADMINISTERED_ACTIVITY), "mbq", ctx, path)
+            put_number(data, "administered_activity_mbq", admin.search(c.ADMINISTERED_ACTIVITY), "mbq", ev_ctx, path)
             put_number(data, "effective_dose_msv", admin.search(c.EFFECTIVE_DOSE) or root.search(c.EFFECTIVE_DOSE),
-                       "msv", ctx, path)
+                       "msv", ev_ctx, path)
+            data["organ_doses"] = _organ_doses(admin.search_all(c.ORGAN_DOSE_INFORMATION) + loose, ev_ctx, path)
             items.append(data)
+            event = {"uid": data["administration_uid"], "index": i, "protocol": None, "target_region": None,
+                     "type": dict(_ADMINISTRATION_TYPE), "comment": None}
+            report.events.append((event, {"radiopharmaceutical": _deep_copy(data)}, ev_ctx.warnings))
+            ctx.warnings.extend(ev_ctx.warnings)
         report.totals = {"event_count": len(admins)}
         report.extra = {"radiopharmaceutical": items[0], "radiopharmaceutical_administrations": items}
         return report
+
+
+def _deep_copy(data: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a JSON-like dict, so an event and the summary never share mutable parts."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            out[key] = _deep_copy(value)
+        elif isinstance(value, list):
+            out[key] = [_deep_copy(v) if isinstance(v, dict) else v for v in value]
+        else:
+            out[key] = value
+    return out
 
 
 #: Document template readers, by template identifier (PS3.16).

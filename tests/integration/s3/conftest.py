@@ -1,4 +1,5 @@
-"""Fixtures: one private SeaweedFS S3 server per test session, a fresh bucket per test."""
+"""Fixtures: one private SeaweedFS S3 server per test session, a fresh bucket per test, its credentials in
+the environment (``aws_env``)."""
 
 from __future__ import annotations
 
@@ -26,3 +27,10 @@ def seaweedfs() -> Iterator[SeaweedFSServer]:
 def bucket(seaweedfs: SeaweedFSServer) -> str:
     """A new, empty bucket on the session's SeaweedFS."""
     return seaweedfs.create_bucket(f"copydicom-test-{next(_counter)}")
+
+
+@pytest.fixture
+def aws_env(seaweedfs: SeaweedFSServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The session server's credentials in ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY``."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", seaweedfs.access_key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", seaweedfs.secret_key)

@@ -22,17 +22,6 @@ def orthanc() -> Iterator[OrthancServer]:
         yield server
 
 
-@pytest.fixture
-def aws_env(seaweedfs: SeaweedFSServer, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", seaweedfs.access_key)
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", seaweedfs.secret_key)
-
-
-def _keys(seaweedfs: SeaweedFSServer, bucket: str) -> list[str]:
-    pages = seaweedfs.client().get_paginator("list_objects_v2").paginate(Bucket=bucket)
-    return sorted(obj["Key"] for page in pages for obj in page.get("Contents", []))
-
-
 def test_replicate_to_s3_then_restore_into_orthanc(
     seaweedfs: SeaweedFSServer, bucket: str, orthanc: OrthancServer, aws_env: None, tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
@@ -44,7 +33,7 @@ def test_replicate_to_s3_then_restore_into_orthanc(
         state = str(tmp_path / "state.db")
         assert main(["replicate", "--src", source.url_with_credentials, "--dest", url, "--state", state]) == 0
         assert capsys.readouterr().out.strip().startswith("replicated=12 skipped_existing=0 quarantined=0 failed=0")
-    keys = _keys(seaweedfs, bucket)
+    keys = seaweedfs.keys(bucket)
     assert len(keys) == 12 and all(k.startswith("arch/") and k.endswith(".dcm") for k in keys)
 
     assert main(["restore", url, "--dest", orthanc.url_with_credentials, "--state", state]) == 0
@@ -105,5 +94,5 @@ def test_import_a_folder_to_s3_and_orthanc(
     captured = capsys.readouterr()
     assert captured.out.startswith("replicated=4 skipped_existing=0 quarantined=0 failed=0")
     assert "skipped 2 non-DICOM file(s)" in captured.err
-    assert len(_keys(seaweedfs, bucket)) == 4
+    assert len(seaweedfs.keys(bucket)) == 4
     assert len(orthanc.instance_ids()) == 4

@@ -141,10 +141,8 @@ def test_unreachable_endpoint_is_retryable(seaweedfs: SeaweedFSServer, bucket: s
 
 
 def test_url_config_with_credentials_from_the_environment(
-    seaweedfs: SeaweedFSServer, bucket: str, monkeypatch: pytest.MonkeyPatch
+    seaweedfs: SeaweedFSServer, bucket: str, aws_env: None
 ) -> None:
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", seaweedfs.access_key)
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", seaweedfs.secret_key)
     dest = S3Destination(S3Config.from_url(seaweedfs.url(bucket, "ct/")))
     instance = _instance(33)
     assert dest.store(instance) == "stored"

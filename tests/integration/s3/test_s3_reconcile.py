@@ -21,17 +21,6 @@ def source() -> Iterator[OrthancServer]:
         yield server
 
 
-@pytest.fixture
-def aws_env(seaweedfs: SeaweedFSServer, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", seaweedfs.access_key)
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", seaweedfs.secret_key)
-
-
-def _keys(seaweedfs: SeaweedFSServer, bucket: str) -> list[str]:
-    pages = seaweedfs.client().get_paginator("list_objects_v2").paginate(Bucket=bucket)
-    return sorted(obj["Key"] for page in pages for obj in page.get("Contents", []))
-
-
 def _last(capsys: pytest.CaptureFixture[str]) -> str:
     return capsys.readouterr().out.strip().splitlines()[-1]
 
@@ -45,7 +34,7 @@ def test_missing_object_restored_corrupt_object_found_by_verify_and_deletions(
     args = ["--src", source.url_with_credentials, "--dest", url, "--state", str(tmp_path / "state.db")]
     assert main(["replicate", *args]) == 0
     capsys.readouterr()
-    keys = _keys(seaweedfs, bucket)
+    keys = seaweedfs.keys(bucket)
     assert len(keys) == 10
     assert main(["reconcile", *args]) == 0
     assert _last(capsys).startswith("missing=0 repaired=0 extra=0 deleted=0 mismatched=0 ")
@@ -54,7 +43,7 @@ def test_missing_object_restored_corrupt_object_found_by_verify_and_deletions(
     client.delete_object(Bucket=bucket, Key=keys[0])
     assert main(["reconcile", *args]) == 0
     assert _last(capsys).startswith("missing=1 repaired=1 ")
-    assert _keys(seaweedfs, bucket) == keys
+    assert seaweedfs.keys(bucket) == keys
 
     # a corrupt object sits at a key: it "exists", so only --verify finds it
     client.put_object(Bucket=bucket, Key=keys[1], Body=b"DICM" + b"\0" * 200)
@@ -65,7 +54,7 @@ def test_missing_object_restored_corrupt_object_found_by_verify_and_deletions(
 
     # an instance deleted at the source: reported, then propagated (DeleteObject)
     first = source.get("/instances")[0]
-    source_keys = set(_keys(seaweedfs, bucket))
+    source_keys = set(seaweedfs.keys(bucket))
     import requests
 
     requests.delete(f"{source.url}/instances/{first}", auth=source.auth, timeout=30).raise_for_status()
@@ -73,7 +62,7 @@ def test_missing_object_restored_corrupt_object_found_by_verify_and_deletions(
     assert _last(capsys).startswith("missing=0 repaired=0 extra=1 deleted=0 ")
     assert main(["reconcile", *args, "--deletions", "propagate"]) == 0
     assert _last(capsys).startswith("missing=0 repaired=0 extra=1 deleted=1 ")
-    assert len(set(_keys(seaweedfs, bucket))) == len(source_keys) - 1
+    assert len(set(seaweedfs.keys(bucket))) == len(source_keys) - 1
 
 
 def test_verify_with_resend_overwrites_the_corrupt_object(
@@ -98,7 +87,7 @@ def test_verify_with_resend_overwrites_the_corrupt_object(
     }))
     assert main(["replicate", "--config", str(config), "--src", "src", "--dest", "bucket"]) == 0
     capsys.readouterr()
-    keys = _keys(seaweedfs, bucket)
+    keys = seaweedfs.keys(bucket)
     client = seaweedfs.client()
     original = client.get_object(Bucket=bucket, Key=keys[2])["Body"].read()
     client.put_object(Bucket=bucket, Key=keys[2], Body=original[:-10])  # truncated copy, no recorded SHA-256

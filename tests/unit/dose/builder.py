@@ -332,6 +332,48 @@ def rrdsr(activity: str = "370", unit: str = "MBq", effective: str | None = "7.0
     return _document(RRD_ROOT, RRDSR_SOP, [container(ADMIN, admin_children)], "10021")
 
 
+ORGAN_DOSE_INFO = ("113517", DCM, "Organ Dose Information")
+ORGAN_DOSE = ("113518", DCM, "Organ Dose")
+FINDING_SITE_SRT = ("G-C0E3", "SRT", "Finding Site")
+BLADDER = ("89837001", "SCT", "Urinary bladder")
+KIDNEY = ("64033007", "SCT", "Kidney")
+REFERENCE_AUTHORITY = ("121406", DCM, "Reference Authority")
+ICRP_106 = ("113523", DCM, "ICRP Publication 106")
+START = ("123003", DCM, "Radiopharmaceutical Start DateTime")
+EXPOSURE_TIME_RETIRED = ("113735", DCM, "Exposure Time")
+EXPOSURE_TIME_CURRENT = ("113824", DCM, "Exposure Time")
+MA = ("113734", DCM, "X-Ray Tube Current")
+
+
+def datetime_item(concept: Code, value: str) -> Dataset:
+    ds = item(concept, "DATETIME")
+    ds.DateTime = value
+    return ds
+
+
+def organ_dose(organ: Code, dose: str, unit: str = "mGy", laterality: Code | None = None) -> Dataset:
+    children = [coded(FINDING_SITE_SRT, organ)]
+    if laterality is not None:
+        children.append(coded(LATERALITY_SCT, laterality))
+    children += [num(ORGAN_DOSE, dose, unit), coded(REFERENCE_AUTHORITY, ICRP_106)]
+    return container(ORGAN_DOSE_INFO, children)
+
+
+def administration(uid: str, activity: str, organs: Sequence[Dataset] = (), effective: str | None = None,
+                   start: str | None = None) -> Dataset:
+    children = [coded(AGENT, FDG), coded(RADIONUCLIDE, F18), uidref(ADMIN_UID, uid), num(ACTIVITY, activity, "MBq")]
+    if start is not None:
+        children.append(datetime_item(START, start))
+    if effective is not None:
+        children.append(num(EFFECTIVE_DOSE, effective, "mSv"))
+    children += list(organs)
+    return container(ADMIN, children)
+
+
+def rrdsr_multi(admins: Sequence[Dataset]) -> Dataset:
+    return _document(RRD_ROOT, RRDSR_SOP, list(admins), "10021")
+
+
 def dose_screen(description: str = "Dose Report", sop_class: str = SC_SOP) -> Dataset:
     ds = Dataset()
     ds.SOPClassUID = sop_class

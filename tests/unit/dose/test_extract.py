@@ -303,8 +303,8 @@ def test_unknown_unit_warns_and_keeps_raw() -> None:
 
 def test_radiopharmaceutical_report() -> None:
     docs = extract_dose(b.rrdsr(activity="10", unit="mCi"))
-    assert len(docs) == 1
-    s = docs[0]
+    assert [d["doc_type"] for d in docs] == ["irradiation_event", "dose_summary"]  # one event per administration
+    s = docs[-1]
     assert s["report"]["template"] == "TID 10021"
     rp = s["radiopharmaceutical"]
     assert rp["agent"] == {"code": "C-B1031", "scheme": "SRT", "meaning": "Fluorodeoxyglucose F^18^",

@@ -1,0 +1,116 @@
+"""DICOMweb endpoints (PS3.18): QIDO-RS and WADO-RS as a source, STOW-RS as a destination.
+
+URL forms: ``dicomweb+https://user:pass@host/dicom-web`` and ``dicomweb+http://...``
+(options as a query: ``?mode=metadata``, ``?retrieve=instance``); in the
+configuration ``type: dicomweb`` with ``url``, ``user`` + ``password`` (basic)
+or ``token`` (bearer), each secret also as ``${ENV}`` or ``*_file``, and
+``ca_bundle``.  This module stays light: the factories import the client.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from copydicom.endpoints.dicomweb._config import SCHEMES, DicomwebConfig
+from copydicom.registry import BuildContext, EndpointType
+
+if TYPE_CHECKING:
+    from copydicom.endpoints.dicomweb._destination import StowDestination
+    from copydicom.endpoints.dicomweb._source import DicomwebSource
+
+
+def _filter_keywords(options: Mapping[str, Any]) -> list[str]:
+    value = options.get("filter")
+    if value is None:
+        return []
+    keywords = getattr(value, "keywords", None)
+    if keywords is None:
+        from copydicom.stages.filters import parse_filter
+
+        keywords = parse_filter(value).keywords
+    return sorted(keywords)
+
+
+def _poll_window(options: Mapping[str, Any]) -> float:
+    trigger = options.get("trigger") or {}
+    qido = trigger.get("qido") if isinstance(trigger, Mapping) else getattr(trigger, "qido", None)
+    window = getattr(qido, "window", None) if qido is not None and not isinstance(qido, Mapping) else (qido or {}).get("window")
+    if window is None:
+        return 7200.0
+    if isinstance(window, (int, float)):
+        return float(window)
+    return parse_duration(str(window), where="trigger.qido.window")
+
+
+def parse_duration(text: str, *, where: str) -> float:
+    """``30s``, ``5m``, ``2h``, ``1d`` -> seconds (the project's duration form)."""
+    from copydicom.errors import ConfigError
+
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    text = text.strip()
+    try:
+        value = float(text[:-1])
+        unit = units[text[-1]]
+    except (ValueError, KeyError, IndexError):
+        raise ConfigError(f"{where}: expected a duration like 30s, 5m, 2h, got {text!r}") from None
+    if value <= 0:
+        raise ConfigError(f"{where}: must be > 0")
+    return value * unit
+
+
+def make_source(config: DicomwebConfig, ctx: BuildContext) -> DicomwebSource:
+    """The source; route options: ``filter`` (attributes to list), ``trigger`` (the QIDO window),
+    ``index_only`` (no image destination: headers from ``/metadata``, no pixel download)."""
+    from pathlib import Path
+
+    from copydicom.endpoints.dicomweb._client import DicomwebClient
+    from copydicom.endpoints.dicomweb._source import DicomwebSource
+
+    update: dict[str, Any] = {}
+    if ctx.options.get("index_only") and config.mode != "metadata":
+        update["mode"] = "metadata"
+    if config.spool_dir is None and isinstance(ctx.state, (str, Path)):
+        folder = Path(ctx.state).parent  # series retrievals spool beside the state (not a tmpfs /tmp)
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        update["spool_dir"] = str(folder)
+    if update:
+        config = config.model_copy(update=update)
+    client = DicomwebClient(config, pool_size=ctx.pool_size, side="source")
+    return DicomwebSource(client, include=_filter_keywords(ctx.options), poll_window=_poll_window(ctx.options))
+
+
+def make_destination(config: DicomwebConfig, ctx: BuildContext) -> StowDestination:
+    from copydicom.endpoints.dicomweb._client import DicomwebClient
+    from copydicom.endpoints.dicomweb._destination import StowDestination
+
+    client = DicomwebClient(config, pool_size=ctx.pool_size, side="destination")
+    return StowDestination(client, concurrency=max(1, ctx.pool_size - 2))
+
+
+def probe(config: DicomwebConfig) -> None:
+    """One QIDO-RS study search (``limit=1``), short timeouts, no retries (health checks, ``check-config``)."""
+    from copydicom.endpoints.dicomweb._client import DicomwebClient
+
+    quick = config.model_copy(
+        update={"retries": 0, "connect_timeout": min(config.connect_timeout, 2.0), "read_timeout": 5.0}
+    )
+    client = DicomwebClient(quick, pool_size=1)
+    try:
+        client.ping()
+    finally:
+        client.close()
+
+
+ENDPOINT: EndpointType[DicomwebConfig] = EndpointType(
+    name="dicomweb",
+    description="DICOMweb server (QIDO-RS/WADO-RS source, STOW-RS destination; dcm4chee, Orthanc, cloud PACS)",
+    schemes=SCHEMES,
+    config=DicomwebConfig,
+    source=make_source,
+    destination=make_destination,
+    by_identity=True,
+    probe=probe,
+)
+
+__all__ = ["ENDPOINT", "DicomwebConfig", "make_destination", "make_source", "parse_duration", "probe"]
