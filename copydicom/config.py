@@ -65,7 +65,9 @@ class Trigger:
     ``qido``: poll a DICOMweb source every ``poll_seconds`` for the studies whose
     StudyDate falls in the last ``window_seconds`` (the source's RouteDriver);
     ``cron``: run ``query`` against ``index`` on a cron schedule (conditional
-    replication); ``manual``: only from the command line.
+    replication); ``manual``: only from the command line; ``driven``: the
+    source drives the route (a DIMSE listener), its runner polled every
+    ``poll_seconds``.
     """
 
     kind: str = "changes"
@@ -238,7 +240,7 @@ def _load_profiles(data: Any, where: str) -> dict[str, Any]:
 
 
 #: Keys whose values are file paths: relative ones are taken relative to the config file.
-_PATH_KEYS = ("ca_bundle", "path", "csv")
+_PATH_KEYS = ("ca_bundle", "path", "csv", "spool", "cert", "key", "ca")
 
 
 def _anchor_paths(value: Any, base: Path) -> Any:
@@ -309,12 +311,21 @@ def validate_route(
     profile: str | None = body.get("profile")
     if profile is not None and profile not in profiles:
         raise ConfigError(f"{where}.profile: no profile {profile!r} under profiles:")
-    trigger = _trigger(body.get("trigger"), f"{where}.trigger")
-    polls = types[str(source)] == "dicomweb"  # QIDO-RS is DICOMweb's: its source is the poller (RouteDriver)
-    if trigger.kind == "qido" and not polls:
-        raise ConfigError(f"{where}.trigger.qido: needs a dicomweb source")
-    if trigger.kind == "changes" and polls and body.get("trigger") is None:
-        trigger = Trigger("qido", 60.0)  # a DICOMweb route without a trigger polls QIDO-RS every minute
+    if registry.get(types[str(source)]).drives:
+        # A listener receives pushes and drives its route (model.RouteDriver): no trigger.
+        if body.get("trigger") is not None:
+            raise ConfigError(
+                f"{where}.trigger: the source {source!r} (type {types[str(source)]}) receives pushes and drives "
+                "its route itself: no trigger (run it with copydicom run or copydicom listen)"
+            )
+        trigger = Trigger(kind="driven", poll_seconds=1.0)
+    else:
+        trigger = _trigger(body.get("trigger"), f"{where}.trigger")
+        polls = types[str(source)] == "dicomweb"  # QIDO-RS is DICOMweb's: its source is the poller (RouteDriver)
+        if trigger.kind == "qido" and not polls:
+            raise ConfigError(f"{where}.trigger.qido: needs a dicomweb source")
+        if trigger.kind == "changes" and polls and body.get("trigger") is None:
+            trigger = Trigger("qido", 60.0)  # a DICOMweb route without a trigger polls QIDO-RS every minute
     if trigger.kind == "changes" and not registry.get(types[str(source)]).feeds:
         raise ConfigError(
             f"{where}.trigger: the source {source!r} (type {types[str(source)]}) has no change feed; "

@@ -85,7 +85,8 @@ class RouteState:
 
     route: Route
     runtime: RouteRuntime | None = None
-    #: A ChangesRunner, or the runner of a source that drives its route (RouteDriver: the QIDO poller).
+    #: A ChangesRunner, or the runner of a source that drives its route (RouteDriver: the QIDO poller,
+    #: a DIMSE listener's spool).
     runner: Any = None
     last_success: float | None = None
     last_error: str = ""
@@ -114,7 +115,7 @@ class RouteState:
 
     @property
     def poll_seconds(self) -> float | None:
-        return self.route.trigger.poll_seconds if self.route.trigger.kind in ("changes", "qido") else None
+        return self.route.trigger.poll_seconds if self.route.trigger.kind in ("changes", "qido", "driven") else None
 
     @property
     def waiting_for_window(self) -> float | None:
@@ -167,6 +168,22 @@ class Daemon:
                     id=route.name, next_run_time=_now(),
                 )
                 reconcile_hooks.schedule(self, state)
+            elif route.trigger.kind == "driven":
+                # The source drives the route (a DIMSE listener): its runner starts it, then is polled.
+                state.runtime = build_route(route, self.config, self.ledger, background_index=True, on_outcome=on_outcome)
+                driver = state.runtime.source
+                if not isinstance(driver, RouteDriver):
+                    raise ConfigError(f"route {route.name}: the source {route.source} does not drive its route")
+                state.runner = driver.runner(route.name, state.runtime.pipeline, self.ledger)
+                if self.observability is not None and route.source in self.config.endpoint_types and \
+                        self.config.endpoint_types[route.source] == "dimse_listener":
+                    from copydicom.endpoints.dimse import metrics as dimse_metrics
+
+                    dimse_metrics.register(self.observability.metrics.registry)
+                self.scheduler.add_job(
+                    self._poll, "interval", args=[route.name], seconds=route.trigger.poll_seconds,
+                    id=route.name, next_run_time=_now(),
+                )
             elif route.trigger.kind == "qido":
                 state.runtime = build_route(route, self.config, self.ledger, background_index=True, on_outcome=on_outcome)
                 driver = state.runtime.source
@@ -223,7 +240,7 @@ class Daemon:
     # -- jobs ---------------------------------------------------------------------------
 
     def _poll(self, name: str) -> None:
-        """A changes route's job: read the feed from the checkpoint to its end."""
+        """A changes route's job: read the feed from the checkpoint to its end (a driven route's: its runner's poll)."""
         state = self.routes[name]
         if self.stopping.is_set() or time.monotonic() < state.backoff_until:
             return

@@ -173,6 +173,10 @@ class EndpointType(Generic[_C]):
         The pip extra it needs (``copydicom[s3]``), or ``None``.
     requires
         Import names of that extra's packages, checked by :meth:`installed`.
+    drives
+        Its source drives its route itself (:class:`~copydicom.model.RouteDriver`,
+        e.g. a DIMSE listener): a route from it takes no trigger, and the daemon
+        calls its runner.
     """
 
     name: str
@@ -187,6 +191,7 @@ class EndpointType(Generic[_C]):
     requires: tuple[str, ...] = ()
     feeds: bool = False
     probe: Callable[[_C], None] | None = None
+    drives: bool = False
 
     def from_mapping(self, name: str, data: Mapping[str, Any], *, where: str) -> _C:
         """Validate one ``endpoints:`` entry into this type's config (extra checked first)."""

@@ -35,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
         conditional_cmds,
         deid_cmds,
         demo_cmds,
+        dimse_cmds,
         dose_cmds,
         endpoints_cmds,
         console_cmds,
@@ -46,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     for module in (replicate_cmds, demo_cmds, dose_cmds, deid_cmds, s3_cmds, index_cmds, conditional_cmds,
-                   endpoints_cmds, state_cmds, reconcile_cmds, console_cmds):
+                   endpoints_cmds, state_cmds, reconcile_cmds, console_cmds, dimse_cmds):
         module.register(subparsers)
     return parser
 

@@ -93,12 +93,25 @@ def drain_indexes(destinations: Iterable[Any], timeout: float) -> int:
     return left
 
 
+def _date(value: str) -> str:
+    """A ``YYYY-MM-DD`` command-line date."""
+    import datetime as dt
+
+    try:
+        dt.date.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r}: dates are written YYYY-MM-DD") from None
+    return value
+
+
 def cmd_replicate(args: argparse.Namespace) -> int:
     config = _load(args)
     route, app = _oneshot_route(args, config)
     ledger = Ledger(app.state)
     progress = make_progress(args)
-    runtime = build_route(route, app, ledger, on_outcome=progress, dry_run=args.dry_run, key_file=args.key_file)
+    dates = {k: v for k in ("since", "until") if (v := getattr(args, k, None))}  # replicate-tags has neither
+    runtime = build_route(route, app, ledger, on_outcome=progress, dry_run=args.dry_run, key_file=args.key_file,
+                          source_options=dates)
     progress.set_total(listing_total(args, runtime.source))
     summary = Summary()
     try:
@@ -150,7 +163,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
             if trigger.kind == "changes"
             else f"QIDO-RS every {trigger.poll_seconds:g} s over the last {trigger.window_seconds / 3600:g} h of StudyDate"
             if trigger.kind == "qido"
-            else f"cron '{trigger.cron}'" if trigger.kind == "cron" else "manual"
+            else f"cron '{trigger.cron}'" if trigger.kind == "cron"
+            else "driven by its source (receives pushes)" if trigger.kind == "driven" else "manual"
         )
         if route.filter is not None or route.window or route.max_rate:
             when += (f" | filter {'yes' if route.filter is not None else '-'}, window {route.window or '-'}, "
@@ -276,6 +290,8 @@ def cmd_status(args: argparse.Namespace) -> int:
                 "reason": reset.reason, "checkpoint": reset.checkpoint, "source_last": reset.source_last,
                 "detected": reset.detected,
             }
+            if name in routes and config is not None and routes[name].trigger.kind == "driven":
+                row["receive"] = _driver_status(config, routes[name])
             row["counts"] = counts.get(name, {})
             dests = per_destination.get(name, {})
             row["images"] = {d: {k: v for k, v in c.items() if k != "kind"} for d, c in dests.items()
@@ -307,6 +323,19 @@ def _counts_text(c: dict[str, int]) -> str:
     return f"stored {c.get('stored', 0)}, already present {c.get('existing', 0)}"
 
 
+def _driver_status(config: AppConfig, route: Route) -> dict[str, Any]:
+    """What a driving source reports without running (a listener's spool depth and oldest entry)."""
+    source_type = registry.get(config.endpoint_types[route.source])
+    if source_type.source is None or not source_type.installed():
+        return {}
+    source = source_type.source(config.endpoints[route.source], registry.BuildContext())
+    try:
+        status = getattr(source, "status", None)
+        return dict(status()) if callable(status) else {}
+    finally:
+        source.close()
+
+
 def _status_lines(state: Path, report: list[dict[str, Any]], extras: dict[str, Any]) -> Iterator[str]:
     """The text of ``status`` (every line is passed through :func:`mask_secrets` by the caller)."""
     yield f"state: {state}"
@@ -320,6 +349,11 @@ def _status_lines(state: Path, report: list[dict[str, Any]], extras: dict[str, A
         yield line
         if row.get("feed_reset"):
             yield f"  FEED RESET: {row['feed_reset']['reason']}; checkpoint held, nothing sent from the feed"
+        receive = row.get("receive")
+        if receive:
+            oldest = receive.get("spool_oldest_seconds")
+            yield (f"  receive spool: {receive.get('spool_depth', 0)} waiting"
+                   + ("" if oldest is None else f", oldest {oldest:.0f}s"))
         c = row["counts"]
         yield (
             f"  instances: stored: {c.get('stored', 0)}   already present: {c.get('existing', 0)}   "
@@ -452,6 +486,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--dry-run", action="store_true", help="decide what would be sent; send nothing")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress display (the summary line stays)")
     add_index_timeout(p)
+    p.add_argument("--since", type=_date, help="sources listed by study date (a DICOM node): first day, YYYY-MM-DD")
+    p.add_argument("--until", type=_date, help="... last day, YYYY-MM-DD (default today)")
     p.set_defaults(func=cmd_replicate)
 
     p = subparsers.add_parser("run", help="run the daemon: every configured route on its schedule")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from copydicom.endpoints.dimse import DIMSE, LISTENER
 from copydicom.endpoints.dicomweb import ENDPOINT as DICOMWEB
 from copydicom.endpoints.elasticsearch import ENDPOINT as ELASTICSEARCH
 from copydicom.endpoints.folder import ENDPOINT as FOLDER
@@ -19,4 +20,4 @@ from copydicom.endpoints.splunk import ENDPOINT as SPLUNK
 from copydicom.endpoints.sqlite import ENDPOINT as SQLITE
 from copydicom.registry import EndpointType
 
-BUILTIN: tuple[EndpointType[Any], ...] = (ORTHANC, S3, SQLITE, ELASTICSEARCH, SPLUNK, FOLDER, DICOMWEB)
+BUILTIN: tuple[EndpointType[Any], ...] = (ORTHANC, S3, SQLITE, ELASTICSEARCH, SPLUNK, FOLDER, DICOMWEB, DIMSE, LISTENER)

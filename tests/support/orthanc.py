@@ -71,6 +71,9 @@ class OrthancServer:
         HTTP basic-auth credentials that the server requires.
     peers
         ``{name: url}`` of other Orthanc servers, for ``/peers/{name}/store``.
+    modalities
+        ``{name: (AET, host, port)}`` of DICOM nodes, for ``/modalities/{name}/store``
+        (``DicomModalities``).
     dicomweb
         Load the DICOMweb plugin (QIDO-RS, WADO-RS, STOW-RS under ``/dicom-web``).
     extra
@@ -82,6 +85,7 @@ class OrthancServer:
     user: str = "orthanc"
     password: str = "orthanc"
     peers: dict[str, str] = field(default_factory=dict)
+    modalities: dict[str, tuple[str, str, int]] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
     dicomweb: bool = False
     http_port: int = 0
@@ -130,6 +134,7 @@ class OrthancServer:
                 peer: {"Url": url, "Username": self.user, "Password": self.password}
                 for peer, url in self.peers.items()
             },
+            "DicomModalities": {name: list(node) for name, node in self.modalities.items()},
             "StableAge": 2,
             "OverwriteInstances": False,
         }

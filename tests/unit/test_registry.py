@@ -156,13 +156,15 @@ def test_builtin_types(capsys: pytest.CaptureFixture[str]) -> None:
         "elasticsearch": (["es+http", "es+https"], ["index"]),
         "splunk": (["splunk+http", "splunk+https"], ["index"]),
         "folder": (["file"], ["source"]),
+        "dimse": (["dicom"], ["source", "destination"]),
+        "dimse_listener": ([], ["source"]),
         "dicomweb": (["dicomweb+http", "dicomweb+https"], ["source", "destination"]),
     }
     assert rows["s3"]["by_identity"] and rows["orthanc"]["change_feed"] and not rows["folder"]["change_feed"]
     assert main(["endpoints"]) == 0
     table = capsys.readouterr().out.splitlines()
     assert table[0].split() == ["TYPE", "SCHEMES", "ROLES", "EXTRA"]
-    assert len(table) == 8
+    assert len(table) == 10
 
 
 def test_scheme_and_name_taken_once(toy: EndpointType[ToyConfig]) -> None:

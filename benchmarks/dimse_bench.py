@@ -1,0 +1,267 @@
+#!/usr/bin/env python3
+"""DIMSE benchmark: the C-STORE receiver and the C-STORE destination, each next to its reference.
+
+Everything runs on loopback in one run, on the same synthetic CT instances
+(512x512, 16-bit, about 0.5 MB each):
+
+(a) receiving, pushed by dcmtk ``storescu`` (one association, ``TCP_NODELAY=1``):
+    1. ``storescu`` -> ``storescp --fork`` writing files, no fsync: the receiving ceiling;
+    2. ``storescu`` -> ``copydicom listen`` (fsync per instance and directory) -> Orthanc:
+       the push time and the end-to-end time (until Orthanc holds all and the spool is empty);
+    3. the same with ``fsync: false``, so the cost of durability is visible.
+(b) sending the same instances, held by a source Orthanc, to the same peer:
+    1. Orthanc's own job ``POST /modalities/{m}/store`` (synchronous);
+    2. copydicom's C-STORE destination behind the pipeline (Orthanc source, 4 workers,
+       one association per worker), in a child process;
+    each to Orthanc's DICOM port and to ``storescp --fork``.
+
+Peak RSS is each copydicom process's own ``VmHWM``.
+
+Usage::
+
+    python benchmarks/dimse_bench.py --n 200 [--rows 512] [--workers 4] [--own-spool-fs]
+
+``--own-spool-fs`` (root) adds a run with the spool on a loop-mounted ext4 of its own: on one ext4 the
+spool's fsync also commits the data Orthanc is writing, which a real deployment (destination elsewhere)
+does not pay.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import requests  # noqa: E402
+
+from tests.support.dcmtk import StoreSCP, dcmtk_env, need  # noqa: E402
+from tests.support.listen import ListenProcess, listener_config  # noqa: E402
+from tests.support.orthanc import OrthancServer, free_port  # noqa: E402
+from tests.support.synthetic import ct_study_files  # noqa: E402
+
+
+def vm_hwm_kb(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def push(port: int, files: list[Path], called: str) -> float:
+    """Seconds for storescu to push ``files`` in one association."""
+    args = [need("storescu"), "-aet", "STORESCU", "-aec", called, "-R", "127.0.0.1", str(port)]
+    started = time.perf_counter()
+    done = subprocess.run(args + [str(f) for f in files], env=dcmtk_env(), capture_output=True, text=True)
+    seconds = time.perf_counter() - started
+    if done.returncode != 0:
+        raise SystemExit(f"storescu failed: {done.stderr[-500:]}")
+    return seconds
+
+
+def wait(condition, what: str, timeout: float = 900) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def receive_ceiling(files: list[Path], work: Path) -> float:
+    with StoreSCP(aet="CEILING", fork=True, folder=work / "ceiling") as scp:
+        seconds = push(scp.port, files, "CEILING")
+        wait(lambda: len(scp.files()) == len(files), "storescp files")
+    shutil.rmtree(work / "ceiling", ignore_errors=True)
+    return seconds
+
+
+class OwnFilesystem:
+    """A loop-mounted ext4 of its own (root only), so that the spool's fsyncs do not also flush what
+    Orthanc writes on the same ext4 journal (data=ordered commits the whole journal on fsync)."""
+
+    def __init__(self, work: Path, size: str = "1G") -> None:
+        self.image = work / "spool.img"
+        self.mount = work / "spoolfs"
+
+    def __enter__(self) -> Path:
+        self.mount.mkdir()
+        subprocess.run(["truncate", "-s", "1G", str(self.image)], check=True)
+        subprocess.run(["mkfs.ext4", "-q", "-F", str(self.image)], check=True)
+        subprocess.run(["mount", "-o", "loop", str(self.image), str(self.mount)], check=True)
+        return self.mount
+
+    def __exit__(self, *exc: object) -> None:
+        subprocess.run(["umount", str(self.mount)], check=False)
+        self.image.unlink(missing_ok=True)
+
+
+def receive_copydicom(files: list[Path], work: Path, dest: OrthancServer, *, fsync: bool,
+                      workers: int, spool: Path | None = None) -> tuple[float, float, int]:
+    """(push seconds, end-to-end seconds, listener peak RSS kB)."""
+    dest.clear()
+    port = free_port()
+    folder = work / f"listen-fsync-{fsync}-{'own' if spool else 'shared'}"
+    spool = spool or folder / "spool"
+    config = listener_config(folder, port=port, allowed_calling=["STORESCU"], fsync=fsync, spool=str(spool),
+                             destinations={"dest": {"type": "orthanc", "url": dest.url, "user": dest.user,
+                                                    "password": dest.password}})
+    text = config.read_text().replace("workers: 4", f"workers: {workers}")
+    config.write_text(text)
+    listener = ListenProcess(config, port).start()
+    assert listener.process is not None
+    pid = listener.process.pid
+    try:
+        started = time.perf_counter()
+        pushed = push(port, files, "COPYDICOM")
+        peak = vm_hwm_kb(pid)
+
+        def done() -> bool:
+            nonlocal peak
+            peak = max(peak, vm_hwm_kb(pid))
+            return int(dest.statistics()["CountInstances"]) == len(files) and not list(spool.glob("*.dcm"))
+
+        wait(done, "delivery to Orthanc")
+        end_to_end = time.perf_counter() - started
+    finally:
+        listener.stop()
+    return pushed, end_to_end, peak
+
+
+_CHILD = """
+import sys, time, json
+from pathlib import Path
+sys.path.insert(0, {root!r})
+from copydicom.clients.orthanc import OrthancClient, OrthancConfig
+from copydicom.endpoints.dimse import DimseConfig
+from copydicom.endpoints.dimse.scu import DimseDestination
+from copydicom.ledger import Ledger
+from copydicom.pipeline import Pipeline
+from copydicom.sources.orthanc import OrthancSource
+cfg = OrthancConfig.from_url({src!r})
+from dataclasses import replace
+cfg = replace(cfg, user={user!r}, password={password!r})
+source = OrthancSource(OrthancClient(cfg, pool_size={workers} + 2, side="source"))
+dest = DimseDestination(DimseConfig.from_url({dest!r}, name="peer"))
+ledger = Ledger({state!r})
+pipeline = Pipeline("bench", source, [], [dest], ledger, quarantine_dir=Path({state!r}).parent / "q", workers={workers})
+started = time.perf_counter()
+summary = pipeline.run(source.all_instances())
+seconds = time.perf_counter() - started
+pipeline.close(); dest.close()
+print(json.dumps({{"seconds": seconds, "stored": summary.counts["stored"], "associations": dest.associations,
+                  "line": summary.line()}}))
+"""
+
+
+def send_copydicom(src: OrthancServer, dest_url: str, work: Path, workers: int, tag: str) -> tuple[float, int, dict]:  # type: ignore[type-arg]
+    import json
+
+    state = work / f"send-{tag}" / "state.db"
+    state.parent.mkdir(parents=True, exist_ok=True)
+    code = _CHILD.format(root=str(ROOT), src=src.url, user=src.user, password=src.password, dest=dest_url,
+                         state=str(state), workers=workers)
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    peak = 0
+    while proc.poll() is None:
+        peak = max(peak, vm_hwm_kb(proc.pid))
+        time.sleep(0.02)
+    out, err = proc.communicate()
+    if proc.returncode != 0:
+        raise SystemExit(f"copydicom send failed: {err[-800:]}")
+    result = json.loads(out.strip().splitlines()[-1])
+    return float(result["seconds"]), peak, result
+
+
+def send_orthanc(src: OrthancServer, modality: str, ids: list[str]) -> float:
+    started = time.perf_counter()
+    reply = requests.post(f"{src.url}/modalities/{modality}/store", json={"Resources": ids, "Synchronous": True},
+                          auth=src.auth, timeout=3600)
+    seconds = time.perf_counter() - started
+    if not reply.ok:
+        raise SystemExit(f"Orthanc store job failed: {reply.status_code} {reply.text[:300]}")
+    return seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=200)
+    parser.add_argument("--rows", type=int, default=512)
+    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--keep", action="store_true")
+    parser.add_argument("--own-spool-fs", action="store_true",
+                        help="also run with the spool on a loop-mounted ext4 of its own (needs root)")
+    opts = parser.parse_args()
+    n = opts.n
+    work = Path(tempfile.mkdtemp(prefix="copydicom-dimse-bench-"))
+    files = []
+    (work / "in").mkdir()
+    for i, data in enumerate(ct_study_files(n, series_per_study=4, rows=opts.rows, cols=opts.rows, seed="bench")):
+        path = work / "in" / f"{i:05d}.dcm"
+        path.write_bytes(data)
+        files.append(path)
+    size_mb = sum(f.stat().st_size for f in files) / 1e6
+    print(f"dimse benchmark: {n} instances, {size_mb:.0f} MB, {opts.workers} workers, "
+          f"{os.cpu_count()} cores (shared)")
+
+    scp_port = free_port()
+    dest = OrthancServer(name="DEST", workdir=work / "dest")
+    src = OrthancServer(name="SRC", workdir=work / "src",
+                        modalities={"dest": ("DEST", "127.0.0.1", 0), "scp": ("SCP", "127.0.0.1", scp_port)})
+    dest.start()
+    src.modalities["dest"] = ("DEST", "127.0.0.1", dest.dicom_port)
+    src.start()
+    try:
+        print("(a) receiving: storescu -> ...")
+        ceiling = receive_ceiling(files, work)
+        print(f"  storescp --fork (files, no fsync), ceiling: {n / ceiling:7.1f} instances/s  ({ceiling:.2f} s)")
+        def show(label: str, pushed: float, e2e: float, peak: int) -> None:
+            print(f"  copydicom listen -> Orthanc, {label}: push {n / pushed:7.1f}/s = {ceiling / pushed:.2f}x ceiling; "
+                  f"end to end {n / e2e:7.1f}/s = {ceiling / e2e:.2f}x ceiling; peak RSS {peak / 1024:.0f} MB")
+
+        for fsync in (True, False):
+            show(f"fsync {'on ' if fsync else 'off'}", *receive_copydicom(files, work, dest, fsync=fsync,
+                                                                         workers=opts.workers))
+        if opts.own_spool_fs:
+            with OwnFilesystem(work) as mount:
+                show("fsync on, spool on its own ext4", *receive_copydicom(
+                    files, work, dest, fsync=True, workers=opts.workers, spool=mount / "spool"))
+
+        print("(b) sending the same instances from a source Orthanc")
+        ids = [src.upload(f.read_bytes())["ID"] for f in files]
+        dest.clear()
+        orthanc_s = send_orthanc(src, "dest", ids)
+        assert int(dest.statistics()["CountInstances"]) == n
+        dest.clear()
+        ours_s, peak, result = send_copydicom(src, f"dicom://DEST@127.0.0.1:{dest.dicom_port}", work, opts.workers,
+                                              "orthanc")
+        assert int(dest.statistics()["CountInstances"]) == n, result
+        print(f"  -> Orthanc DICOM port: Orthanc's job {n / orthanc_s:7.1f}/s; copydicom {n / ours_s:7.1f}/s "
+              f"= {orthanc_s / ours_s:.2f}x, {result['associations']} associations, peak RSS {peak / 1024:.0f} MB")
+        with StoreSCP(aet="SCP", fork=True, port=scp_port, folder=work / "scp-orthanc") as scp:
+            orthanc_s = send_orthanc(src, "scp", ids)
+            wait(lambda: len(scp.files()) == n, "storescp files")
+        with StoreSCP(aet="SCP", fork=True, port=scp_port, folder=work / "scp-copydicom") as scp:
+            ours_s, peak, result = send_copydicom(src, f"dicom://SCP@127.0.0.1:{scp_port}", work, opts.workers, "scp")
+            wait(lambda: len(scp.files()) == n, "storescp files")
+        print(f"  -> storescp --fork:     Orthanc's job {n / orthanc_s:7.1f}/s; copydicom {n / ours_s:7.1f}/s "
+              f"= {orthanc_s / ours_s:.2f}x, {result['associations']} associations, peak RSS {peak / 1024:.0f} MB")
+    finally:
+        src.stop()
+        dest.stop()
+        if not opts.keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

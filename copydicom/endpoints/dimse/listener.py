@@ -1,0 +1,411 @@
+"""The C-STORE receiver (``dimse_listener``): a push source whose spool feeds the pipeline.
+
+A sender's association is accepted only from a configured calling AE title
+(otherwise A-ASSOCIATE-RJ, rejected-permanent, source service-user, reason
+"calling-AE-title-not-recognized", PS3.8 9.3.4 and Table 9-21; pynetdicom's
+``require_calling_aet`` sends exactly that) and, optionally, from configured
+addresses.  Every storage SOP class is supported with every transfer syntax
+pynetdicom knows, and pynetdicom accepts the first one the sender proposes,
+so instances arrive as sent and are stored as received, never transcoded.
+
+Each instance is made durable in the :class:`~.spool.ReceiveSpool` before
+Success (0x0000) is returned; a write error answers 0xA700 "Refused: Out of
+Resources" (PS3.4 B.2.3) so that the sender keeps its copy.  The
+:class:`SpoolRunner` hands spool entries to the route's pipeline and removes
+them once delivered or quarantined.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import ssl
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from copydicom.endpoints.dimse._log import quiet_pynetdicom
+from copydicom.endpoints.dimse._config import ListenerConfig
+from copydicom.endpoints.dimse.spool import ReceiveSpool, SpoolEntry
+from copydicom.errors import ConfigError, InvalidInstance, SourceUnavailable
+from copydicom.model import Identity, InstanceRef
+
+if TYPE_CHECKING:
+    from pynetdicom.events import Event
+    from pynetdicom.transport import ThreadedAssociationServer
+
+log = logging.getLogger(__name__)
+quiet_pynetdicom()
+
+#: PS3.4 Table B.2-1: "Refused: Out of Resources".
+OUT_OF_RESOURCES = 0xA700
+#: PS3.4 Table B.2-1: "Error: Cannot understand".
+CANNOT_UNDERSTAND = 0xC000
+SUCCESS = 0x0000
+
+_IDENTITY_TAGS = ["PatientID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"]
+
+
+def identity_of(data: bytes | Path) -> Identity:
+    """The identity of a Part 10 byte string or file, reading only the header (not the pixels)."""
+    from pydicom import dcmread
+
+    ds = dcmread(io.BytesIO(data) if isinstance(data, bytes) else data, stop_before_pixels=True,
+                 specific_tags=_IDENTITY_TAGS)
+    return Identity.from_dataset(ds)
+
+
+@dataclass
+class ListenerStats:
+    """Counters of one listener, for ``status`` and metrics (plain values, thread-safe updates)."""
+
+    associations: int = 0
+    rejected_associations: int = 0
+    refused_addresses: int = 0
+    aborted_associations: int = 0
+    instances_received: int = 0
+    store_failures: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def bump(self, counter: str) -> None:
+        with self._lock:
+            setattr(self, counter, getattr(self, counter) + 1)
+
+    def as_dict(self) -> dict[str, int]:
+        with self._lock:
+            return {f.name: getattr(self, f.name) for f in fields(self) if not f.name.startswith("_")}
+
+
+def server_ssl_context(cfg: ListenerConfig) -> ssl.SSLContext | None:
+    """The TLS context of a listener (PS3.15 B.1: TLS 1.2 or newer), or ``None`` for plaintext."""
+    if cfg.tls is None:
+        return None
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(str(cfg.tls.cert), str(cfg.tls.key))
+    if cfg.tls.ca is not None:
+        ctx.load_verify_locations(cafile=str(cfg.tls.ca))
+        ctx.verify_mode = ssl.CERT_REQUIRED if cfg.tls.require_client_cert else ssl.CERT_OPTIONAL
+    return ctx
+
+
+def _server_class() -> type[ThreadedAssociationServer]:
+    from pynetdicom.transport import ThreadedAssociationServer
+
+    class _Server(ThreadedAssociationServer):
+        """pynetdicom's threaded server, with an address filter and the TLS handshake off the accept thread.
+
+        pynetdicom wraps accepted sockets in the accepting thread with the
+        handshake done at once, so one client that never completes it would
+        stall every other; here the handshake happens on the association's
+        own thread (its first read), bounded by the network timeout.
+        """
+
+        listener: Listener
+
+        def verify_request(self, request: Any, client_address: Any) -> bool:
+            address = client_address[0] if isinstance(client_address, tuple) else str(client_address)
+            if self.listener.config.allows_address(address):
+                return True
+            self.listener.stats.bump("refused_addresses")
+            log.warning("listener %s: connection from %s refused (not in allowed_addresses)",
+                        self.listener.config.name, address)
+            return False
+
+        def get_request(self) -> Any:
+            assert self.socket is not None
+            client, address = self.socket.accept()
+            if self.ssl_context:
+                client.settimeout(self.listener.config.timeout)
+                client = self.ssl_context.wrap_socket(client, server_side=True, do_handshake_on_connect=False)
+            return client, address
+
+    return _Server
+
+
+#: Listeners running in this process, by endpoint name (for ``status`` and metrics).
+RUNNING: dict[str, Listener] = {}
+
+
+class Listener:
+    """A C-STORE SCP writing into a receive spool.
+
+    Parameters
+    ----------
+    config
+        The ``dimse_listener`` endpoint.
+    spool
+        Where received instances go.
+    """
+
+    def __init__(self, config: ListenerConfig, spool: ReceiveSpool) -> None:
+        self.config = config
+        self.spool = spool
+        self.stats = ListenerStats()
+        self.arrived = threading.Event()
+        self._server: ThreadedAssociationServer | None = None
+        self._thread: threading.Thread | None = None
+        self._ae_obj: Any = None
+
+    def _ae(self) -> Any:
+        from pynetdicom import ALL_TRANSFER_SYNTAXES, AE, AllStoragePresentationContexts
+        from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+
+        cfg = self.config
+        ae = AE(ae_title=cfg.ae_title)
+        for context in AllStoragePresentationContexts:
+            assert context.abstract_syntax is not None
+            ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+        ae.add_supported_context(Verification, ALL_TRANSFER_SYNTAXES[:3])
+        ae.require_calling_aet = list(cfg.allowed_calling)
+        ae.maximum_associations = cfg.max_associations
+        ae.maximum_pdu_size = cfg.max_pdu
+        ae.acse_timeout = cfg.timeout
+        ae.dimse_timeout = cfg.timeout
+        ae.network_timeout = cfg.timeout
+        return ae
+
+    def start(self) -> Listener:
+        """Bind and serve on a background thread; raise ``OSError`` if the port cannot be bound."""
+        from pynetdicom import evt
+
+        if self._server is not None:
+            return self
+        ae = self._ae()
+        handlers = [
+            (evt.EVT_C_STORE, self._on_store),
+            (evt.EVT_C_ECHO, lambda event: SUCCESS),
+            (evt.EVT_ESTABLISHED, self._on_established),
+            (evt.EVT_REJECTED, self._on_rejected),
+            (evt.EVT_ABORTED, self._on_aborted),
+        ]
+        server = ae.make_server(
+            (self.config.host, self.config.port),
+            ssl_context=server_ssl_context(self.config),
+            evt_handlers=handlers,
+            server_class=_server_class(),
+        )
+        server.listener = self
+        # As AE.start_server does (it has no server_class parameter): AE.shutdown() then stops
+        # this server and aborts its associations.
+        ae._servers.append(server)
+        self._ae_obj = ae
+        self._server = server
+        self._thread = threading.Thread(target=server.serve_forever, name=f"dimse-listener-{self.config.name}",
+                                        daemon=True)
+        self._thread.start()
+        RUNNING[self.config.name] = self
+        log.info("listener %s: %s listening on %s:%d (%s)", self.config.name, self.config.ae_title,
+                 self.config.host, self.config.port, "TLS" if self.config.tls else "plaintext")
+        return self
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        return int(self._server.server_address[1])
+
+    def stop(self) -> None:
+        """Stop accepting and close the socket; associations in progress are aborted."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        # AE.shutdown() aborts every association, but an A-ABORT before the association is negotiated
+        # (state Sta2: a client that connected and said nothing) is invalid in pynetdicom's state machine
+        # and raises in that association's thread: close those connections instead (event 17).
+        for assoc in list(self._ae_obj.active_associations):
+            if not assoc.is_established:
+                try:
+                    assoc.dul.socket.close()
+                except Exception:  # already gone
+                    pass
+        self._ae_obj.shutdown()
+        if RUNNING.get(self.config.name) is self:
+            del RUNNING[self.config.name]
+
+    # -- events (each association runs on its own thread) ---------------------------------
+
+    def _on_established(self, event: Event) -> None:
+        self.stats.bump("associations")
+
+    def _on_rejected(self, event: Event) -> None:
+        self.stats.bump("rejected_associations")
+        calling = event.assoc.requestor.ae_title
+        log.warning("listener %s: association from %s (calling AE %r) rejected",
+                    self.config.name, event.assoc.requestor.address, calling)
+
+    def _on_aborted(self, event: Event) -> None:
+        self.stats.bump("aborted_associations")
+
+    def _on_store(self, event: Event) -> int:
+        """Make the instance durable, then answer; never Success before it is on disk."""
+        try:
+            data = event.encoded_dataset(include_meta=True)
+            identity = identity_of(data)
+        except Exception as exc:  # a dataset pydicom cannot read: the sender keeps it
+            self.stats.bump("store_failures")
+            log.warning("listener %s: unreadable dataset (%s)", self.config.name, type(exc).__name__)
+            return CANNOT_UNDERSTAND
+        if not identity.sop_uid:
+            self.stats.bump("store_failures")
+            return CANNOT_UNDERSTAND
+        key = identity.orthanc_id
+        try:
+            self.spool.put(key, data)
+        except OSError as exc:
+            self.stats.bump("store_failures")
+            log.error("listener %s: cannot spool instance %s: %s", self.config.name, key, exc.strerror or exc)
+            return OUT_OF_RESOURCES
+        self.stats.bump("instances_received")
+        self.arrived.set()
+        return SUCCESS
+
+
+class ListenerSource:
+    """The source of a listener route: the receive spool, in batches by series.
+
+    Implements :class:`~copydicom.model.Source` and
+    :class:`~copydicom.model.RouteDriver` (:meth:`runner` starts the network
+    listener).  ``source_id`` of each reference is the instance's Orthanc ID
+    (the spool entry's name).
+    """
+
+    def __init__(self, config: ListenerConfig) -> None:
+        self.config = config
+        self.name = config.name
+        self.spool = ReceiveSpool(config.spool, fsync=config.fsync)
+        self.listener = Listener(config, self.spool)
+        self._entries: dict[str, SpoolEntry] = {}
+
+    def batches(self) -> Iterator[list[InstanceRef]]:
+        """The spool's entries, oldest first, grouped by series (one destination look-up each)."""
+        entries = self.spool.entries(self.config.batch)
+        groups: dict[str | None, list[InstanceRef]] = defaultdict(list)
+        for entry in entries:
+            try:
+                identity: Identity | None = identity_of(entry.path)
+            except FileNotFoundError:
+                continue
+            except Exception:  # unreadable now: let the pipeline quarantine it with its reason
+                identity = None
+            self._entries[entry.key] = entry
+            series = identity.series_orthanc_id if identity else None
+            groups[series].append(InstanceRef(entry.key, identity=identity, series_id=series))
+        yield from groups.values()
+
+    def fetch(self, ref: InstanceRef) -> bytes:
+        try:
+            return self.spool.path_of(ref.source_id).read_bytes()
+        except FileNotFoundError:
+            raise InvalidInstance(f"spool entry {ref.source_id} vanished") from None
+        except OSError as exc:
+            raise SourceUnavailable(f"cannot read spool entry {ref.source_id}: {exc.strerror}") from None
+
+    def release(self, ref: InstanceRef) -> bool:
+        """Remove a delivered or quarantined entry."""
+        entry = self._entries.pop(ref.source_id, None)
+        return entry is not None and self.spool.remove(entry)
+
+    def forget(self, ref: InstanceRef) -> None:
+        """Keep an entry that failed (retryable) for the next poll."""
+        self._entries.pop(ref.source_id, None)
+
+    def runner(self, route: str, pipeline: Any, state: Any) -> SpoolRunner:
+        """Start listening and return what drains the spool into ``pipeline``.
+
+        A port that cannot be bound (in use, or below 1024 without the capability) is a
+        :class:`~copydicom.errors.ConfigError`: it does not heal by retrying.
+        """
+        try:
+            self.listener.start()
+        except OSError as exc:
+            raise ConfigError(
+                f"endpoints.{self.config.name}: cannot listen on {self.config.host}:{self.config.port}: "
+                f"{exc.strerror or exc}"
+            ) from None
+        return SpoolRunner(route, self, pipeline)
+
+    def status(self) -> dict[str, Any]:
+        return listener_status(self.config, self.listener)
+
+    def close(self) -> None:
+        self.listener.stop()
+
+
+def listener_status(config: ListenerConfig, listener: Listener | None = None) -> dict[str, Any]:
+    """Spool depth, age of its oldest entry and the counters (if the listener runs here)."""
+    spool = ReceiveSpool(config.spool, fsync=False) if listener is None else listener.spool
+    depth, oldest = spool.depth()
+    running = listener or RUNNING.get(config.name)
+    out: dict[str, Any] = {"spool_depth": depth, "spool_oldest_seconds": oldest}
+    if running is not None:
+        out.update(running.stats.as_dict())
+    return out
+
+
+class SpoolRunner:
+    """Drains a listener's spool through the route's pipeline (the daemon calls :meth:`poll`).
+
+    An entry leaves the spool only when its outcome is ``stored``,
+    ``existing`` or ``quarantined`` (the quarantine keeps the bytes); a
+    ``failed`` one (retryable) stays and the poll ends, to be retried on the
+    route's schedule.  After a crash the next start simply lists the spool
+    again: the ledger and the destination recognise what was already sent.
+    """
+
+    def __init__(self, route: str, source: ListenerSource, pipeline: Any) -> None:
+        self.route = route
+        self.source = source
+        self.pipeline = pipeline
+        #: A change feed's newest position, for the daemon's backlog metric; a spool has none.
+        self.last_seen: int | None = None
+        #: A change feed's reset (the daemon's /healthz reads it); a spool cannot be reset.
+        self.feed_reset: Any = None
+
+    def poll(self) -> Any:
+        from copydicom.pipeline import Summary
+
+        summary = Summary()
+        while not self.pipeline.stop_event.is_set():
+            self.source.listener.arrived.clear()
+            batches = list(self.source.batches())
+            if not batches:
+                break
+            failed = False
+            finished: list[InstanceRef] = []
+            for outcome in self.pipeline.stream(batches):
+                summary.add(outcome)
+                if outcome.kind == "failed":
+                    failed = True
+                    self.source.forget(outcome.ref)
+                else:
+                    finished.append(outcome.ref)
+            # The ledger (deliveries, quarantine rows) is on disk before any entry leaves the spool.
+            self.pipeline.ledger.flush()
+            for ref in finished:
+                self.source.release(ref)
+            if failed:
+                break
+        return summary
+
+    def wait(self, seconds: float) -> bool:
+        """Block until an instance arrives or ``seconds`` pass; ``True`` if one arrived."""
+        return self.source.listener.arrived.wait(seconds)
+
+
+def wait_port(host: str, port: int, timeout: float = 10.0) -> None:
+    """Wait until something accepts TCP connections on ``host:port`` (tests, the CLI)."""
+    import socket
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection((host, port), timeout=1):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)

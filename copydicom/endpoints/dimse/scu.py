@@ -1,0 +1,360 @@
+"""copydicom as a DIMSE service user: C-STORE destination, C-ECHO, C-FIND dedupe.
+
+One association per worker thread, reused for many instances (PS3.8 7.1:
+an association carries any number of DIMSE operations); it is re-negotiated
+only when an instance needs an abstract syntax / transfer syntax pair that
+was not proposed.  Each pair seen is proposed in its own presentation context,
+so the peer's answer says exactly whether it accepts the original encoding,
+plus one fallback context per SOP class with the uncompressed little-endian
+syntaxes.  The original bytes are sent unless the peer accepts none of the
+original transfer syntax (nor, for uncompressed data, a convertible one):
+only then is the dataset decompressed with pydicom, and what pydicom cannot
+decompress is quarantined with that reason.
+
+C-STORE statuses (PS3.4 Table B.2-1, PS3.7 Annex C) map to the error tree:
+warnings (0xB000 coercion, 0xB006 elements discarded, 0xB007 data set does
+not match SOP class) are deliveries with a warning counted; 0xA7xx "out of
+resources" and the transient general failures are retryable; 0xA9xx, 0xCxxx
+and the permanent general failures quarantine the instance.  A refused or
+aborted association, or no answer, is retryable.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import ssl
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from copydicom.endpoints.dimse._log import quiet_pynetdicom
+from copydicom.endpoints.dimse._config import DimseConfig
+from copydicom.errors import (
+    CopyDicomError,
+    DestinationUnavailable,
+    InvalidInstance,
+    RejectedByDestination,
+    RetryableError,
+)
+from copydicom.model import Identity, Instance, StoreOutcome
+
+if TYPE_CHECKING:
+    from pydicom import Dataset
+    from pynetdicom.association import Association
+
+log = logging.getLogger(__name__)
+quiet_pynetdicom()
+
+EXPLICIT_LE = "1.2.840.10008.1.2.1"
+IMPLICIT_LE = "1.2.840.10008.1.2"
+STUDY_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.2.1"
+VERIFICATION = "1.2.840.10008.1.1"
+
+#: PS3.4 Table B.2-1 and PS3.7 C.4.2.1.4: warnings; the instance is stored.
+WARNING_STATUSES = frozenset({0x0001, 0x0107, 0x0116, 0xB000, 0xB006, 0xB007})
+#: PS3.7 Annex C general failures that may heal: processing failure, duplicate invocation, resource limitation.
+TRANSIENT_STATUSES = frozenset({0x0110, 0x0210, 0x0213})
+
+
+def classify_store_status(status: int, *, what: str) -> str | CopyDicomError:
+    """``"success"``, ``"warning"`` or the error a C-STORE status means.
+
+    Parameters
+    ----------
+    status
+        The (0000,0900) Status of the C-STORE response.
+    what
+        Which peer (for the message; no patient data).
+    """
+    if status == 0x0000:
+        return "success"
+    if status in WARNING_STATUSES:
+        return "warning"
+    detail = f"{what}: C-STORE status 0x{status:04X}"
+    if 0xA700 <= status <= 0xA7FF:
+        return DestinationUnavailable(detail + " (out of resources)")
+    if status in TRANSIENT_STATUSES:
+        return DestinationUnavailable(detail + " (transient failure)")
+    if 0xA900 <= status <= 0xA9FF:
+        return RejectedByDestination(detail + " (data set does not match SOP class)")
+    if 0xC000 <= status <= 0xCFFF:
+        return RejectedByDestination(detail + " (cannot understand)")
+    return RejectedByDestination(detail + " (refused)")
+
+
+def client_ssl_context(cfg: DimseConfig) -> ssl.SSLContext | None:
+    """TLS towards the peer (PS3.15 B.1), verifying it against ``tls.ca``."""
+    if cfg.tls is None:
+        return None
+    ctx = ssl.create_default_context(cafile=str(cfg.tls.ca) if cfg.tls.ca else None)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    if cfg.tls.cert is not None and cfg.tls.key is not None:
+        ctx.load_cert_chain(str(cfg.tls.cert), str(cfg.tls.key))
+    return ctx
+
+
+def make_ae(cfg: DimseConfig) -> Any:
+    """A pynetdicom AE with our calling AE title and the endpoint's limits."""
+    from pynetdicom import AE
+
+    ae = AE(ae_title=cfg.calling_aet)
+    ae.acse_timeout = cfg.timeout
+    ae.dimse_timeout = cfg.timeout
+    ae.network_timeout = cfg.timeout
+    ae.connection_timeout = cfg.timeout
+    ae.maximum_pdu_size = cfg.max_pdu
+    return ae
+
+
+def associate(ae: Any, cfg: DimseConfig, **kwargs: Any) -> Association:
+    """Open an association or raise :class:`DestinationUnavailable` (refused, aborted, unreachable)."""
+    ctx = client_ssl_context(cfg)
+    tls_args = (ctx, cfg.host) if ctx is not None else None
+    assoc = ae.associate(cfg.host, cfg.port, ae_title=cfg.called_aet, max_pdu=cfg.max_pdu, tls_args=tls_args,
+                         **kwargs)
+    if assoc.is_established:
+        return assoc
+    if assoc.is_rejected:
+        rj = assoc.acceptor.primitive
+        why = f"rejected (result 0x{rj.result:02X}, source 0x{rj.result_source:02X}, reason 0x{rj.diagnostic:02X})" \
+            if rj is not None and rj.result is not None else "rejected"
+    else:  # pynetdicom reports a refused connection as an abort too
+        why = "could not be opened or was aborted (refused, unreachable or timed out)"
+    raise DestinationUnavailable(f"{cfg.display_url}: association {why}")
+
+
+def echo(cfg: DimseConfig) -> tuple[int, float]:
+    """C-ECHO (PS3.4 A.4): the status and the round trip in seconds, association included."""
+    from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+
+    started = time.monotonic()
+    ae = make_ae(cfg)
+    ae.add_requested_context(Verification)
+    assoc = associate(ae, cfg)
+    try:
+        status = assoc.send_c_echo()
+    finally:
+        assoc.release()
+    if not status or "Status" not in status:
+        raise DestinationUnavailable(f"{cfg.display_url}: no C-ECHO response")
+    return int(status.Status), time.monotonic() - started
+
+
+@dataclass
+class _Link:
+    """One worker's association and the (SOP class, transfer syntax) pairs it proposed."""
+
+    assoc: Association
+    proposed: frozenset[tuple[str, str]]
+    msg_id: int = 0
+
+    def next_id(self) -> int:
+        self.msg_id = self.msg_id % 65535 + 1
+        return self.msg_id
+
+
+class DimseDestination:
+    """A C-STORE destination (``type: dimse``).
+
+    Parameters
+    ----------
+    config
+        The peer.
+    """
+
+    def __init__(self, config: DimseConfig) -> None:
+        self.config = config
+        self.name = config.name
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._links: list[_Link] = []
+        self._seen: dict[tuple[str, str], None] = {}  # insertion-ordered set of pairs sent so far
+        self.warnings = 0
+        self.transcoded = 0
+        self.associations = 0
+        self._find_refused = False
+
+    # -- associations --------------------------------------------------------------------
+
+    def _contexts(self, pair: tuple[str, str] | None) -> tuple[list[tuple[str, list[str]]], frozenset[tuple[str, str]]]:
+        """Presentation contexts to propose: the pairs seen (newest first), fallbacks, C-FIND."""
+        with self._lock:
+            if pair is not None:
+                self._seen.pop(pair, None)
+                self._seen[pair] = None
+            pairs = list(reversed(self._seen))
+        budget = self.config.max_contexts - (2 if self.config.dedupe == "cfind" else 0)
+        contexts: list[tuple[str, list[str]]] = []
+        proposed: set[tuple[str, str]] = set()
+        fallback_for: set[str] = set()
+        for sop, ts in pairs:
+            need = 1 + (sop not in fallback_for)
+            if len(contexts) + need > budget:
+                break
+            contexts.append((sop, [ts]))
+            proposed.add((sop, ts))
+            if sop not in fallback_for:
+                fallback_for.add(sop)
+                contexts.append((sop, [EXPLICIT_LE, IMPLICIT_LE]))
+        if self.config.dedupe == "cfind":
+            contexts.append((STUDY_ROOT_FIND, [EXPLICIT_LE, IMPLICIT_LE]))
+            # Verification, which every SCP accepts (PS3.4 A.1), keeps a C-FIND-only association
+            # open at a peer that refuses C-FIND, so that refusal is told apart from an outage.
+            contexts.append((VERIFICATION, [IMPLICIT_LE]))
+        return contexts, frozenset(proposed)
+
+    def _link(self, pair: tuple[str, str] | None) -> _Link:
+        link: _Link | None = getattr(self._local, "link", None)
+        if link is not None and link.assoc.is_established and (pair is None or pair in link.proposed):
+            return link
+        if link is not None:
+            self._drop(link, release=True)
+        contexts, proposed = self._contexts(pair)
+        ae = make_ae(self.config)
+        for abstract, syntaxes in contexts:
+            ae.add_requested_context(abstract, syntaxes)
+        assoc = associate(ae, self.config)
+        link = _Link(assoc, proposed)
+        with self._lock:
+            self._links.append(link)
+            self.associations += 1
+        self._local.link = link
+        return link
+
+    def _drop(self, link: _Link, *, release: bool) -> None:
+        if getattr(self._local, "link", None) is link:
+            self._local.link = None
+        with self._lock:
+            if link in self._links:
+                self._links.remove(link)
+        try:
+            if link.assoc.is_established:
+                link.assoc.release() if release else link.assoc.abort()
+        except Exception:  # the peer is gone already
+            pass
+
+    # -- dedupe --------------------------------------------------------------------------
+
+    def has(self, target_ids: Iterable[str], *, series_hint: str | None = None) -> set[str]:
+        """Nothing is known by Orthanc ID at a DIMSE peer: dedupe is by the ledger (and C-FIND)."""
+        return set()
+
+    def has_identities(self, identities: Iterable[Identity]) -> set[str]:
+        """With ``dedupe: cfind``, the Orthanc IDs of the identities the peer reports holding.
+
+        One C-FIND at IMAGE level per instance, Study Root, with the study,
+        series and SOP Instance UIDs as unique keys (PS3.4 C.4.1.2.1).  A peer
+        that refuses C-FIND leaves the ledger as the only dedupe (logged once).
+        """
+        wanted = list(identities)
+        if self.config.dedupe != "cfind" or self._find_refused or not wanted:
+            return set()
+        from pydicom import Dataset
+
+        link = self._link(None)
+        found: set[str] = set()
+        for identity in wanted:
+            query = Dataset()
+            query.QueryRetrieveLevel = "IMAGE"
+            query.StudyInstanceUID = identity.study_uid
+            query.SeriesInstanceUID = identity.series_uid
+            query.SOPInstanceUID = identity.sop_uid
+            try:
+                responses = list(link.assoc.send_c_find(query, STUDY_ROOT_FIND, msg_id=link.next_id()))
+            except ValueError:  # no accepted C-FIND context
+                return self._no_find("the peer accepts no C-FIND context")
+            except RuntimeError:
+                self._drop(link, release=False)
+                return self._no_find("the association ended")
+            for status, ident in responses:
+                if not status or "Status" not in status:
+                    # Orthanc, for one, aborts a C-FIND from a calling AE it does not know.
+                    self._drop(link, release=False)
+                    return self._no_find("no C-FIND answer (aborted)")
+                code = int(status.Status)
+                if code in (0xFF00, 0xFF01) and ident is not None:
+                    found.add(identity.orthanc_id)
+                elif code not in (0x0000, 0xFF00, 0xFF01):
+                    return self._no_find(f"C-FIND status 0x{code:04X}")
+        return found
+
+    def _no_find(self, why: str) -> set[str]:
+        """Fall back to the ledger alone (safe: dedupe only avoids re-sending; a C-STORE is idempotent)."""
+        self._find_refused = True
+        log.warning("%s: dedupe by C-FIND unavailable (%s); the ledger alone decides what was sent", self.name, why)
+        return set()
+
+    # -- C-STORE -------------------------------------------------------------------------
+
+    def store(self, instance: Instance) -> StoreOutcome:
+        from pydicom import Dataset, dcmread
+        from pydicom.uid import UID
+
+        try:
+            ds: Dataset = dcmread(io.BytesIO(instance.data))
+            sop = UID(str(ds.file_meta.get("MediaStorageSOPClassUID") or ds.SOPClassUID))
+            ts = UID(str(ds.file_meta.TransferSyntaxUID))
+        except Exception as exc:
+            raise InvalidInstance(f"not a DICOM file with file meta information ({type(exc).__name__})") from None
+        link = self._link((str(sop), str(ts)))
+        accepted = [cx for cx in link.assoc.accepted_contexts if cx.abstract_syntax == sop]
+        if not accepted:
+            raise RejectedByDestination(f"{self.config.display_url}: the peer accepts no context for {sop.name}")
+        if not self._sendable(ts, [UID(str(cx.transfer_syntax[0])) for cx in accepted]):
+            ds = self._transcode(ds, ts, sop)
+        try:
+            status = link.assoc.send_c_store(ds, msg_id=link.next_id())
+        except (RuntimeError, OSError) as exc:
+            self._drop(link, release=False)
+            raise DestinationUnavailable(f"{self.config.display_url}: C-STORE failed: {type(exc).__name__}") from None
+        except ValueError as exc:
+            raise RejectedByDestination(f"{self.config.display_url}: cannot send: {exc}") from None
+        if not status or "Status" not in status:
+            self._drop(link, release=False)
+            raise DestinationUnavailable(f"{self.config.display_url}: no C-STORE response (aborted or timed out)")
+        result = classify_store_status(int(status.Status), what=self.config.display_url)
+        if isinstance(result, CopyDicomError):
+            if isinstance(result, RetryableError):
+                self._drop(link, release=True)
+            raise result
+        if result == "warning":
+            with self._lock:
+                self.warnings += 1
+            log.info("%s: C-STORE warning 0x%04X for instance %s", self.name, int(status.Status), instance.target_id)
+        return "stored"
+
+    @staticmethod
+    def _sendable(ts: Any, accepted: list[Any]) -> bool:
+        """Whether pynetdicom can send ``ts`` as is on one of the accepted syntaxes (exact, or
+        uncompressed of the same endianness: explicit/implicit VR and deflate are converted on the fly)."""
+        if ts in accepted:
+            return True
+        if ts.is_compressed:
+            return False
+        return any(not a.is_compressed and a.is_little_endian == ts.is_little_endian for a in accepted)
+
+    def _transcode(self, ds: Dataset, ts: Any, sop: Any) -> Dataset:
+        """Decompress for a peer that accepts none of the original transfer syntax (or quarantine)."""
+        if not ts.is_compressed:
+            raise RejectedByDestination(
+                f"{self.config.display_url}: the peer accepts no transfer syntax {ts.name} converts to for {sop.name}"
+            )
+        try:
+            ds.decompress(generate_instance_uid=False)
+        except Exception as exc:
+            raise RejectedByDestination(
+                f"{self.config.display_url}: the peer does not accept {ts.name} for {sop.name} and pydicom "
+                f"cannot decompress it ({type(exc).__name__})"
+            ) from None
+        with self._lock:
+            self.transcoded += 1
+        return ds
+
+    def close(self) -> None:
+        with self._lock:
+            links = list(self._links)
+        for link in links:
+            self._drop(link, release=True)

@@ -1,0 +1,251 @@
+"""The C-STORE destination against real peers: Orthanc's DICOM port, dcmtk storescp, a pynetdicom SCP."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pydicom import dcmread
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, JPEG2000Lossless, RLELossless
+from pynetdicom import AE, evt
+from pynetdicom.events import Event
+from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
+
+from copydicom.endpoints.dimse import DimseConfig
+from copydicom.endpoints.dimse.listener import identity_of
+from copydicom.endpoints.dimse.scu import DimseDestination
+from copydicom.errors import DestinationUnavailable, RejectedByDestination
+from copydicom.ledger import Ledger
+from copydicom.model import Instance, InstanceRef
+from copydicom.pipeline import Pipeline
+from tests.integration.dimse.conftest import write_files
+from tests.support.dcmtk import StoreSCP
+from tests.support.listen import REPO_ROOT
+from tests.support.orthanc import OrthancServer, free_port
+
+
+class MemorySource:
+    name = "memory"
+
+    def __init__(self, files: list[Path]) -> None:
+        self.data = {}
+        for f in files:
+            raw = f.read_bytes()
+            self.data[identity_of(raw).orthanc_id] = raw
+
+    def refs(self) -> list[InstanceRef]:
+        return [InstanceRef(k, identity=identity_of(v)) for k, v in self.data.items()]
+
+    def fetch(self, ref: InstanceRef) -> bytes:
+        return self.data[ref.source_id]
+
+
+def instance(path: Path) -> Instance:
+    raw = path.read_bytes()
+    identity = identity_of(raw)
+    return Instance(InstanceRef(identity.orthanc_id, identity=identity), raw, identity=identity)
+
+
+def node(port: int, aet: str = "PEER", **query: str) -> DimseConfig:
+    extra = "".join(f"&{k}={v}" for k, v in query.items())
+    return DimseConfig.from_url(f"dicom://{aet}@127.0.0.1:{port}?calling=COPYDICOM{extra}", name="peer")
+
+
+def test_pipeline_to_orthanc_one_association_per_worker_and_cfind_dedupe(tmp_path: Path, dest: OrthancServer) -> None:
+    files = write_files(tmp_path / "in", 30)
+    source = MemorySource(files)
+    destination = DimseDestination(node(dest.dicom_port, "DEST", dedupe="cfind"))
+    ledger = Ledger(tmp_path / "state.db")
+    pipeline = Pipeline("to-dicom", source, [], [destination], ledger, quarantine_dir=tmp_path / "q", workers=3)
+    try:
+        summary = pipeline.run([source.refs()])
+        assert summary.counts["stored"] == 30, summary.line()
+        assert set(dest.instance_ids()) == set(source.data)
+        # 3 workers + the planning thread's C-FIND association: never one per instance.
+        assert destination.associations <= 4
+        # C-FIND at IMAGE level finds what the peer holds, not what it does not.
+        held = destination.has_identities(ref.identity for ref in source.refs() if ref.identity)
+        assert held == set(source.data)
+        other = write_files(tmp_path / "other", 2, seed="not-sent")
+        assert destination.has_identities(identity_of(f.read_bytes()) for f in other) == set()
+    finally:
+        pipeline.close()
+        destination.close()
+        ledger.close()
+    # A new run with an empty ledger asks the peer (C-FIND) and sends nothing again.
+    ledger = Ledger(tmp_path / "fresh.db")
+    destination = DimseDestination(node(dest.dicom_port, "DEST", dedupe="cfind"))
+    pipeline = Pipeline("to-dicom", source, [], [destination], ledger, quarantine_dir=tmp_path / "q", workers=2)
+    try:
+        again = pipeline.run([source.refs()])
+        assert again.counts["existing"] == 30 and again.counts["stored"] == 0
+    finally:
+        pipeline.close()
+        destination.close()
+        ledger.close()
+
+
+@pytest.fixture
+def storescp(tmp_path: Path) -> Iterator[StoreSCP]:
+    with StoreSCP(folder=tmp_path / "received") as scp:
+        yield scp
+
+
+def compressed(tmp_path: Path, syntax: str, name: str) -> Path:
+    (f,) = write_files(tmp_path / f"src-{name}", 1, seed=name)
+    ds = dcmread(f)
+    ds.compress(syntax, generate_instance_uid=False)
+    out = tmp_path / f"{name}.dcm"
+    ds.save_as(out, enforce_file_format=True)
+    return out
+
+
+def test_storescp_receives_uncompressed_as_sent(tmp_path: Path, storescp: StoreSCP) -> None:
+    files = write_files(tmp_path / "in", 8)
+    destination = DimseDestination(node(storescp.port, "STORESCP", dedupe="cfind"))
+    try:
+        # storescp has no C-FIND: dedupe falls back to the ledger alone, and says so.
+        assert destination.has_identities([identity_of(files[0].read_bytes())]) == set()
+        for f in files:
+            assert destination.store(instance(f)) == "stored"
+        assert destination.associations == 2 and destination.transcoded == 0  # C-FIND's, then one for all stores
+    finally:
+        destination.close()
+    received = storescp.files()
+    assert {dcmread(p).SOPInstanceUID for p in received} == {dcmread(f).SOPInstanceUID for f in files}
+    for p in received:
+        assert dcmread(p).file_meta.TransferSyntaxUID in (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
+
+
+def test_transcodes_only_when_the_peer_accepts_none_of_the_original(tmp_path: Path, storescp: StoreSCP) -> None:
+    rle = compressed(tmp_path, RLELossless, "rle")
+    destination = DimseDestination(node(storescp.port, "STORESCP"))  # storescp: uncompressed only
+    try:
+        assert destination.store(instance(rle)) == "stored"
+        assert destination.transcoded == 1
+    finally:
+        destination.close()
+    (received,) = storescp.files()
+    got, sent = dcmread(received), dcmread(rle)
+    assert got.SOPInstanceUID == sent.SOPInstanceUID  # decompressed, not a new instance
+    assert not got.file_meta.TransferSyntaxUID.is_compressed
+    assert (got.pixel_array == sent.pixel_array).all()
+
+
+def test_a_peer_accepting_the_original_gets_it_untouched(tmp_path: Path) -> None:
+    j2k = compressed(tmp_path, JPEG2000Lossless, "j2k")
+    with StoreSCP(folder=tmp_path / "all", accept_all=True) as scp:
+        destination = DimseDestination(node(scp.port, "STORESCP"))
+        try:
+            assert destination.store(instance(j2k)) == "stored"
+            assert destination.transcoded == 0
+        finally:
+            destination.close()
+        (received,) = scp.files()
+    assert dcmread(received).file_meta.TransferSyntaxUID == JPEG2000Lossless
+    assert dcmread(received).PixelData == dcmread(j2k).PixelData
+
+
+def test_what_pydicom_cannot_decompress_is_quarantined_with_the_reason(tmp_path: Path, storescp: StoreSCP) -> None:
+    rle = compressed(tmp_path, RLELossless, "broken")
+    ds = dcmread(rle)
+    ds.PixelData = b"\xfe\xff\x00\xe0\x00\x00\x00\x00" + b"\xfe\xff\x00\xe0\x08\x00\x00\x00" + b"garbage!" + \
+        b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
+    ds.save_as(rle, enforce_file_format=True)
+    destination = DimseDestination(node(storescp.port, "STORESCP"))
+    try:
+        with pytest.raises(RejectedByDestination, match="cannot decompress"):
+            destination.store(instance(rle))
+    finally:
+        destination.close()
+    assert storescp.files() == []
+
+
+class ScriptedSCP:
+    """A pynetdicom C-STORE SCP answering statuses from a script, or aborting the association."""
+
+    def __init__(self, script: list[int | str], *, calling: list[str] | None = None) -> None:
+        self.script = list(script)
+        self.received = 0
+        self.port = free_port()
+        self.ae = AE(ae_title="SCRIPTED")
+        self.ae.add_supported_context(CTImageStorage, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+        if calling:
+            self.ae.require_calling_aet = calling
+        self._lock = threading.Lock()
+
+    def _store(self, event: Event) -> int:
+        with self._lock:
+            step = self.script.pop(0) if self.script else 0
+            self.received += 1
+        if step == "abort":
+            event.assoc.abort()
+            return 0
+        return int(step)
+
+    def __enter__(self) -> ScriptedSCP:
+        self.ae.start_server(("127.0.0.1", self.port), block=False, evt_handlers=[(evt.EVT_C_STORE, self._store)])
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.ae.shutdown()
+
+
+def test_status_codes_at_a_real_peer(tmp_path: Path) -> None:
+    files = write_files(tmp_path / "in", 5)
+    with ScriptedSCP([0xB000, 0xA700, 0xC000, 0xA900, 0x0000]) as scp:
+        destination = DimseDestination(node(scp.port, "SCRIPTED"))
+        try:
+            assert destination.store(instance(files[0])) == "stored"
+            assert destination.warnings == 1
+            with pytest.raises(DestinationUnavailable, match="0xA700"):
+                destination.store(instance(files[1]))
+            with pytest.raises(RejectedByDestination, match="0xC000"):
+                destination.store(instance(files[2]))
+            with pytest.raises(RejectedByDestination, match="0xA900"):
+                destination.store(instance(files[3]))
+            assert destination.store(instance(files[4])) == "stored"
+        finally:
+            destination.close()
+
+
+def test_a_peer_aborting_mid_association_is_retryable_and_the_next_store_reassociates(tmp_path: Path) -> None:
+    files = write_files(tmp_path / "in", 3)
+    with ScriptedSCP([0, "abort", 0]) as scp:
+        destination = DimseDestination(node(scp.port, "SCRIPTED"))
+        try:
+            assert destination.store(instance(files[0])) == "stored"
+            with pytest.raises(DestinationUnavailable):
+                destination.store(instance(files[1]))
+            assert destination.store(instance(files[1])) == "stored"
+            assert destination.associations == 2
+        finally:
+            destination.close()
+
+
+def test_refused_and_unreachable_associations_are_retryable(tmp_path: Path) -> None:
+    (f,) = write_files(tmp_path / "in", 1)
+    with ScriptedSCP([], calling=["SOMEONE"]) as scp:
+        destination = DimseDestination(node(scp.port, "SCRIPTED"))
+        with pytest.raises(DestinationUnavailable, match=r"rejected \(result 0x01, source 0x01, reason 0x03\)"):
+            destination.store(instance(f))
+    closed = DimseDestination(node(free_port(), "NOBODY", timeout="2s"))
+    with pytest.raises(DestinationUnavailable, match="could not be opened"):
+        closed.store(instance(f))
+
+
+def test_echo_command(dest: OrthancServer) -> None:
+    run = [sys.executable, "-m", "copydicom", "echo"]
+    env = {"PYTHONPATH": str(REPO_ROOT)}
+    ok = subprocess.run(run + [f"dicom://DEST@127.0.0.1:{dest.dicom_port}"], env=env, capture_output=True,
+                        text=True, timeout=60)
+    assert ok.returncode == 0 and ok.stdout.startswith("echo=ok peer=dicom://DEST@127.0.0.1:") and "status=0x0000" in ok.stdout
+    down = subprocess.run(run + [f"dicom://DEST@127.0.0.1:{free_port()}", "--timeout", "2s"], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert down.returncode == 1 and down.stdout.startswith("echo=failed")
+    bad = subprocess.run(run + ["dicom://127.0.0.1:4242"], env=env, capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "called AE title" in bad.stderr
