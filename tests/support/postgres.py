@@ -31,8 +31,10 @@ class PostgresServer:
         ``postgresql://copydicom@127.0.0.1:PORT/copydicom`` (no password: it is in :attr:`password`).
     """
 
-    def __init__(self, workdir: Path | None = None) -> None:
-        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="copydicom-pg-"))
+    def __init__(self) -> None:
+        # Its own folder directly under the temp dir: the postgres user must be able to reach it, and
+        # pytest's tmp_path lives under a root-only (0700) folder.
+        self.workdir = Path(tempfile.mkdtemp(prefix="copydicom-pg-"))
         self.data = self.workdir / "data"
         self.port = free_port()
         self.user = "copydicom"
@@ -50,8 +52,10 @@ class PostgresServer:
 
     def _as_owner(self, *argv: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
         prefix = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-        return subprocess.run([*prefix, *argv], input=input, text=True, capture_output=True, check=True,
-                              timeout=120)
+        done = subprocess.run([*prefix, *argv], input=input, text=True, capture_output=True, timeout=120)
+        if done.returncode != 0:
+            raise RuntimeError(f"{Path(argv[0]).name} failed: {(done.stderr or done.stdout).strip()[-600:]}")
+        return done
 
     def start(self, timeout: float = 60.0) -> PostgresServer:
         if not (PG_BIN / "initdb").exists():
