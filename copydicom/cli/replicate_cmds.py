@@ -204,6 +204,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         from copydicom.logsetup import configure_logging
 
         configure_logging(json_lines=True, verbose=max(1, args.verbose))
+    role = getattr(args, "role", "all")
+    if role == "planner":
+        from copydicom.cluster.planner import run_planner
+
+        return run_planner(config)
+    if role == "worker":
+        from copydicom.cluster.worker import run_worker
+
+        return run_worker(config)
     return Daemon(config).run_forever()
 
 
@@ -448,6 +457,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
     p = subparsers.add_parser("run", help="run the daemon: every configured route on its schedule")
     p.add_argument("--config", "-c", required=True, help="YAML configuration file")
+    p.add_argument("--role", choices=["all", "planner", "worker"], default="all",
+                   help="all: one process does everything (default, no broker); planner: follow the change "
+                        "feeds and publish batches (cluster: section; a standby waits for the lease); worker: "
+                        "execute batches from the queue")
     p.set_defaults(func=cmd_run)
 
     p = subparsers.add_parser(

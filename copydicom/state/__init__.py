@@ -4,6 +4,8 @@
   the scale-out issue).
 - :class:`SqliteStore` and :func:`open_store` (``_sqlite``): one file, one connection policy
   (:func:`connect`), schema version and forward migrations (``_schema``) run at start-up.
+- :class:`PostgresStore` (``_postgres``, migrations in ``_pgschema``): the same interface in
+  PostgreSQL (``state: postgresql://...``), for cluster mode; :func:`open_store` chooses by URL.
 - :class:`RouteLock` (``_lock``): one process per route feed.
 - ``_files``: owner-only files and PHI-free names (quarantine files are digests).
 """
@@ -28,6 +30,7 @@ from copydicom.state._retention import DEFAULT_RETAIN, Retention, parse_retain, 
 from copydicom.state._protocol import DeliveryCount, FeedReset, QuarantineEntry, Store
 from copydicom.state._schema import LATEST as SCHEMA_VERSION
 from copydicom.state._sqlite import SqliteStore, connect, open_store
+from copydicom.state._postgres import PostgresStore, PostgresTarget, is_postgres
 
 __all__ = [
     "DEFAULT_RETAIN",
@@ -44,6 +47,9 @@ __all__ = [
     "RouteLocked",
     "SchemaTooNew",
     "SqliteStore",
+    "PostgresStore",
+    "PostgresTarget",
+    "is_postgres",
     "Store",
     "connect",
     "display_source_id",

@@ -115,3 +115,13 @@ class PostgresServer:
 
     def __exit__(self, *exc: object) -> None:
         self.cleanup()
+
+
+def fresh_database(server: PostgresServer, prefix: str = "t") -> str:
+    """Create an empty database on ``server`` and return its URL (no password in it)."""
+    import psycopg
+
+    name = f"{prefix}_{secrets.token_hex(6)}"
+    with psycopg.connect(server.url, password=server.password, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return f"postgresql://{server.user}@127.0.0.1:{server.port}/{name}"

@@ -1,25 +1,19 @@
-"""Private PostgreSQL (and RabbitMQ) servers for the cluster tests: real servers, no mocks."""
+"""The cluster tests use the session's private PostgreSQL (``postgres``, tests/conftest.py) and RabbitMQ."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from tests.support.postgres import PostgresServer
+from tests.support.rabbitmq import RabbitServer
 
 
 @pytest.fixture(scope="session")
-def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
-    server = PostgresServer()
+def rabbit() -> Iterator[RabbitServer]:
+    server = RabbitServer()
     server.start()
     try:
         yield server
     finally:
         server.cleanup()
-
-
-@pytest.fixture
-def pg_dsn(postgres: PostgresServer, tmp_path: Path) -> str:
-    return postgres.url

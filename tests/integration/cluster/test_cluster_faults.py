@@ -1,0 +1,137 @@
+"""Cluster mode under faults: real RabbitMQ, PostgreSQL, two Orthanc servers, ``copydicom run --role ...``.
+
+- One planner, a standby planner and three workers replicate ``CLUSTER_N`` instances (600 by default, to keep CI
+  time reasonable; the issue's figure is 2,000: ``CLUSTER_N=2000``) while a worker is SIGKILLed several times (and
+  restarted) and the active planner once. The destination ends with exactly the source's set, no instance was
+  stored twice (the destination has ``OverwriteInstances``: a second POST of an instance would be a second
+  ``NewInstance`` change), the checkpoint never moved back, and the standby took over.
+- A batch whose instance kills its worker every time ends in quarantine after the delivery limit, and its
+  neighbours are delivered.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.conftest import changes_of, last_seq, load_ct, wait_until
+from tests.support.cluster import ClusterBench, Proc
+from tests.support.orthanc import OrthancServer
+from tests.support.postgres import PostgresServer
+from tests.support.rabbitmq import RabbitServer
+
+pytestmark = pytest.mark.integration
+
+N = int(os.environ.get("CLUSTER_N", "600"))
+WORKER_KILLS = int(os.environ.get("CLUSTER_WORKER_KILLS", "5"))
+
+
+@pytest.fixture
+def bench(servers: tuple[OrthancServer, OrthancServer], postgres: PostgresServer, rabbit: RabbitServer,
+          tmp_path: Path) -> Iterator[ClusterBench]:
+    source, dest = servers
+    made = ClusterBench(tmp_path, postgres, rabbit, source, dest)
+    yield made
+    made.stop_all()
+
+
+def _leading(proc: Proc) -> bool:
+    return "leading (generation" in proc.log()
+
+
+def _sampler(bench: ClusterBench, seen: list[int], stop: threading.Event) -> threading.Thread:
+    def run() -> None:
+        while not stop.wait(0.2):
+            cp = bench.checkpoint()
+            if cp is not None:
+                seen.append(cp)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_workers_and_the_planner_killed_nothing_lost_nothing_twice(bench: ClusterBench) -> None:
+    source, dest = bench.source, bench.dest
+    expected = load_ct(source, N, seed="cluster", rows=16, series=6)
+    dest_start = last_seq(dest)
+    active = bench.start("planner")
+    wait_until(lambda: _leading(active), timeout=60, what="the first planner to lead\n" + bench.logs())
+    standby = bench.start("planner")
+    workers = [bench.start("worker") for _ in range(3)]
+    seen: list[int] = []
+    stop = threading.Event()
+    sampler = _sampler(bench, seen, stop)
+    rng = random.Random(7)
+    kills = 0
+    planner_killed = False
+    deadline = time.monotonic() + 180
+    try:
+        while time.monotonic() < deadline:
+            count = int(dest.statistics()["CountInstances"])
+            if count >= N and bench.checkpoint() == last_seq(source):
+                break
+            if not planner_killed and count >= N // 3:
+                active.kill()  # the active planner dies once; the standby must take over
+                planner_killed = True
+            elif kills < WORKER_KILLS and count >= (kills + 1) * N // (WORKER_KILLS + 2):
+                i = rng.randrange(len(workers))
+                workers[i].kill()
+                kills += 1
+                workers[i] = bench.start("worker")
+            time.sleep(0.3)
+        else:
+            raise AssertionError("the cluster did not finish in 180 s\n" + bench.logs())
+        wait_until(lambda: set(dest.instance_ids()) == expected, timeout=30, what="the exact set")
+    finally:
+        stop.set()
+        sampler.join(5)
+    assert planner_killed and kills == WORKER_KILLS
+    assert set(dest.instance_ids()) == expected
+    stored = changes_of(dest, "NewInstance", since=dest_start)
+    assert len(stored) == N, f"{len(stored) - N} instance(s) stored more than once"
+    assert seen == sorted(seen), "the checkpoint moved back"
+    assert _leading(standby), "the standby never took over\n" + bench.logs()
+    generation, holder = bench.sql("SELECT generation, holder FROM cluster_fence WHERE name = %s", (bench.route,))[0]
+    assert generation >= 2 and holder.endswith(f":{standby.pid}")
+    assert bench.sql("SELECT count(*) FROM quarantine") == [(0,)]
+    workers_seen = bench.sql("SELECT count(*) FROM cluster_workers")[0][0]
+    assert workers_seen >= 3  # worker processes upsert heartbeat rows (status shows them)
+    print(f"cluster: N={N}, worker kills={kills}, planner kills=1, checkpoint samples={len(seen)}")
+
+
+def test_a_batch_that_kills_every_worker_ends_in_quarantine(
+    servers: tuple[OrthancServer, OrthancServer], postgres: PostgresServer, rabbit: RabbitServer, tmp_path: Path,
+) -> None:
+    source, dest = servers
+    bench = ClusterBench(tmp_path, postgres, rabbit, source, dest, delivery_limit=2)
+    try:
+        _poison_run(bench)
+    finally:
+        bench.stop_all()
+
+
+def _poison_run(bench: ClusterBench) -> None:
+    source, dest = bench.source, bench.dest
+    ids = sorted(load_ct(source, 12, seed="poison", rows=16, series=1))
+    poison = ids[5]
+    planner = bench.start("planner")
+    workers = [bench.start("worker", poison={poison}) for _ in range(2)]
+
+    def quarantined() -> bool:
+        for i, w in enumerate(workers):
+            if not w.running():  # a worker killed by the poison instance is restarted (systemd would)
+                workers[i] = bench.start("worker", poison={poison})
+        return bench.quarantined() == 1 and bench.checkpoint() == last_seq(source)
+
+    wait_until(quarantined, timeout=120, interval=0.3, what="the poison instance in quarantine\n" + bench.logs())
+    ((source_id, code, reason),) = bench.sql("SELECT source_id, code, reason FROM quarantine")
+    assert (source_id, code) == (poison, "poison") and "delivered 2 times" in reason
+    assert set(dest.instance_ids()) == set(ids) - {poison}
+    assert planner.running()
