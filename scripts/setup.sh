@@ -6,12 +6,20 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v Orthanc >/dev/null 2>&1 && [ ! -x /usr/sbin/Orthanc ]; then
+# Debian packages: Orthanc; PostgreSQL 15 and RabbitMQ for cluster mode (the tests start private servers from
+# these binaries in temp dirs, never the system services).
+APT_PACKAGES="orthanc postgresql-15 rabbitmq-server"
+MISSING=""
+for pkg in $APT_PACKAGES; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || MISSING="$MISSING $pkg"
+done
+if [ -n "$MISSING" ]; then
   SUDO=""
   if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
-  echo "setup: installing Orthanc (apt-get install orthanc)"
+  echo "setup: installing$MISSING (apt-get install)"
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq orthanc >/dev/null
+  # shellcheck disable=SC2086
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $MISSING >/dev/null
 fi
 
 VENV="${COPYDICOM_VENV:-.venv}"
@@ -25,8 +33,8 @@ fi
 CONSTRAINTS="${COPYDICOM_CONSTRAINTS:-constraints.txt}"
 if [ "$CONSTRAINTS" = "none" ]; then
   echo "setup: no constraints: newest releases"
-  "$VENV/bin/python" -m pip install -q --upgrade --upgrade-strategy eager -e '.[test,s3,elasticsearch,splunk,metrics,ops]'
+  "$VENV/bin/python" -m pip install -q --upgrade --upgrade-strategy eager -e '.[test,s3,elasticsearch,splunk,metrics,ops,cluster]'
 else
-  "$VENV/bin/python" -m pip install -q -c "$CONSTRAINTS" -e '.[test,s3,elasticsearch,splunk,metrics,ops]'
+  "$VENV/bin/python" -m pip install -q -c "$CONSTRAINTS" -e '.[test,s3,elasticsearch,splunk,metrics,ops,cluster]'
 fi
 echo "setup: ready ($VENV)"

@@ -251,8 +251,8 @@ def _age(now: float, then: float | None) -> str | None:
 def cmd_status(args: argparse.Namespace) -> int:
     """Read-only: works while a daemon holds the route locks."""
     config = _load(args)
-    state = Path(args.state) if args.state else (config.state if config else default_state())
-    if not state.exists():
+    state = _state_location(args, config)
+    if isinstance(state, Path) and not state.exists():
         raise ConfigError(f"no state database at {state}")
     ledger = Ledger(state)
     now = time.time()
@@ -290,6 +290,10 @@ def cmd_status(args: argparse.Namespace) -> int:
             row["quarantine_reasons"] = reasons.get(name, {})
             report.append(row)
         extra_providers = _status_extras(ledger)
+        if config is not None and config.cluster is not None:
+            from copydicom.cluster.status import cluster_status
+
+            extra_providers["cluster"] = cluster_status(ledger.store, config.cluster, now=now)
         oldest = ledger.store.quarantine_oldest()
         extra_providers["quarantine_oldest_age"] = _age(now, oldest)
         rejected = ledger.store.spool_rejected_oldest()
@@ -310,7 +314,7 @@ def _counts_text(c: dict[str, int]) -> str:
     return f"stored {c.get('stored', 0)}, already present {c.get('existing', 0)}"
 
 
-def _status_lines(state: Path, report: list[dict[str, Any]], extras: dict[str, Any]) -> Iterator[str]:
+def _status_lines(state: Any, report: list[dict[str, Any]], extras: dict[str, Any]) -> Iterator[str]:
     """The text of ``status`` (every line is passed through :func:`mask_secrets` by the caller)."""
     yield f"state: {state}"
     for row in report:
@@ -347,9 +351,23 @@ def _status_lines(state: Path, report: list[dict[str, Any]], extras: dict[str, A
                 yield f"  {sink}: {n}"
         else:
             yield "index spool: empty"
+    if extras.get("cluster"):
+        from copydicom.cluster.status import status_lines
+
+        yield from status_lines(extras["cluster"])
     for key, value in extras.items():
-        if key not in ("index_spool", "quarantine_oldest_age"):
+        if key not in ("index_spool", "quarantine_oldest_age", "cluster"):
             yield f"{key}: {value}"
+
+
+def _state_location(args: argparse.Namespace, config: AppConfig | None) -> Any:
+    """``--state`` (a file or a ``postgresql://`` URL; its password from libpq's PGPASSWORD or .pgpass),
+    else the configuration's state, else the default file."""
+    from copydicom.state import PostgresTarget, is_postgres
+
+    if args.state:
+        return PostgresTarget(args.state) if is_postgres(args.state) else Path(args.state)
+    return config.store_location if config else default_state()
 
 
 def _status_extras(ledger: Ledger) -> dict[str, Any]:

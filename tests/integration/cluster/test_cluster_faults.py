@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import os
 import random
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -135,3 +137,13 @@ def _poison_run(bench: ClusterBench) -> None:
     assert (source_id, code) == (poison, "poison") and "delivered 2 times" in reason
     assert set(dest.instance_ids()) == set(ids) - {poison}
     assert planner.running()
+    # status against the PostgreSQL state: checkpoint, queue depth, workers and their heartbeats
+    done = subprocess.run([sys.executable, "-m", "copydicom.cli", "status", "--config", str(bench.config)],
+                          env=bench.env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert f"checkpoint: {last_seq(source)}" in out and "quarantine poison: 1" in out, out
+    assert f"cluster: queue {bench.queue}: 0 batch(es) waiting;" in out, out
+    assert "(generation 1)" in out and ": active, last heartbeat" in out, out
+    for secret in (bench.postgres.password, bench.env["CD_TEST_MQ_PW"]):
+        assert secret not in out
