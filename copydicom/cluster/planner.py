@@ -214,6 +214,8 @@ class Planner:
                     upto = page.seqs[-1]
                     self.store.run("publish", lambda c: work.record_published(c, lease, route.name, units, upto))
                     self._publish(units)
+                    log.info("planner: route %s: published %d batch(es) of %d instance(s), changes up to %d",
+                             route.name, len(units), sum(len(u.refs) for u in units), upto)
                     resources.update(page.resources)
                     since = upto
                 self._advance(route.name, lease, resources)
