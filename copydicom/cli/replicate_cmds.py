@@ -140,7 +140,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     print(
         f"{args.config}: OK: {len(config.endpoints)} endpoint(s), {len(config.profiles)} profile(s), "
-        f"{len(config.routes)} route(s); state {config.state}"
+        f"{len(config.routes)} route(s); state {config.store_location}"
     )
     if config.metrics_config is not None:
         m = config.metrics_config
@@ -379,7 +379,7 @@ def _status_extras(ledger: Ledger) -> dict[str, Any]:
 
 def cmd_quarantine(args: argparse.Namespace) -> int:
     config = _load(args)
-    state = Path(args.state) if args.state else (config.state if config else default_state())
+    state = _state_location(args, config)
     ledger = Ledger(state)
     try:
         entries = ledger.quarantined(args.route)

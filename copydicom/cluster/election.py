@@ -181,6 +181,12 @@ class PlannerLease:
             except Exception:  # noqa: BLE001 - closing a broken connection may fail; it is gone either way
                 pass
 
+    def __enter__(self) -> PlannerLease:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
     def release(self) -> None:
         """Give the role up (the session ends: the lock goes with it)."""
         self._stop.set()

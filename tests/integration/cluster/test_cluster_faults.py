@@ -24,6 +24,7 @@ import pytest
 
 from tests.integration.conftest import changes_of, last_seq, load_ct, wait_until
 from tests.support.cluster import ClusterBench, Proc
+from tests.support.delay_proxy import DelayProxy
 from tests.support.orthanc import OrthancServer
 from tests.support.postgres import PostgresServer
 from tests.support.rabbitmq import RabbitServer
@@ -37,10 +38,14 @@ WORKER_KILLS = int(os.environ.get("CLUSTER_WORKER_KILLS", "5"))
 @pytest.fixture
 def bench(servers: tuple[OrthancServer, OrthancServer], postgres: PostgresServer, rabbit: RabbitServer,
           tmp_path: Path) -> Iterator[ClusterBench]:
+    """A cluster whose destination answers through a proxy adding 50 ms per request (a distant PACS), with
+    two threads per worker: the run lasts long enough for every kill to land mid-run."""
     source, dest = servers
-    made = ClusterBench(tmp_path, postgres, rabbit, source, dest)
+    proxy = DelayProxy(dest.url, 0.05).start()
+    made = ClusterBench(tmp_path, postgres, rabbit, source, dest, dest_url=proxy.url, workers=2)
     yield made
     made.stop_all()
+    proxy.stop()
 
 
 def _leading(proc: Proc) -> bool:
