@@ -27,17 +27,19 @@ import sys
 
 #: name -> (default, MEASURED|MODELLED, meaning)
 PARAMETERS: dict[str, tuple[float, str, str]] = {
-    "cpu_per_instance": (0.0040, "MEASURED", "worker CPU seconds per instance, no de-identification "
-                                             "(cluster_bench: worker utime+stime / instances)"),
+    "cpu_per_instance": (0.0060, "MEASURED", "worker CPU seconds per instance, 256x256 CT, no de-identification "
+                                             "(cluster_bench --n 200: worker utime+stime / instances, 5.3-7.9 ms)"),
     "deid_cpu_per_instance": (0.0, "MODELLED", "extra CPU seconds per instance when de-identifying "
                                                "(deid_bench measures it: about 0.01 s for a 0.5 MB CT here)"),
-    "requests_per_instance": (1.2, "MEASURED", "destination requests per instance (POST + per-series look-up)"),
+    "requests_per_instance": (2.0, "MODELLED", "destination requests per instance (look-up + POST; a series "
+                                               "batch needs one look-up per series instead)"),
     "latency": (0.05, "MODELLED", "seconds per destination request (WAN PACS: 0.02-0.1)"),
     "threads": (4, "MEASURED", "instances in flight per worker process (route workers)"),
     "cores": (2, "MODELLED", "cores per worker host"),
     "utilisation": (0.8, "MODELLED", "usable share of a host's cores"),
     "dest_ceiling": (800.0, "MODELLED", "destination ingest ceiling, instances/s"),
-    "pg_rows_per_instance": (3.0, "MEASURED", "PostgreSQL rows written per instance (cluster_bench)"),
+    "pg_rows_per_instance": (4.6, "MEASURED", "PostgreSQL rows written per instance (cluster_bench --n 200; "
+                                              "includes 1/s heartbeats, so it falls on longer runs)"),
     "pg_rows_per_second": (30000.0, "MODELLED", "rows/s one PostgreSQL sustains with batched inserts"),
     "batch_size": (100, "MODELLED", "instances per work unit (cluster.batch_size)"),
     "broker_messages_per_second": (5000.0, "MODELLED", "persistent quorum-queue messages/s of one RabbitMQ"),

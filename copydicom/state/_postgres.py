@@ -102,7 +102,7 @@ class PostgresStore:
         self._pool = ConnectionPool(self.url, min_size=1, max_size=max(2, pool_size), kwargs=kwargs, open=False,
                                     name="copydicom-state", timeout=60)
         try:
-            self._pool.open(wait=True, timeout=30)
+            self._pool.open(wait=True, timeout=10)
             with self._pool.connection() as conn:
                 migrate(conn, self.url)
         except (psycopg.Error, Exception) as exc:
