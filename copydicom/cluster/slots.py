@@ -56,7 +56,21 @@ class DestinationSlots:
         return self._conn
 
     def try_take(self, want: int) -> list[int]:
-        """Take up to ``want`` free slots now; return their numbers (maybe none)."""
+        """Take up to ``want`` free slots now; return their numbers (maybe none).
+
+        The connection may have been ended by the server while idle (``idle_session_timeout``):
+        one new connection is tried before giving up (slots of an ended session are free again).
+        """
+        for attempt in (1, 2):
+            try:
+                return self._take(want)
+            except Exception:  # noqa: BLE001 - a dead session: its locks are gone with it
+                self._drop()
+                if attempt == 2:
+                    raise
+        return []
+
+    def _take(self, want: int) -> list[int]:
         key = _key(self.destination)
         taken: list[int] = []
         with self._lock:
@@ -70,11 +84,23 @@ class DestinationSlots:
 
     def give_back(self, slots: list[int]) -> None:
         key = _key(self.destination)
+        try:
+            with self._lock:
+                if self._conn is None or self._conn.closed:
+                    return  # the session is gone, and its locks with it
+                for slot in slots:
+                    self._conn.execute("SELECT pg_advisory_unlock(%s, %s)", (key, slot))
+        except Exception:  # noqa: BLE001 - a dead session has released them already
+            self._drop()
+
+    def _drop(self) -> None:
         with self._lock:
-            if self._conn is None or self._conn.closed:
-                return  # the session is gone, and its locks with it
-            for slot in slots:
-                self._conn.execute("SELECT pg_advisory_unlock(%s, %s)", (key, slot))
+            conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.close()
+            except Exception:  # noqa: BLE001 - it is gone either way
+                pass
 
     @contextmanager
     def hold(self, want: int, stop: threading.Event, *, poll: float = 0.2) -> Iterator[int]:

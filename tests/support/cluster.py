@@ -87,7 +87,8 @@ class ClusterBench:
 
     def __init__(self, workdir: Path, postgres: PostgresServer, rabbit: RabbitServer, source: OrthancServer,
                  dest: OrthancServer, *, batch_size: int = 25, queue_bound: int = 20, delivery_limit: int = 3,
-                 workers: int = 4, route: str = "copy", dest_url: str | None = None) -> None:
+                 workers: int = 4, route: str = "copy", dest_url: str | None = None,
+                 max_concurrency: dict[str, int] | None = None) -> None:
         self.workdir = workdir
         self.postgres = postgres
         self.source, self.dest = source, dest
@@ -104,6 +105,7 @@ class ClusterBench:
                 "password": "${CD_TEST_MQ_PW}",
                 "queue": self.queue, "batch_size": batch_size, "queue_bound": queue_bound,
                 "delivery_limit": delivery_limit, "heartbeat": 1, "retry_cap": 5,
+                **({"max_concurrency": max_concurrency} if max_concurrency else {}),
             },
             "endpoints": {
                 "src": {"type": "orthanc", "url": source.url, "user": source.user, "password": "${CD_TEST_SRC_PW}"},

@@ -25,6 +25,10 @@ class DelayProxy:
         self.upstream = upstream.rstrip("/")
         self.delay = delay
         self.requests = 0
+        #: POSTs being forwarded now, and the most at once (a destination's max_concurrency, seen from outside).
+        self.posts_in_flight = 0
+        self.peak_posts = 0
+        self._count = threading.Lock()
         self._local = threading.local()
         proxy = self
 
@@ -35,6 +39,19 @@ class DelayProxy:
                 pass
 
             def _forward(self) -> None:
+                post = self.command == "POST"
+                if post:
+                    with proxy._count:
+                        proxy.posts_in_flight += 1
+                        proxy.peak_posts = max(proxy.peak_posts, proxy.posts_in_flight)
+                try:
+                    self._relay()
+                finally:
+                    if post:
+                        with proxy._count:
+                            proxy.posts_in_flight -= 1
+
+            def _relay(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
                 time.sleep(proxy.delay)

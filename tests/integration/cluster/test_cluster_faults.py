@@ -152,3 +152,25 @@ def _poison_run(bench: ClusterBench) -> None:
     assert "(generation 1)" in out and ": active, last heartbeat" in out, out
     for secret in (bench.postgres.password, bench.env["CD_TEST_MQ_PW"]):
         assert secret not in out
+
+
+def test_max_concurrency_holds_across_workers(
+    servers: tuple[OrthancServer, OrthancServer], postgres: PostgresServer, rabbit: RabbitServer, tmp_path: Path,
+) -> None:
+    """Three workers of four threads each, a destination limited to 2 uploads at once: never more than 2 POSTs
+    in flight at the destination (counted by the proxy in front of it), and everything delivered."""
+    source, dest = servers
+    proxy = DelayProxy(dest.url, 0.05).start()
+    bench = ClusterBench(tmp_path, postgres, rabbit, source, dest, dest_url=proxy.url, batch_size=10,
+                         max_concurrency={"dst": 2})
+    try:
+        ids = load_ct(source, 60, seed="slots", rows=16, series=3)
+        bench.start("planner")
+        for _ in range(3):
+            bench.start("worker")
+        wait_until(lambda: set(dest.instance_ids()) == ids, timeout=120, interval=0.3,
+                   what="every instance\n" + bench.logs())
+        assert 0 < proxy.peak_posts <= 2, proxy.peak_posts
+    finally:
+        bench.stop_all()
+        proxy.stop()
