@@ -23,8 +23,8 @@ quarantine its neighbours); a dead-lettered single instance is quarantined with
 the reason, and its batch is finished, so the watermark moves past it.
 
 Not done here (yet): cron (index-query) routes and listener routes are not
-planned in cluster mode (run them with ``--role all`` on one host); the
-feed-reset check of the single-process runner is not repeated by the planner.
+planned in cluster mode (run them with ``--role all`` on one host). The
+feed-reset check is the single-process runner's (:mod:`copydicom.feedcheck`).
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ from copydicom.errors import ConfigError, FatalError, RetryableError
 from copydicom.ledger import Ledger
 from copydicom.model import ChangeFeedSource, FeedPosition, InstanceRef
 from copydicom.routes import build_route
+from copydicom.runner import ChangesRunner
 
 log = logging.getLogger(__name__)
 
@@ -204,11 +205,19 @@ class Planner:
                         or checkpoint.seq)
             resources: dict[int, str] = {}
             poll = route.trigger.poll_seconds
+            # The single-process runner's feed-reset check, once per lead and after each idle wait: a source
+            # whose feed no longer matches the checkpoint raises FeedResetDetected (retried after a backoff,
+            # nothing published) until the route is repaired.
+            checker = ChangesRunner(route.name, feed, runtime.pipeline, self.ledger)
+            check = True
             while not self.stop.is_set():
                 if lease.lost.is_set():
                     raise FencedOff(f"planner {route.name}: lock session lost")
                 self._wait_for_room(route, lease, resources)
                 page = feed.changes_page(since)
+                if check:
+                    checker._check_feed(page)
+                    check = False
                 if page.seqs:
                     units = [work.Batch.new(route.name, refs) for refs in group(page.batches, self.cluster.batch_size)]
                     upto = page.seqs[-1]
@@ -221,6 +230,7 @@ class Planner:
                 self._advance(route.name, lease, resources)
                 if not page.seqs or page.done:
                     self.stop.wait(poll)
+                    check = True
         finally:
             runtime.close()
 

@@ -174,3 +174,31 @@ def test_max_concurrency_holds_across_workers(
     finally:
         bench.stop_all()
         proxy.stop()
+
+
+def test_the_planner_detects_a_feed_reset_and_publishes_nothing(
+    servers: tuple[OrthancServer, OrthancServer], postgres: PostgresServer, rabbit: RabbitServer, tmp_path: Path,
+) -> None:
+    """A checkpoint 5,000 above the source's feed (a rebuilt source): the planner reports the reset, publishes
+    nothing and keeps the checkpoint (the single-process runner's check, issue 11 item 2)."""
+    from copydicom.model import FeedPosition
+    from copydicom.state import PostgresStore
+
+    source, dest = servers
+    bench = ClusterBench(tmp_path, postgres, rabbit, source, dest)
+    store = PostgresStore(bench.db_url, password=postgres.password)
+    try:
+        load_ct(source, 5, seed="reset", rows=16, series=1)
+        raised = last_seq(source) + 5000
+        store.write_batch(checkpoint=(bench.route, FeedPosition(raised, "gone")))
+        planner = bench.start("planner")
+        bench.start("worker")
+        wait_until(lambda: "change feed reset detected" in planner.log(), timeout=60, interval=0.3,
+                   what="the feed reset\n" + bench.logs())
+        assert bench.checkpoint() == raised
+        assert set(store.feed_resets()) == {bench.route}
+        assert bench.sql("SELECT count(*) FROM cluster_batches") == [(0,)]
+        assert dest.instance_ids() == []
+    finally:
+        store.close()
+        bench.stop_all()
