@@ -89,6 +89,8 @@ class Worker:
         self.stop = threading.Event()
         self._lock = threading.Lock()
         self._claims: Any = None
+        #: Prometheus metrics of this worker (``metrics:`` configured), served by :func:`run_worker`.
+        self.metrics: Any = None
         self.backoff = retry.Backoff(retries=None, base=1.0, cap=float(cluster.retry_cap))
 
     # -- per route, once per process -------------------------------------------------------
@@ -101,7 +103,11 @@ class Worker:
             route = self.routes.get(route_name)
             if route is None:
                 raise ConfigError(f"batch for route {route_name}: no such route in this worker's configuration")
-            runtime = build_route(route, self.config, self.ledger, background_index=True)
+            hook = None
+            if self.metrics is not None:
+                metrics, name = self.metrics, route.name
+                hook = lambda outcome: metrics.observe_outcome(name, outcome)  # noqa: E731
+            runtime = build_route(route, self.config, self.ledger, background_index=True, on_outcome=hook)
             self._throttle(runtime)
             self.runtimes[route_name] = runtime
             return runtime
@@ -251,6 +257,7 @@ def run_worker(config: AppConfig) -> int:
         raise ConfigError("--role worker: the configuration has no cluster: section")
     app = broker.make_app(cluster)
     worker = Worker(config, cluster)
+    observability = _observability(config, worker)
 
     @app.task(name=work.TASK_NAME, bind=True, acks_late=True, reject_on_worker_lost=True)
     def batch(self: Any, route: str, batch_id: str, refs: list[list[Any]]) -> str:
@@ -266,5 +273,34 @@ def run_worker(config: AppConfig) -> int:
             "--without-heartbeat", "--loglevel", "WARNING", "--hostname", f"copydicom@{worker.name}",
         ])
     finally:
+        if observability is not None:
+            observability.stop()
         worker.close()
     return 0
+
+
+def _observability(config: AppConfig, worker: Worker) -> Any:
+    """Each worker's own metrics and ``/healthz`` (``metrics:`` configured): the port is ``metrics.listen``'s
+    plus ``$COPYDICOM_WORKER_INDEX`` (``Environment=COPYDICOM_WORKER_INDEX=%i`` in the worker unit), so that
+    several workers on one host do not compete for one port."""
+    if not config.metrics:
+        return None
+    import dataclasses
+
+    from copydicom.observability._wiring import Observability
+
+    observability = Observability(config, lambda: [])
+    index = os.environ.get("COPYDICOM_WORKER_INDEX", "0")
+    if not index.isdigit():
+        raise ConfigError(f"COPYDICOM_WORKER_INDEX: a number, not {index!r}")
+    if observability.config.port:
+        observability.config = dataclasses.replace(observability.config,
+                                                   port=observability.config.port + int(index))
+    try:
+        observability.start()
+    except OSError as exc:
+        raise ConfigError(f"metrics.listen (+{index}): cannot listen: {exc.strerror or exc}") from None
+    worker.metrics = observability.metrics
+    if observability.server is not None:
+        log.info("worker metrics on %s:%d", *observability.server.address)
+    return observability

@@ -88,7 +88,7 @@ class ClusterBench:
     def __init__(self, workdir: Path, postgres: PostgresServer, rabbit: RabbitServer, source: OrthancServer,
                  dest: OrthancServer, *, batch_size: int = 25, queue_bound: int = 20, delivery_limit: int = 3,
                  workers: int = 4, route: str = "copy", dest_url: str | None = None,
-                 max_concurrency: dict[str, int] | None = None) -> None:
+                 max_concurrency: dict[str, int] | None = None, metrics_port: int | None = None) -> None:
         self.workdir = workdir
         self.postgres = postgres
         self.source, self.dest = source, dest
@@ -115,6 +115,9 @@ class ClusterBench:
             "routes": [{"name": route, "source": "src", "destinations": ["dst"],
                         "trigger": {"changes": {"poll_seconds": 0.5}}}],
         }
+        if metrics_port is not None:  # worker i serves on metrics_port + i
+            data["metrics"] = {"listen": f"127.0.0.1:{metrics_port}"}
+        self.workers_started = 0
         self.config = workdir / "cluster.yaml"
         self.config.write_text(yaml.safe_dump(data))
         self.env = dict(os.environ, PYTHONPATH=str(REPO), CD_TEST_PG_PW=postgres.password,
@@ -124,6 +127,9 @@ class ClusterBench:
     def start(self, role: str, *, poison: set[str] | None = None) -> Proc:
         n = len(self.procs)
         env = dict(self.env)
+        if role == "worker":
+            self.workers_started += 1
+            env["COPYDICOM_WORKER_INDEX"] = str(self.workers_started)
         if poison:
             env["COPYDICOM_TEST_POISON"] = ",".join(sorted(poison))
             argv = [sys.executable, "-c", POISON_WORKER]

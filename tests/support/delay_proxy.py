@@ -46,6 +46,8 @@ class DelayProxy:
                         proxy.peak_posts = max(proxy.peak_posts, proxy.posts_in_flight)
                 try:
                     self._relay()
+                except OSError:  # the client went away (a worker SIGKILLed mid-request): nothing to answer
+                    self.close_connection = True
                 finally:
                     if post:
                         with proxy._count:

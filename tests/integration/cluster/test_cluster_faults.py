@@ -21,11 +21,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import requests
 
 from tests.integration.conftest import changes_of, last_seq, load_ct, wait_until
 from tests.support.cluster import ClusterBench, Proc
 from tests.support.delay_proxy import DelayProxy
-from tests.support.orthanc import OrthancServer
+from tests.support.orthanc import OrthancServer, free_port
 from tests.support.postgres import PostgresServer
 from tests.support.rabbitmq import RabbitServer
 
@@ -158,11 +159,13 @@ def test_max_concurrency_holds_across_workers(
     servers: tuple[OrthancServer, OrthancServer], postgres: PostgresServer, rabbit: RabbitServer, tmp_path: Path,
 ) -> None:
     """Three workers of four threads each, a destination limited to 2 uploads at once: never more than 2 POSTs
-    in flight at the destination (counted by the proxy in front of it), and everything delivered."""
+    in flight at the destination (counted by the proxy in front of it), and everything delivered. Each worker
+    serves its own metrics (port + its index): together they count every instance once."""
     source, dest = servers
     proxy = DelayProxy(dest.url, 0.05).start()
+    port = free_port()
     bench = ClusterBench(tmp_path, postgres, rabbit, source, dest, dest_url=proxy.url, batch_size=10,
-                         max_concurrency={"dst": 2})
+                         max_concurrency={"dst": 2}, metrics_port=port)
     try:
         ids = load_ct(source, 60, seed="slots", rows=16, series=3)
         bench.start("planner")
@@ -171,6 +174,16 @@ def test_max_concurrency_holds_across_workers(
         wait_until(lambda: set(dest.instance_ids()) == ids, timeout=120, interval=0.3,
                    what="every instance\n" + bench.logs())
         assert 0 < proxy.peak_posts <= 2, proxy.peak_posts
+
+        def stored() -> float:
+            total = 0.0
+            for i in (1, 2, 3):
+                text = requests.get(f"http://127.0.0.1:{port + i}/metrics", timeout=10).text
+                total += sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                             if line.startswith('copydicom_route_instances_total{') and 'outcome="stored"' in line)
+            return total
+
+        wait_until(lambda: stored() == 60, timeout=30, what="the workers' metrics to count 60 stored")
     finally:
         bench.stop_all()
         proxy.stop()
