@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
 import threading
 import time
@@ -38,7 +39,7 @@ from copydicom import retry
 from copydicom.cluster import broker, work
 from copydicom.cluster.config import ClusterConfig
 from copydicom.config import AppConfig, Route
-from copydicom.errors import ConfigError, RetryableError
+from copydicom.errors import ConfigError, FatalError, RetryableError
 from copydicom.ledger import Ledger
 from copydicom.model import Destination, Instance, StoreOutcome
 from copydicom.routes import RouteRuntime, build_route
@@ -91,6 +92,8 @@ class Worker:
         self._claims: Any = None
         #: Prometheus metrics of this worker (``metrics:`` configured), served by :func:`run_worker`.
         self.metrics: Any = None
+        #: The configuration or fatal error that stopped this worker (exit status 2 or 1).
+        self.fatal: BaseException | None = None
         self.backoff = retry.Backoff(retries=None, base=1.0, cap=float(cluster.retry_cap))
 
     # -- per route, once per process -------------------------------------------------------
@@ -184,10 +187,23 @@ class Worker:
     def execute(self, task: Any, route: str, batch_id: str, refs: list[list[Any]]) -> str:
         if self._finished(route, batch_id):
             return "already finished"
-        with self._claim(route, batch_id):
-            if self._finished(route, batch_id):
-                return "already finished"
-            return self._execute(task, route, batch_id, refs)
+        if self.stop.is_set():  # stopping (configuration error): hand the batch back as a new message
+            raise task.retry(countdown=0, max_retries=None)
+        try:
+            with self._claim(route, batch_id):
+                if self._finished(route, batch_id):
+                    return "already finished"
+                return self._execute(task, route, batch_id, refs)
+        except (ConfigError, FatalError) as exc:
+            # Refused credentials, a missing extra...: not the batch's fault. It goes back to the queue as a
+            # new message (not counted toward the delivery limit, so never quarantined for this) and this
+            # worker stops, as the daemon does (exit 2 on a configuration error: systemd does not loop).
+            log.error("batch %s of route %s: %s: %s; the batch is queued again and this worker stops",
+                      batch_id[:12], route, type(exc).__name__, exc)
+            self.fatal = exc
+            self.stop.set()
+            threading.Timer(0.5, os.kill, args=(os.getpid(), signal.SIGTERM)).start()
+            raise task.retry(countdown=0, max_retries=None) from None
 
     def _execute(self, task: Any, route: str, batch_id: str, refs: list[list[Any]]) -> str:
         runtime = self.runtime(route)
@@ -201,13 +217,17 @@ class Worker:
         began = time.monotonic()
         failed: list[str] = []
         try:
+            finished = 0
             with self._slots(route, runtime.route.workers):
                 for outcome in pipeline.stream([batch]):
+                    finished += 1
                     if outcome.kind == "failed":
                         failed.append(outcome.reason)
                     else:
                         self.instances += 1
             self.ledger.flush()
+            if finished < len(batch):  # the pipeline stopped early: never mark such a batch done
+                failed.append(f"{len(batch) - finished} instance(s) not processed (the pipeline stopped)")
         finally:
             self.current = None
         if failed:
@@ -272,10 +292,15 @@ def run_worker(config: AppConfig) -> int:
             "worker", "--pool", "threads", "--concurrency", "1", "--queues", cluster.queue, "--without-gossip", "--without-mingle",
             "--without-heartbeat", "--loglevel", "WARNING", "--hostname", f"copydicom@{worker.name}",
         ])
+    except SystemExit as exc:  # Celery's command line ends with sys.exit
+        if worker.fatal is None and exc.code not in (None, 0):
+            raise
     finally:
         if observability is not None:
             observability.stop()
         worker.close()
+    if worker.fatal is not None:
+        return 2 if isinstance(worker.fatal, ConfigError) else 1
     return 0
 
 

@@ -215,3 +215,29 @@ def test_the_planner_detects_a_feed_reset_and_publishes_nothing(
     finally:
         store.close()
         bench.stop_all()
+
+
+def test_refused_destination_credentials_stop_the_worker_and_quarantine_nothing(
+    servers: tuple[OrthancServer, OrthancServer], postgres: PostgresServer, rabbit: RabbitServer, tmp_path: Path,
+) -> None:
+    """A configuration error on a worker (the destination refuses its password) is not the batch's fault: the
+    batch is queued again (not toward the delivery limit), the worker exits 2, nothing is quarantined; a
+    worker with the right password then delivers everything."""
+    source, dest = servers
+    bench = ClusterBench(tmp_path, postgres, rabbit, source, dest, delivery_limit=2)
+    try:
+        ids = load_ct(source, 8, seed="authfail", rows=16, series=1)
+        bench.start("planner")
+        good = bench.env["CD_TEST_DST_PW"]
+        bench.env["CD_TEST_DST_PW"] = "wrong-password"
+        bad = [bench.start("worker") for _ in range(2)]
+        for proc in bad:
+            wait_until(lambda: not proc.running(), timeout=60, interval=0.3, what="the worker to stop\n" + bench.logs())
+            assert proc.proc is not None and proc.proc.returncode == 2, bench.logs()
+        assert bench.quarantined() == 0 and dest.instance_ids() == []
+        bench.env["CD_TEST_DST_PW"] = good
+        bench.start("worker")
+        wait_until(lambda: set(dest.instance_ids()) == ids, timeout=60, interval=0.3, what="delivery")
+        assert bench.quarantined() == 0
+    finally:
+        bench.stop_all()
