@@ -39,15 +39,28 @@ class DelayProxy:
                 pass
 
             def _forward(self) -> None:
+                try:
+                    self._relay()
+                except OSError:  # the client went away (a worker SIGKILLed mid-request): nothing to answer
+                    self.close_connection = True
+
+            def _upstream(self, body: bytes | None) -> requests.Response:
+                """Forward after the delay; a POST counts as in flight from its arrival to the upstream's
+                answer (before that answer is written back, so the client cannot start the next one first)."""
                 post = self.command == "POST"
                 if post:
                     with proxy._count:
                         proxy.posts_in_flight += 1
                         proxy.peak_posts = max(proxy.peak_posts, proxy.posts_in_flight)
                 try:
-                    self._relay()
-                except OSError:  # the client went away (a worker SIGKILLed mid-request): nothing to answer
-                    self.close_connection = True
+                    time.sleep(proxy.delay)
+                    proxy.requests += 1
+                    session = getattr(proxy._local, "session", None)
+                    if session is None:
+                        session = proxy._local.session = requests.Session()
+                    headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP}
+                    return session.request(self.command, proxy.upstream + self.path, data=body, headers=headers,
+                                           timeout=120, allow_redirects=False)
                 finally:
                     if post:
                         with proxy._count:
@@ -56,14 +69,7 @@ class DelayProxy:
             def _relay(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
-                time.sleep(proxy.delay)
-                proxy.requests += 1
-                session = getattr(proxy._local, "session", None)
-                if session is None:
-                    session = proxy._local.session = requests.Session()
-                headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP}
-                reply = session.request(self.command, proxy.upstream + self.path, data=body, headers=headers,
-                                        timeout=120, allow_redirects=False)
+                reply = self._upstream(body)
                 content = reply.content
                 self.send_response(reply.status_code)
                 for k, v in reply.headers.items():
