@@ -49,6 +49,22 @@ def bench(servers: tuple[OrthancServer, OrthancServer], postgres: PostgresServer
     proxy.stop()
 
 
+def _free_run(count: int) -> int:
+    """A port ``p`` with ``p+1 .. p+count`` free now (worker i serves its metrics on ``p + i``)."""
+    import socket
+
+    for _ in range(50):
+        base = free_port()
+        try:
+            for i in range(1, count + 1):
+                with socket.socket() as sock:
+                    sock.bind(("127.0.0.1", base + i))
+        except OSError:
+            continue
+        return base
+    raise RuntimeError("no run of free ports")
+
+
 def _leading(proc: Proc) -> bool:
     return "leading (generation" in proc.log()
 
@@ -163,7 +179,7 @@ def test_max_concurrency_holds_across_workers(
     serves its own metrics (port + its index): together they count every instance once."""
     source, dest = servers
     proxy = DelayProxy(dest.url, 0.05).start()
-    port = free_port()
+    port = _free_run(3)
     bench = ClusterBench(tmp_path, postgres, rabbit, source, dest, dest_url=proxy.url, batch_size=10,
                          max_concurrency={"dst": 2}, metrics_port=port)
     try:
