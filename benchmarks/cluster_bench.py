@@ -23,6 +23,7 @@ Usage (keep it small on a shared 2-core machine)::
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import tempfile
 import time
@@ -159,6 +160,7 @@ def main() -> int:
             server.cleanup()
         mq.cleanup()
         pg.cleanup()
+        shutil.rmtree(work, ignore_errors=True)
 
     print(f"{'mode':42} {'inst/s':>8} {'steady':>8} {'msgs/inst':>10} {'pg tx/inst':>11} {'pg rows/inst':>13} "
           f"{'worker cpu ms/inst':>19} {'planner cpu ms/inst':>20}")
