@@ -68,7 +68,7 @@ def route_key(profile: Any, key_file: str | None = None) -> bytes:
 def make_stages(
     profile: Any | None,
     *,
-    state: Path | None,
+    state: Path | str | None,
     index_route: str | None = None,
     dose: bool = True,
     key_file: str | None = None,
@@ -100,7 +100,7 @@ def make_stages(
     return stages
 
 
-def make_index_destination(endpoint: Any, *, state: Path, background: bool) -> Destination:
+def make_index_destination(endpoint: Any, *, state: Path | str, background: bool) -> Destination:
     """An index endpoint as a pipeline destination, behind the durable spool in the state database."""
     from copydicom.sinks import open_index
     from copydicom.sinks.index_destination import IndexDestination

@@ -40,7 +40,9 @@ _TOP_KEYS = {
     "state", "quarantine_dir", "workers", "endpoints", "profiles", "routes", "logging", "metrics",
     "quarantine", "index_spool",  # retention: see copydicom/state/_retention.py
     "console",  # the web console: copydicom/console/_config.py
+    "cluster",  # scale-out: see copydicom/cluster/
 }
+_STATE_KEYS = {"url", "password", "password_file"}
 _ROUTE_KEYS = {"name", "source", "trigger", "profile", "destinations", "indexes", "workers", "stages",
                "index_source_ids", "on_changed_instance", "deletions", "reconcile", "filter", "window", "max_rate"}
 #: What a route does when an instance it delivered changed at the source (same SOP Instance UID, new bytes).
@@ -126,9 +128,19 @@ class AppConfig:
     console: Any = None
     #: ``quarantine: {retain: 30d}`` and ``index_spool: {retain: 30d}`` (state branch).
     retention: Any = None
+    #: ``state: postgresql://user@host/db``: the URL (a ``state.PostgresTarget``, password kept apart).
+    #: ``state`` is then only the folder for local files (quarantine) of this host.
+    state_url: Any = None
+    #: ``cluster:`` parsed (a ``cluster.ClusterConfig``), ``None`` without the section.
+    cluster: Any = None
 
     def endpoint(self, name: str) -> Any:
         return self.endpoints[name]
+
+    @property
+    def store_location(self) -> Any:
+        """What :func:`copydicom.state.open_store` opens: the PostgreSQL target, else the SQLite file."""
+        return self.state_url if self.state_url is not None else self.state
 
 
 def _require_mapping(value: Any, where: str) -> Mapping[str, Any]:
@@ -387,7 +399,7 @@ def parse_config(data: Any, *, base_dir: Path | None = None, source_file: Path |
     base = base_dir or Path.cwd()
     if "state" not in data:
         raise ConfigError("state: required (path of the ledger, e.g. /var/lib/copydicom/state.db)")
-    state = (base / str(data["state"])).resolve()
+    state, state_url = _state(data["state"], base)
     quarantine_dir = (base / str(data.get("quarantine_dir", state.parent / "quarantine"))).resolve()
     workers = _positive_int(data.get("workers", 4), "workers")
 
@@ -445,6 +457,8 @@ def parse_config(data: Any, *, base_dir: Path | None = None, source_file: Path |
         metrics_config=metrics_config,
         source_file=source_file,
         retention=_retention(data),
+        state_url=state_url,
+        cluster=_cluster(data.get("cluster"), state_url),
     )
 
 
@@ -467,6 +481,51 @@ def _console(data: Any, base: Path) -> Any:
         return ConsoleConfig.model_validate(body)
     except ValidationError as exc:
         raise config_error(exc, where="console") from None
+def _state(value: Any, base: Path) -> tuple[Path, Any]:
+    """``state:`` a SQLite path, ``postgresql://user@host/db``, or ``{url, password | password_file}``.
+
+    For PostgreSQL the returned path is ``<config folder>/state-local``: the parent of the default
+    quarantine folder of this host (quarantined bytes stay on the host that saw them).
+    """
+    from copydicom.secrets import resolve_secret
+    from copydicom.state import PostgresTarget, is_postgres
+
+    password = None
+    if isinstance(value, Mapping):
+        _known_keys(value, _STATE_KEYS, "state")
+        if not isinstance(value.get("url"), str):
+            raise ConfigError("state.url: required (postgresql://user@host:5432/db)")
+        password = resolve_secret(value, "password", where="state")
+        value = value["url"]
+    text = str(value)
+    if not is_postgres(text):
+        if password is not None:
+            raise ConfigError("state.password: only a PostgreSQL state has a password")
+        return (base / text).resolve(), None
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(text)
+    if parts.password is not None:
+        raise ConfigError("state: put no password in the URL; give state.password: ${ENV} or state.password_file")
+    if not parts.hostname or not parts.path.strip("/"):
+        raise ConfigError("state: a PostgreSQL URL needs a host and a database (postgresql://user@host:5432/db)")
+    try:
+        parts.port
+    except ValueError:
+        raise ConfigError("state: the port must be 1-65535") from None
+    return (base / "state-local").resolve(), PostgresTarget(text, password)
+
+
+def _cluster(value: Any, state_url: Any) -> Any:
+    if value is None:
+        return None
+    from copydicom.cluster.config import ClusterConfig
+
+    if state_url is None:
+        raise ConfigError("cluster: needs a PostgreSQL state (state: postgresql://user@host/db)")
+    return ClusterConfig.from_mapping(_require_mapping(value, "cluster"), where="cluster")
+
+
 
 
 def _retention(data: Mapping[str, Any]) -> Any:

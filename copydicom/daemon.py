@@ -133,7 +133,7 @@ class Daemon:
 
     def __init__(self, config: AppConfig) -> None:
         self.config = config
-        self.ledger = Ledger(config.state)
+        self.ledger = Ledger(config.store_location)
         self.route_locks: list[Any] = []
         self.stopping = threading.Event()
         self._stop_requested_at: float | None = None

@@ -178,7 +178,7 @@ def build_route(
     profile = config.profiles.get(route.profile) if route.profile else None
     stages = app.make_stages(
         profile,
-        state=config.state,
+        state=config.store_location,
         index_route=route.name if route.indexes else None,
         dose=route.dose,
         key_file=key_file,
@@ -192,7 +192,7 @@ def build_route(
             )
         for i in route.indexes:
             destinations.append(
-                app.make_index_destination(config.endpoints[i], state=config.state, background=background_index)
+                app.make_index_destination(config.endpoints[i], state=config.store_location, background=background_index)
             )
         # Identities are read from the source's index (no download) when de-identification
         # changes them or a destination addresses objects by them (S3 keys).

@@ -141,11 +141,38 @@ class RetainModel(BaseModel):
     retain: Annotated[str, Field(pattern=r"^(off|[1-9]\d*[smhd])$")] | Literal[False] = "30d"
 
 
+class StateModel(BaseModel):
+    """A PostgreSQL state with its password kept out of the URL (cluster mode)."""
+
+    model_config = _STRICT
+    url: str = Field(pattern=r"^postgres(ql)?://", description="postgresql://user@host:5432/db (no password)")
+    password: str | None = None
+    password_file: str | None = None
+
+
+class ClusterModel(BaseModel):
+    """Scale-out: planner and workers through Celery on RabbitMQ (copydicom/cluster/)."""
+
+    model_config = _STRICT
+    broker: str = Field(pattern=r"^amqps?://", description="amqp://user@host:5672/vhost (no password)")
+    password: str | None = None
+    password_file: str | None = None
+    queue: str = "copydicom"
+    queue_bound: int = Field(default=200, ge=1)
+    batch_size: int = Field(default=100, ge=1)
+    delivery_limit: int = Field(default=3, ge=1)
+    heartbeat: int = Field(default=5, ge=1)
+    retry_cap: int = Field(default=60, ge=1)
+    max_concurrency: dict[str, Annotated[int, Field(ge=1)]] = Field(default_factory=dict)
+
+
 class TopLevel(BaseModel):
     """A copydicom configuration file."""
 
     model_config = _STRICT
-    state: str = Field(description="the state database (ledger, quarantine, mappings)")
+    state: str | StateModel = Field(
+        description="the state: a SQLite file (ledger, quarantine, mappings), or postgresql://user@host/db")
+    cluster: ClusterModel | None = Field(default=None, description="scale-out (needs a PostgreSQL state)")
     quarantine_dir: str | None = None
     workers: int = Field(default=4, ge=1)
     endpoints: dict[str, dict[str, Any]] = Field(default_factory=dict)

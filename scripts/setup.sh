@@ -16,7 +16,7 @@ cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(orthanc orthanc-dicomweb dcmtk postgresql-15 rabbitmq-server tesseract-ocr tesseract-ocr-eng
               libtesseract-dev chromium chromium-driver fonts-dejavu-core)
-EXTRAS="test,s3,elasticsearch,splunk,metrics,console,dimse,ops,pixels"
+EXTRAS="test,s3,elasticsearch,splunk,metrics,console,dimse,ops,pixels,cluster"
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

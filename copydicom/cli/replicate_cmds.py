@@ -151,7 +151,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     print(
         f"{args.config}: OK: {len(config.endpoints)} endpoint(s), {len(config.profiles)} profile(s), "
-        f"{len(config.routes)} route(s); state {config.state}"
+        f"{len(config.routes)} route(s); state {config.store_location}"
     )
     if config.metrics_config is not None:
         m = config.metrics_config
@@ -221,6 +221,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         from copydicom.logsetup import configure_logging
 
         configure_logging(json_lines=True, verbose=max(1, args.verbose))
+    role = getattr(args, "role", "all")
+    if role == "planner":
+        from copydicom.cluster.planner import run_planner
+
+        return run_planner(config)
+    if role == "worker":
+        from copydicom.cluster.worker import run_worker
+
+        return run_worker(config)
     return Daemon(config).run_forever()
 
 
@@ -259,8 +268,8 @@ def _age(now: float, then: float | None) -> str | None:
 def cmd_status(args: argparse.Namespace) -> int:
     """Read-only: works while a daemon holds the route locks."""
     config = _load(args)
-    state = Path(args.state) if args.state else (config.state if config else default_state())
-    if not state.exists():
+    state = _state_location(args, config)
+    if isinstance(state, Path) and not state.exists():
         raise ConfigError(f"no state database at {state}")
     ledger = Ledger(state)
     now = time.time()
@@ -303,6 +312,10 @@ def cmd_status(args: argparse.Namespace) -> int:
                 row["last_reconcile"] = reconciles[name]
             report.append(row)
         extra_providers = _status_extras(ledger)
+        if config is not None and config.cluster is not None:
+            from copydicom.cluster.status import cluster_status
+
+            extra_providers["cluster"] = cluster_status(ledger.store, config.cluster, now=now)
         oldest = ledger.store.quarantine_oldest()
         extra_providers["quarantine_oldest_age"] = _age(now, oldest)
         rejected = ledger.store.spool_rejected_oldest()
@@ -336,7 +349,7 @@ def _driver_status(config: AppConfig, route: Route) -> dict[str, Any]:
         source.close()
 
 
-def _status_lines(state: Path, report: list[dict[str, Any]], extras: dict[str, Any]) -> Iterator[str]:
+def _status_lines(state: Any, report: list[dict[str, Any]], extras: dict[str, Any]) -> Iterator[str]:
     """The text of ``status`` (every line is passed through :func:`mask_secrets` by the caller)."""
     yield f"state: {state}"
     for row in report:
@@ -384,8 +397,12 @@ def _status_lines(state: Path, report: list[dict[str, Any]], extras: dict[str, A
                 yield f"  {sink}: {n}"
         else:
             yield "index spool: empty"
+    if extras.get("cluster"):
+        from copydicom.cluster.status import status_lines
+
+        yield from status_lines(extras["cluster"])
     for key, value in extras.items():
-        if key not in ("index_spool", "quarantine_oldest_age"):
+        if key not in ("index_spool", "quarantine_oldest_age", "cluster"):
             yield f"{key}: {value}"
 
 
@@ -398,6 +415,16 @@ def _last_reconciles(ledger: Ledger) -> dict[str, dict[str, Any]]:
     return {name: asdict(run) for name, run in last_runs(ledger).items()}
 
 
+def _state_location(args: argparse.Namespace, config: AppConfig | None) -> Any:
+    """``--state`` (a file or a ``postgresql://`` URL; its password from libpq's PGPASSWORD or .pgpass),
+    else the configuration's state, else the default file."""
+    from copydicom.state import PostgresTarget, is_postgres
+
+    if args.state:
+        return PostgresTarget(args.state) if is_postgres(args.state) else Path(args.state)
+    return config.store_location if config else default_state()
+
+
 def _status_extras(ledger: Ledger) -> dict[str, Any]:
     """More status sections contributed by other components (index spools...)."""
     from copydicom.sinks.spool import spool_sizes
@@ -407,7 +434,7 @@ def _status_extras(ledger: Ledger) -> dict[str, Any]:
 
 def cmd_quarantine(args: argparse.Namespace) -> int:
     config = _load(args)
-    state = Path(args.state) if args.state else (config.state if config else default_state())
+    state = _state_location(args, config)
     ledger = Ledger(state)
     try:
         entries = ledger.quarantined(args.route)
@@ -492,6 +519,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
     p = subparsers.add_parser("run", help="run the daemon: every configured route on its schedule")
     p.add_argument("--config", "-c", required=True, help="YAML configuration file")
+    p.add_argument("--role", choices=["all", "planner", "worker"], default="all",
+                   help="all: one process does everything (default, no broker); planner: follow the change "
+                        "feeds and publish batches (cluster: section; a standby waits for the lease); worker: "
+                        "execute batches from the queue")
     p.set_defaults(func=cmd_run)
 
     p = subparsers.add_parser(

@@ -19,11 +19,11 @@ from copydicom.model import FeedPosition
 
 
 def cmd_checkpoint(args: argparse.Namespace) -> int:
-    from copydicom.cli.replicate_cmds import _load, default_state
+    from copydicom.cli.replicate_cmds import _load, _state_location
 
     config = _load(args)
-    state = Path(args.state) if args.state else (config.state if config else default_state())
-    if not state.exists():
+    state = _state_location(args, config)
+    if isinstance(state, Path) and not state.exists():
         raise ConfigError(f"no state database at {state}")
     ledger = Ledger(state)
     try:

@@ -52,12 +52,21 @@ class RouteView(Protocol):
     def last_error(self) -> str: ...
 
 
-def ledger_probe(path: Path) -> Probe:
-    """A probe that writes one row to the ledger's ``meta`` table in its own transaction."""
+def ledger_probe(path: Path | str) -> Probe:
+    """A probe that writes one row to the state in its own transaction (SQLite ``meta``; PostgreSQL:
+    a write transaction on the shared store)."""
 
     def probe() -> None:
+        from copydicom.state import is_postgres, open_store
         from copydicom.state._sqlite import probe_write
 
+        if is_postgres(path):
+            store = open_store(path)
+            try:
+                store.probe_write()
+            finally:
+                store.close()
+            return
         probe_write(path)
 
     return probe

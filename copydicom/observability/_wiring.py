@@ -32,7 +32,7 @@ class Observability:
         self.config = parsed if isinstance(parsed, MetricsConfig) else MetricsConfig.from_mapping(config.metrics)
         self.metrics = Metrics()
         sources = _source_probes(config)
-        self.health = HealthChecker(self.config, sources=sources, ledger=ledger_probe(config.state), routes=routes)
+        self.health = HealthChecker(self.config, sources=sources, ledger=ledger_probe(config.store_location), routes=routes)
         self.server: ObservabilityServer | None = None
 
     def watch_destinations(self, destinations: Iterable[Any]) -> None:

@@ -6,6 +6,8 @@
   (:func:`connect`), schema version and forward migrations (``_schema``) run at start-up.
 - :class:`StoreView` (``_view``): the base of the ledger, spool and mapping views (open a store from a
   path and own it, or share a given one).
+- :class:`PostgresStore` (``_postgres``, migrations in ``_pgschema``): the same interface in
+  PostgreSQL (``state: postgresql://...``), for cluster mode; :func:`open_store` chooses by URL.
 - :class:`RouteLock` (``_lock``): one process per route feed.
 - ``_files``: owner-only files and PHI-free names (quarantine files are digests).
 """
@@ -31,6 +33,7 @@ from copydicom.state._protocol import DeliveryCount, FeedReset, QuarantineEntry,
 from copydicom.state._schema import LATEST as SCHEMA_VERSION
 from copydicom.state._sqlite import SqliteStore, connect, open_store
 from copydicom.state._view import StoreView
+from copydicom.state._postgres import PostgresStore, PostgresTarget, is_postgres
 
 __all__ = [
     "DEFAULT_RETAIN",
@@ -47,6 +50,9 @@ __all__ = [
     "RouteLocked",
     "SchemaTooNew",
     "SqliteStore",
+    "PostgresStore",
+    "PostgresTarget",
+    "is_postgres",
     "Store",
     "StoreView",
     "connect",

@@ -445,8 +445,16 @@ _STORES: dict[Path, SqliteStore] = {}
 _STORES_LOCK = threading.Lock()
 
 
-def open_store(path: str | Path) -> SqliteStore:
-    """The process's store for a database file (shared; each caller calls ``close()`` once)."""
+def open_store(path: str | Path) -> Any:
+    """The process's store for a database file or a PostgreSQL URL (shared; each caller calls ``close()`` once).
+
+    ``postgresql://...`` (a :class:`~copydicom.state._postgres.PostgresTarget` carries its password)
+    opens the PostgreSQL store; anything else is a SQLite file.
+    """
+    from copydicom.state._postgres import is_postgres, open_postgres
+
+    if is_postgres(path):
+        return open_postgres(str(path), getattr(path, "password", None))
     key = Path(path).resolve()
     with _STORES_LOCK:
         store = _STORES.get(key)

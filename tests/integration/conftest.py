@@ -95,10 +95,14 @@ def write_config(
     dest_retries: int = 4,
     route: str = "copy",
     wait_for: str = "instance",
+    state: Any = None,
 ) -> Path:
-    """A daemon configuration with one changes route from ``source`` to ``dest``."""
+    """A daemon configuration with one changes route from ``source`` to ``dest``.
+
+    ``state``: the ``state:`` value (default ``tmp_path/state.db``; a :class:`LedgerState`'s ``config_value``).
+    """
     data = {
-        "state": str(tmp_path / "state.db"),
+        "state": state if state is not None else str(tmp_path / "state.db"),
         "quarantine_dir": str(tmp_path / "quarantine"),
         "workers": workers,
         "endpoints": {
@@ -189,10 +193,59 @@ def daemon(tmp_path: Path, daemon_env: dict[str, str]) -> Iterator[Callable[[Pat
         proc.kill()
 
 
-def checkpoint_of(state: Path, route: str) -> int | None:
+class LedgerState:
+    """Where a daemon test keeps its state: the SQLite file, or a fresh PostgreSQL database (``postgresql``).
+
+    The daemon's ledger-semantics tests run against both stores through the ``ledger_state`` fixture.
+    """
+
+    def __init__(self, backend: str, tmp_path: Path, postgres: Any = None) -> None:
+        self.backend = backend
+        self.path = tmp_path / "state.db"
+        self.url: str | None = None
+        self.password: str | None = None
+        if backend == "postgresql":
+            from tests.support.postgres import fresh_database
+
+            self.url = fresh_database(postgres, "daemon")
+            self.password = postgres.password
+
+    @property
+    def config_value(self) -> Any:
+        if self.url is None:
+            return str(self.path)
+        return {"url": self.url, "password": "${CD_TEST_PG_PW}"}
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def ledger_state(request: pytest.FixtureRequest, tmp_path: Path, daemon_env: dict[str, str],
+                 monkeypatch: pytest.MonkeyPatch) -> LedgerState:
+    """The state of a daemon test, once per store (PostgreSQL: the session's private server)."""
+    if request.param == "sqlite":
+        return LedgerState("sqlite", tmp_path)
+    made = LedgerState("postgresql", tmp_path, request.getfixturevalue("postgres"))
+    assert made.password is not None
+    daemon_env["CD_TEST_PG_PW"] = made.password  # the daemon's environment (the same dict)
+    monkeypatch.setenv("CD_TEST_PG_PW", made.password)  # in-process commands (status)
+    return made
+
+
+def checkpoint_of(state: Path | LedgerState, route: str) -> int | None:
     """The route's checkpoint, read from the ledger (a separate read-only connection)."""
     import sqlite3
 
+    if isinstance(state, LedgerState):
+        if state.url is None:
+            state = state.path
+        else:
+            import psycopg
+
+            try:
+                with psycopg.connect(state.url, password=state.password, autocommit=True) as conn:
+                    row = conn.execute("SELECT seq FROM checkpoints WHERE route=%s", (route,)).fetchone()
+            except psycopg.Error:
+                return None
+            return None if row is None else int(row[0])
     if not state.exists():
         return None
     db = sqlite3.connect(f"file:{state}?mode=ro", uri=True, timeout=10)

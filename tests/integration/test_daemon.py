@@ -19,6 +19,7 @@ from copydicom.cli import main
 from tests.support.orthanc import OrthancServer
 from tests.integration.conftest import (
     DaemonProcess,
+    LedgerState,
     changes_of,
     checkpoint_of,
     instance_count,
@@ -33,7 +34,8 @@ pytestmark = pytest.mark.integration
 StartDaemon = Callable[[Path], DaemonProcess]
 
 
-def _caught_up(source: OrthancServer, dest: OrthancServer, state: Path, seen: list[int]) -> Callable[[], bool]:
+def _caught_up(source: OrthancServer, dest: OrthancServer, state: Path | LedgerState,
+               seen: list[int]) -> Callable[[], bool]:
     """Predicate: destination holds exactly the source's instances and the checkpoint is at ``Last``.
 
     Every checkpoint read is appended to ``seen`` (to check it never goes back).
@@ -62,12 +64,13 @@ def _stop(proc: DaemonProcess) -> int:
 
 def test_daemon_picks_up_new_instances_stops_on_sigterm_and_resumes(
     servers: tuple[OrthancServer, OrthancServer], tmp_path: Path, daemon: StartDaemon,
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], ledger_state: LedgerState,
 ) -> None:
+    """Ledger semantics (resume from the checkpoint, never backwards, nothing twice, status), on both stores."""
     source, dest = servers
     dest_start = last_seq(dest)
-    state = tmp_path / "state.db"
-    config = write_config(tmp_path, source, dest)
+    state = ledger_state
+    config = write_config(tmp_path, source, dest, state=ledger_state.config_value)
     seen: list[int] = []
 
     first = load_ct(source, 10, seed="before")
@@ -175,12 +178,13 @@ def test_destination_down_then_back_nothing_lost(
 
 
 def test_sigkill_mid_run_then_restart_exactly_once(
-    servers: tuple[OrthancServer, OrthancServer], tmp_path: Path, daemon: StartDaemon
+    servers: tuple[OrthancServer, OrthancServer], tmp_path: Path, daemon: StartDaemon, ledger_state: LedgerState,
 ) -> None:
+    """Exactly once across a SIGKILL, on both stores."""
     source, dest = servers
     dest_start = last_seq(dest)
-    state = tmp_path / "state.db"
-    config = write_config(tmp_path, source, dest, workers=2)
+    state = ledger_state
+    config = write_config(tmp_path, source, dest, workers=2, state=ledger_state.config_value)
     total = 600
     ids = load_ct(source, total, seed="kill", series=6)
     seen: list[int] = []

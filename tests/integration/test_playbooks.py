@@ -184,3 +184,32 @@ def test_deploy_playbook_writes_files_with_owner_only_permissions(tmp_path: Path
     assert second.returncode == 0, second.stdout + second.stderr
     assert _recap(second.stdout)["changed"] == 0
     assert (etc / "deid.key").read_text() == key
+
+
+def test_deploy_playbook_installs_the_cluster_units_by_inventory_group(tmp_path: Path) -> None:
+    """A host in copydicom_planners and copydicom_workers gets the planner unit and the worker template,
+    not the single-process unit (files only: no systemd here)."""
+    import getpass
+
+    inventory = tmp_path / "hosts.ini"
+    inventory.write_text("[copydicom_planners]\nlocalhost ansible_connection=local\n"
+                         "[copydicom_workers]\nlocalhost ansible_connection=local\n")
+    variables = {
+        "ansible_python_interpreter": sys.executable,
+        "copydicom_manage_service": False,
+        "copydicom_user": getpass.getuser(),
+        "copydicom_etc": str(tmp_path / "etc"),
+        "copydicom_home": str(tmp_path / "home"),
+        "copydicom_venv": str(tmp_path / "venv"),
+        "copydicom_systemd_dir": str(tmp_path),
+    }
+    done = subprocess.run(
+        [str(BIN / "ansible-playbook"), "-i", str(inventory), str(PLAYBOOKS / "deploy.yml"),
+         "--skip-tags", "packages,user,install", "-e", json.dumps(variables)],
+        check=False, cwd=REPO_ROOT, env=_env(), capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    units = sorted(p.name for p in tmp_path.glob("*.service"))
+    assert units == ["copydicom-planner.service", "copydicom-worker@.service"]
+    for name in units:
+        assert (tmp_path / name).read_bytes() == (REPO_ROOT / "systemd" / name).read_bytes()

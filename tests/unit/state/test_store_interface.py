@@ -1,5 +1,6 @@
-"""The Store interface, method by method, against every backend (SQLite here; the scale-out issue adds
-PostgreSQL to ``BACKENDS``)."""
+"""The Store interface, method by method, against every backend: SQLite, and PostgreSQL (a private server
+started once per session by the ``postgres`` fixture, a fresh database per test: these tests are
+integration-ish for that backend)."""
 
 from __future__ import annotations
 
@@ -10,21 +11,33 @@ from pathlib import Path
 import pytest
 
 from copydicom.model import FeedPosition
-from copydicom.state import SCHEMA_VERSION, FeedReset, SqliteStore, Store
+from copydicom.state import SCHEMA_VERSION, FeedReset, PostgresStore, SqliteStore, Store
+from copydicom.state._pgschema import LATEST as PG_SCHEMA_VERSION
+from tests.support.postgres import fresh_database
 
-BACKENDS: dict[str, Callable[[Path], Store]] = {"sqlite": lambda tmp: SqliteStore(tmp / "state.db")}
+
+def _postgres(request: pytest.FixtureRequest, tmp: Path) -> Store:
+    server = request.getfixturevalue("postgres")
+    return PostgresStore(fresh_database(server), password=server.password)
+
+
+BACKENDS: dict[str, Callable[[pytest.FixtureRequest, Path], Store]] = {
+    "sqlite": lambda request, tmp: SqliteStore(tmp / "state.db"),
+    "postgresql": _postgres,
+}
 
 
 @pytest.fixture(params=sorted(BACKENDS))
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    made = BACKENDS[request.param](tmp_path)
+    made = BACKENDS[request.param](request, tmp_path)
     yield made
     made.close()
 
 
-def test_sqlite_store_implements_every_method_of_the_protocol() -> None:
+@pytest.mark.parametrize("cls", [SqliteStore, PostgresStore])
+def test_store_implements_every_method_of_the_protocol(cls: type) -> None:
     wanted = {n for n, v in vars(Store).items() if inspect.isfunction(v) and not n.startswith("_")}
-    missing = sorted(n for n in wanted if not callable(getattr(SqliteStore, n, None)))
+    missing = sorted(n for n in wanted if not callable(getattr(cls, n, None)))
     assert missing == []
 
 
@@ -74,6 +87,10 @@ def test_spool(store: Store) -> None:
     store.spool_mark_delivered("es", [(rows[0][0], "h1", "d1")])
     assert store.spool_delivered_among("es", ["d1", "d2"]) == {"d1"}
     assert store.spool_enqueue("es", [("d1", "h1", "{}")]) == 0  # same content: nothing
+    store.spool_forget_delivered("es", ["d1"])  # reconcile found it gone from the index
+    assert store.spool_delivered_among("es", ["d1"]) == set()
+    assert store.spool_enqueue("es", [("d1", "h1", "{}")]) == 1  # so it is sent again
+    store.spool_mark_delivered("es", [(store.spool_next("es", 10)[-1][0], "h1", "d1")])
     store.spool_mark_failed("es", [rows[1][0]], "down")
     assert store.spool_mark_rejected("es", [(rows[1][0], "d2", "{}")], {"d2": "bad"}) == 1
     assert store.spool_rejected("es") == {"d2": "bad"} and store.spool_sizes() == {}
@@ -91,4 +108,18 @@ def test_mapping(store: Store) -> None:
 
 def test_probe_and_version(store: Store) -> None:
     store.probe_write()
-    assert store.schema_version() == SCHEMA_VERSION
+    expected = PG_SCHEMA_VERSION if isinstance(store, PostgresStore) else SCHEMA_VERSION
+    assert store.schema_version() == expected
+
+
+def test_route_lock_refuses_a_second_holder_until_released(store: Store) -> None:
+    from copydicom.state import RouteLocked
+
+    first = store.lock_route("r")
+    with pytest.raises(RouteLocked):
+        store.lock_route("r")
+    other = store.lock_route("other")  # per route
+    first.release()
+    again = store.lock_route("r")
+    again.release()
+    other.release()
