@@ -104,6 +104,16 @@ class Instance:
     documents
         Index documents produced by stages (flattened tags, dose events), each a
         JSON-able dict with a deterministic ``"_id"`` and a ``"doc_type"``.
+    warnings
+        Destinations that stored the instance *with a warning*: destination name ->
+        a short reason without PHI (a status code and its meaning). A destination's
+        :meth:`Destination.store` records one with :meth:`warn` and still returns
+        ``"stored"``: the delivery counts as delivered and as a warning (``warnings=N``
+        in the summary line). This side channel keeps :data:`StoreOutcome` a plain
+        literal, so destinations that never warn are untouched. Examples: a DIMSE
+        C-STORE answered 0xB000/0xB006/0xB007 (PS3.4 Table B.2-1), a STOW-RS response
+        whose Referenced SOP Sequence item carries a Warning Reason (0008,1196)
+        (PS3.18 Table 10.5.3-1).
     """
 
     ref: InstanceRef
@@ -112,6 +122,11 @@ class Instance:
     identity: Identity | None = None
     audit: dict[str, Any] = field(default_factory=dict)
     documents: list[dict[str, Any]] = field(default_factory=list)
+    warnings: dict[str, str] = field(default_factory=dict)
+
+    def warn(self, destination: str, reason: str) -> None:
+        """Record that ``destination`` stored this instance with a warning (``reason``: no PHI)."""
+        self.warnings[destination] = reason
 
     @property
     def target_id(self) -> str:
@@ -159,7 +174,11 @@ class Destination(Protocol):
         ...
 
     def store(self, instance: Instance) -> StoreOutcome:
-        """Store one instance; ``"existing"`` if it was already there."""
+        """Store one instance; ``"existing"`` if it was already there.
+
+        Stored with a warning: call ``instance.warn(self.name, reason)`` and return
+        ``"stored"`` (see :attr:`Instance.warnings`).
+        """
         ...
 
     def close(self) -> None: ...
