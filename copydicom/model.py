@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 if TYPE_CHECKING:  # pydicom (and numpy behind it) is not needed to move bytes
@@ -270,6 +271,22 @@ class SelectableSource(Protocol):
     """Capability: batches for given identifiers (source IDs or DICOM UIDs), for index queries."""
 
     def selected(self, identifiers: Iterable[str]) -> Iterator[list[InstanceRef]]: ...
+
+
+@runtime_checkable
+class RequeueableSource(Protocol):
+    """Capability: rebuild a fetchable reference for a quarantine entry (``quarantine retry``).
+
+    For sources whose stored source ID cannot be fetched by itself: a DICOMweb
+    source's ID is a digest (Orthanc's ID of the identity), and WADO-RS needs the
+    Study, Series and SOP Instance UIDs. The UIDs are read from the owner-only
+    state: the bytes the quarantine kept (``saved``, the entry's file), checked
+    against ``source_id`` so that a wrong file cannot redirect the retry. Without a
+    usable file the reference stays bare and :meth:`Source.fetch` says so (the entry
+    is kept).
+    """
+
+    def requeue(self, source_id: str, saved: Path | None) -> InstanceRef: ...
 
 
 @runtime_checkable
