@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from copydicom import retry
+from copydicom import politeness, retry
 from copydicom.config import AppConfig, Route
 from copydicom.errors import ConfigError, FatalError, RetryableError
 from copydicom.ledger import Ledger
@@ -119,8 +119,18 @@ class RouteState:
 
     @property
     def waiting_for_window(self) -> float | None:
-        """Seconds until the route's ``window:`` opens while it waits for it, else None."""
-        return self.runtime.pipeline.waiting_until if self.runtime is not None else None
+        """Seconds until the route's ``window:`` opens while it waits for it, else None.
+
+        The pipeline's own wait when a batch is held; otherwise the window itself (closed: no batch
+        starts, the route is idle on purpose), so ``/healthz``, the console and ``status`` agree.
+        """
+        waiting = self.runtime.pipeline.waiting_until if self.runtime is not None else None
+        return waiting if waiting is not None else politeness.closed_for(self.route.window)
+
+    @property
+    def waiting(self) -> bool:
+        """Outside its ``window:`` (the console shows ``state: waiting``)."""
+        return self.waiting_for_window is not None
 
     def backoff(self, policy: retry.Backoff | None = None) -> float:
         """Seconds before the next try after ``failures`` consecutive failures (capped at 30 s)."""

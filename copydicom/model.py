@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 if TYPE_CHECKING:  # pydicom (and numpy behind it) is not needed to move bytes
@@ -104,6 +105,16 @@ class Instance:
     documents
         Index documents produced by stages (flattened tags, dose events), each a
         JSON-able dict with a deterministic ``"_id"`` and a ``"doc_type"``.
+    warnings
+        Destinations that stored the instance *with a warning*: destination name ->
+        a short reason without PHI (a status code and its meaning). A destination's
+        :meth:`Destination.store` records one with :meth:`warn` and still returns
+        ``"stored"``: the delivery counts as delivered and as a warning (``warnings=N``
+        in the summary line). This side channel keeps :data:`StoreOutcome` a plain
+        literal, so destinations that never warn are untouched. Examples: a DIMSE
+        C-STORE answered 0xB000/0xB006/0xB007 (PS3.4 Table B.2-1), a STOW-RS response
+        whose Referenced SOP Sequence item carries a Warning Reason (0008,1196)
+        (PS3.18 Table 10.5.3-1).
     """
 
     ref: InstanceRef
@@ -112,6 +123,11 @@ class Instance:
     identity: Identity | None = None
     audit: dict[str, Any] = field(default_factory=dict)
     documents: list[dict[str, Any]] = field(default_factory=list)
+    warnings: dict[str, str] = field(default_factory=dict)
+
+    def warn(self, destination: str, reason: str) -> None:
+        """Record that ``destination`` stored this instance with a warning (``reason``: no PHI)."""
+        self.warnings[destination] = reason
 
     @property
     def target_id(self) -> str:
@@ -159,7 +175,11 @@ class Destination(Protocol):
         ...
 
     def store(self, instance: Instance) -> StoreOutcome:
-        """Store one instance; ``"existing"`` if it was already there."""
+        """Store one instance; ``"existing"`` if it was already there.
+
+        Stored with a warning: call ``instance.warn(self.name, reason)`` and return
+        ``"stored"`` (see :attr:`Instance.warnings`).
+        """
         ...
 
     def close(self) -> None: ...
@@ -251,6 +271,22 @@ class SelectableSource(Protocol):
     """Capability: batches for given identifiers (source IDs or DICOM UIDs), for index queries."""
 
     def selected(self, identifiers: Iterable[str]) -> Iterator[list[InstanceRef]]: ...
+
+
+@runtime_checkable
+class RequeueableSource(Protocol):
+    """Capability: rebuild a fetchable reference for a quarantine entry (``quarantine retry``).
+
+    For sources whose stored source ID cannot be fetched by itself: a DICOMweb
+    source's ID is a digest (Orthanc's ID of the identity), and WADO-RS needs the
+    Study, Series and SOP Instance UIDs. The UIDs are read from the owner-only
+    state: the bytes the quarantine kept (``saved``, the entry's file), checked
+    against ``source_id`` so that a wrong file cannot redirect the retry. Without a
+    usable file the reference stays bare and :meth:`Source.fetch` says so (the entry
+    is kept).
+    """
+
+    def requeue(self, source_id: str, saved: Path | None) -> InstanceRef: ...
 
 
 @runtime_checkable

@@ -123,6 +123,9 @@ class Outcome:
     stage_seconds: tuple[tuple[str, float], ...] = ()
     #: The source holds other bytes than those delivered (same instance, new content).
     changed: bool = False
+    #: Destinations that stored it with a warning: ``(name, reason)`` pairs (see
+    #: :attr:`copydicom.model.Instance.warnings`); the kind stays ``stored``.
+    warnings: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass
@@ -138,9 +141,13 @@ class Summary:
     changed_kept: int = 0
     #: Print ``filtered=`` even when zero (the route has a filter).
     show_filtered: bool = False
+    #: Deliveries a destination accepted with a warning (one per instance and destination);
+    #: each is also counted in ``replicated``.
+    warnings: int = 0
 
     def add(self, outcome: Outcome) -> None:
         self.counts[outcome.kind] += 1
+        self.warnings += len(outcome.warnings)
         if outcome.kind == "failed" and not self.first_retryable:
             self.first_retryable = outcome.reason
         if outcome.changed:
@@ -160,10 +167,12 @@ class Summary:
     def line(self) -> str:
         c = self.counts
         filtered = f"filtered={c['filtered']} " if self.show_filtered or c["filtered"] else ""
+        warnings = f"warnings={self.warnings} " if self.warnings else ""
         changed = f"changed={self.changed} " if self.changed else ""
         return (
             f"replicated={c['stored']} skipped_existing={c['existing']} "
-            f"quarantined={c['quarantined']} failed={c['failed']} {filtered}{changed}seconds={self.seconds:.1f}"
+            f"quarantined={c['quarantined']} failed={c['failed']} {filtered}{warnings}{changed}"
+            f"seconds={self.seconds:.1f}"
         )
 
 
@@ -455,7 +464,10 @@ class Pipeline:
         for stage_name, actions in instance.audit.items():
             self.ledger.record_audit(self.route, instance.target_id, stage_name, actions)
         kind: OutcomeKind = "stored" if "stored" in outcomes else "existing"
-        return Outcome(ref, kind, changed=item.changed)
+        warned = tuple((d.name, instance.warnings[d.name]) for d in needed if d.name in instance.warnings)
+        for name, reason in warned:
+            log.debug("instance %s stored at %s with a warning: %s", instance.target_id, name, reason)
+        return Outcome(ref, kind, changed=item.changed, warnings=warned)
 
     # -- filter ----------------------------------------------------------------------------
 

@@ -84,6 +84,30 @@ class TimeWindow:
             (self.sleep or stop.wait)(min(delay, max_step))
 
 
+def closed_for(text: str | None, now: _dt.datetime | None = None) -> float | None:
+    """Seconds until a route's ``window:`` opens if it is closed at ``now``; ``None`` when open or unset.
+
+    What ``status`` and the daemon's route state say ("waiting for window 19:00-07:00"): outside
+    its window a route starts no batch (:meth:`TimeWindow.wait_open`), so it is waiting on purpose.
+    ``text`` was checked by the configuration.
+    """
+    if not text:
+        return None
+    delay = TimeWindow.parse(text).seconds_until_open(now)
+    return delay if delay > 0 else None
+
+
+def waiting_text(text: str, delay: float) -> str:
+    """``waiting for window 19:00-07:00 (opens in 2h)`` (durations written as in the config)."""
+    seconds = max(0, int(delay))
+    shown = f"{seconds}s"
+    for unit, size in (("h", 3600), ("m", 60)):
+        if seconds >= size:
+            shown = f"{seconds // size}{unit}"
+            break
+    return f"waiting for window {text} (opens in {shown})"
+
+
 class RateLimiter:
     """A token bucket shared by a route's workers: at most ``rate`` acquisitions per second.
 

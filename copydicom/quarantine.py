@@ -10,11 +10,12 @@ the entry and its bytes. A purge removes every file the entry ever pointed to.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 from copydicom.config import AppConfig, Route
 from copydicom.ledger import Ledger, remove_files
-from copydicom.model import InstanceRef
+from copydicom.model import InstanceRef, RequeueableSource
 from copydicom.pipeline import Summary
 from copydicom.routes import build_route
 
@@ -41,15 +42,21 @@ def retry_entries(
             continue
         runtime = build_route(route, config, ledger, key_file=key_file)
         try:
-            complete = getattr(runtime.source, "complete", None)
-            refs = [[complete(InstanceRef(e.source_id)) if callable(complete) else InstanceRef(e.source_id)]
-                    for e in items]
+            refs = [[_ref_of(runtime.source, e)] for e in items]
             for outcome in runtime.pipeline.stream(refs):
                 summary.add(outcome)
         finally:
             runtime.close()
     ledger.flush()
     return summary, unknown
+
+
+def _ref_of(source: Any, entry: Any) -> InstanceRef:
+    """The reference to re-process for an entry: rebuilt by the source when its IDs cannot be fetched alone."""
+    if isinstance(source, RequeueableSource):
+        return source.requeue(entry.source_id, Path(entry.path) if entry.path else None)
+    complete = getattr(source, "complete", None)
+    return complete(InstanceRef(entry.source_id)) if callable(complete) else InstanceRef(entry.source_id)
 
 
 def purge_entries(ledger: Ledger, entries: Iterable[Any]) -> int:

@@ -12,7 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from copydicom import registry
+from copydicom import politeness, registry
 from copydicom.cli._progress import Progress
 from copydicom.cli._args import add_index_timeout
 from copydicom.config import AppConfig, Route, load_config
@@ -301,6 +301,10 @@ def cmd_status(args: argparse.Namespace) -> int:
             }
             if name in routes and config is not None and routes[name].trigger.kind == "driven":
                 row["receive"] = _driver_status(config, routes[name])
+            window = routes[name].window if name in routes else None
+            closed = politeness.closed_for(window)
+            if window and closed is not None:  # outside its window: the daemon starts no batch for it
+                row["waiting_for_window"] = {"window": window, "opens_in_seconds": round(closed)}
             row["counts"] = counts.get(name, {})
             dests = per_destination.get(name, {})
             row["images"] = {d: {k: v for k, v in c.items() if k != "kind"} for d, c in dests.items()
@@ -360,6 +364,9 @@ def _status_lines(state: Any, report: list[dict[str, Any]], extras: dict[str, An
             backlog = row.get("backlog")
             line += f"   source Last: {shown}   backlog: {'-' if backlog is None else backlog}"
         yield line
+        waiting = row.get("waiting_for_window")
+        if waiting:
+            yield "  " + politeness.waiting_text(waiting["window"], waiting["opens_in_seconds"])
         if row.get("feed_reset"):
             yield f"  FEED RESET: {row['feed_reset']['reason']}; checkpoint held, nothing sent from the feed"
         receive = row.get("receive")

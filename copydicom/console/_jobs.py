@@ -18,9 +18,11 @@ from copydicom.errors import CopyDicomError
 
 JobState = Literal["queued", "running", "done", "failed"]
 
-#: The summary line's keys, in its order (``/api/jobs/{id}`` reports the same).
-SUMMARY_KEYS = ("replicated", "skipped_existing", "quarantined", "failed")
-_KIND_TO_KEY = {"stored": "replicated", "existing": "skipped_existing", "quarantined": "quarantined", "failed": "failed"}
+#: The summary line's keys, in its order (``/api/jobs/{id}`` reports the same). ``warnings`` is
+#: always present in the JSON (a fixed shape for scripts); the summary line prints it when non-zero.
+SUMMARY_KEYS = ("replicated", "skipped_existing", "quarantined", "failed", "warnings")
+_KIND_TO_KEY = {"stored": "replicated", "existing": "skipped_existing", "quarantined": "quarantined", "failed": "failed",
+                "warning": "warnings"}
 
 
 class UploadRunner(Protocol):
@@ -28,6 +30,9 @@ class UploadRunner(Protocol):
 
     ``on_outcome(file_index, kind, reason)`` is called once per file; the
     reason is already free of patient data (the pipeline's quarantine reasons are).
+    A file a destination stored with a warning gets a second call with kind
+    ``"warning"`` (counted in ``warnings``, as in the summary line; it stays
+    counted in ``replicated``).
     """
 
     def __call__(

@@ -67,6 +67,8 @@ def make_upload_runner(config: AppConfig, ledger: Ledger) -> Callable[..., None]
             for outcome in runtime.pipeline.stream(runtime.source.batches()):
                 reason = outcome.reason.split(":", 1)[0] if outcome.kind not in ("stored", "existing") else ""
                 on_outcome(position.get(outcome.ref.source_id, -1), outcome.kind, reason)
+                for name, warning in outcome.warnings:  # stored, with a warning: also counted as one
+                    on_outcome(position.get(outcome.ref.source_id, -1), "warning", f"{name}: {warning}")
         finally:
             runtime.close()  # an index destination delivers its spool on close
 
@@ -83,7 +85,7 @@ def make_retry(config: AppConfig, ledger: Ledger) -> Callable[[list[Any]], dict[
         summary, _unknown = retry_entries(config, ledger, entries, routes)
         c = summary.counts
         return {"replicated": c["stored"], "skipped_existing": c["existing"],
-                "quarantined": c["quarantined"], "failed": c["failed"]}
+                "quarantined": c["quarantined"], "failed": c["failed"], "warnings": summary.warnings}
 
     return retry
 

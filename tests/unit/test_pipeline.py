@@ -13,7 +13,7 @@ from copydicom.errors import (
     SourceUnavailable,
 )
 from copydicom.ledger import Ledger
-from copydicom.model import InstanceRef
+from copydicom.model import Instance, InstanceRef, StoreOutcome
 from copydicom.pipeline import Outcome, Pipeline, Summary, safe_reason
 from copydicom.state import quarantine_file_name
 from tests.unit.fakes import FakeDestination, FakeSource, RaisingStage
@@ -149,6 +149,43 @@ def test_summary_line_format() -> None:
     line = s.line()
     assert line.startswith("replicated=3 skipped_existing=2 quarantined=1 failed=4 seconds=")
     float(line.rsplit("=", 1)[1])
+
+
+def test_summary_line_prints_warnings_between_failed_and_seconds_only_when_non_zero() -> None:
+    s = Summary(show_filtered=True)
+    s.counts.update({"stored": 3, "filtered": 1})
+    assert "warnings=" not in s.line()
+    s.add(Outcome(InstanceRef("a"), "stored", warnings=(("d1", "B000H"), ("d2", "B007H"))))
+    s.changed = 1
+    line = s.line()
+    assert line.startswith("replicated=4 skipped_existing=0 quarantined=0 failed=0 filtered=1 warnings=2 changed=1 "
+                           "seconds="), line
+
+
+class WarningDestination(FakeDestination):
+    """Stores everything; odd target IDs are stored with a warning, as a C-STORE 0xB000 would be."""
+
+    def store(self, instance: Instance) -> StoreOutcome:
+        outcome = super().store(instance)
+        if instance.target_id in {"b", "d"}:
+            instance.warn(self.name, "warning B000H")
+        return outcome
+
+
+def test_a_delivery_with_a_warning_is_delivered_and_counted(ledger: Ledger, tmp_path: Path) -> None:
+    source = FakeSource({i: i.encode() for i in ("a", "b", "c", "d")})
+    warns, plain = WarningDestination("warns"), FakeDestination("plain")
+    pipe = make(ledger, tmp_path, source, [warns, plain])
+    summary = Summary()
+    outcomes = list(pipe.stream([series_batch(["a", "b", "c", "d"])]))
+    for outcome in outcomes:
+        summary.add(outcome)
+    pipe.close()
+    assert kinds(summary) == {"stored": 4} and summary.warnings == 2
+    assert sorted(o.ref.source_id for o in outcomes if o.warnings) == ["b", "d"]
+    assert all(o.kind == "stored" and o.warnings == (("warns", "warning B000H"),) for o in outcomes if o.warnings)
+    assert ledger.delivered_among("warns", ["a", "b", "c", "d"]) == {"a", "b", "c", "d"}
+    assert "warnings=2 " in summary.line()
 
 
 def test_safe_reason_strips_quoted_values() -> None:

@@ -88,21 +88,47 @@ def stow_outcomes(status: int, body: Any, sop_uids: list[str], *, who: str = "de
     sop_uids
         The SOP Instance UIDs sent, in order.
     """
-    if isinstance(body, list):
-        body = body[0] if body and isinstance(body[0], dict) else None
+    body = _response_dataset(body)
     said: dict[str, Result] = {}
     if isinstance(body, dict):
         for item in J.items(body, J.REFERENCED_SOP_SEQUENCE):
             uid = J.first(item, J.REFERENCED_SOP_INSTANCE)
-            warning = _code(J.first(item, J.WARNING_REASON))
-            if warning is not None:
-                log.warning("STOW-RS to %s: stored with a warning: %s (%04XH)", who,
-                            WARNING_REASONS.get(warning, "warning"), warning)
             said[uid] = "stored"
         for item in J.items(body, J.FAILED_SOP_SEQUENCE):
             uid = J.first(item, J.REFERENCED_SOP_INSTANCE)
             said[uid] = failure_error(_code(J.first(item, J.FAILURE_REASON)), who)
     return [said.get(uid) for uid in sop_uids]
+
+
+def _response_dataset(body: Any) -> dict[str, Any] | None:
+    if isinstance(body, list):
+        body = body[0] if body and isinstance(body[0], dict) else None
+    return body if isinstance(body, dict) else None
+
+
+def warning_text(code: int) -> str:
+    """The reason recorded for a Warning Reason code (no patient data)."""
+    return f"STOW-RS warning {code:04X}H ({WARNING_REASONS.get(code, 'warning')})"
+
+
+def stow_warnings(body: Any, *, who: str = "destination") -> dict[str, int]:
+    """SOP Instance UID -> Warning Reason (0008,1196) of the instances stored with a warning.
+
+    PS3.18 Table 10.5.3-1: an item of the Referenced SOP Sequence (0008,1199) may carry a
+    Warning Reason (B000H coercion, B006H elements discarded, B007H data set does not match
+    the SOP class); the instance is stored (HTTP 202). Logged here without the UID.
+    """
+    found: dict[str, int] = {}
+    dataset = _response_dataset(body)
+    if dataset is None:
+        return found
+    for item in J.items(dataset, J.REFERENCED_SOP_SEQUENCE):
+        code = _code(J.first(item, J.WARNING_REASON))
+        if code is not None:
+            log.warning("STOW-RS to %s: stored with a warning: %s (%04XH)", who,
+                        WARNING_REASONS.get(code, "warning"), code)
+            found[J.first(item, J.REFERENCED_SOP_INSTANCE)] = code
+    return found
 
 
 def _sop_uid(instance: Instance) -> str:
@@ -125,6 +151,8 @@ class _Pending:
     sop: str
     done: threading.Event = field(default_factory=threading.Event)
     result: Result = None
+    #: Warning Reason code when the server stored it with a warning.
+    warning: int | None = None
 
 
 @dataclass
@@ -230,6 +258,8 @@ class StowDestination:
             raise result
         if result is None:  # pragma: no cover - _send always decides
             raise DestinationUnavailable(f"STOW-RS to {self.name}: no outcome")
+        if result == "stored" and pending.warning is not None:
+            instance.warn(self.name, warning_text(pending.warning))
         return result
 
     def _send(self, items: list[_Pending]) -> None:
@@ -250,6 +280,7 @@ class StowDestination:
     def _post(self, items: list[_Pending]) -> None:
         status, body = self.client.stow([i.data for i in items])
         results = stow_outcomes(status, body, [i.sop for i in items], who=self.name)
+        warnings = stow_warnings(body, who=self.name)
         unresolved: list[_Pending] = []
         for item, result in zip(items, results):
             if result is None and 200 <= status < 300:
@@ -259,6 +290,7 @@ class StowDestination:
                 continue
             if result is None:
                 result = RejectedByDestination(f"STOW-RS to {self.name}: HTTP {status}, instance refused")
+            item.warning = warnings.get(item.sop)
             item.result = result
         if unresolved:
             log.info("STOW-RS to %s: HTTP %d for a batch; sending %d instance(s) alone", self.name, status,

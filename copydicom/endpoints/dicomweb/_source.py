@@ -26,6 +26,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from copydicom.endpoints.dicomweb import _json as J
@@ -59,6 +60,21 @@ def _sop_uid_of(data: bytes) -> str:
 
     ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True, force=True, specific_tags=["SOPInstanceUID"])
     return str(ds.get("SOPInstanceUID", "") or "")
+
+
+def _identity_of_file(path: Path) -> Identity | None:
+    """The identity in a Part 10 file's header (``None`` if unreadable or incomplete)."""
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True, force=True, specific_tags=[
+            "PatientID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"])
+    except (OSError, ValueError, EOFError, TypeError, AttributeError):
+        return None
+    uids = [str(ds.get(k, "") or "") for k in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")]
+    if not all(uids):
+        return None
+    return Identity(str(ds.get("PatientID", "") or ""), *uids)
 
 
 @dataclass
@@ -200,12 +216,32 @@ class DicomwebSource:
         """References are complete when listed; one rebuilt from an ID alone cannot be completed."""
         return ref
 
+    def requeue(self, source_id: str, saved: Path | None) -> InstanceRef:
+        """A fetchable reference for a quarantine entry (:class:`~copydicom.model.RequeueableSource`).
+
+        The source ID is Orthanc's ID of the identity (a SHA-1 digest: it cannot be turned back
+        into UIDs). The UIDs come from the owner-only quarantine file the entry kept (the
+        source's bytes as fetched: PatientID, Study, Series and SOP Instance UIDs, header only),
+        and are used only if their digest is ``source_id``. The instance is then fetched again
+        from the server, alone (WADO-RS at instance level, not its whole series).
+        """
+        identity = _identity_of_file(saved) if saved is not None else None
+        if identity is None or identity.orthanc_id != source_id:
+            if saved is not None:
+                log.info("quarantine entry %s: its saved file does not name this instance; cannot re-fetch it",
+                         source_id)
+            return InstanceRef(source_id)
+        with self._lock:
+            self._sparse[(identity.study_uid, identity.series_uid)] = True  # one instance: no series download
+        return InstanceRef(source_id, None, identity,
+                           orthanc_id(identity.patient_id, identity.study_uid, identity.series_uid))
+
     def fetch(self, ref: InstanceRef) -> bytes:
         """The instance's bytes as stored (or, in ``metadata`` mode, its header as a Part 10 file)."""
         identity = ref.identity
         if identity is None:
             raise InvalidInstance(f"instance {ref.source_id}: a DICOMweb source fetches by UIDs, and this reference "
-                                  "has none (re-list it with replicate --study, or import the quarantined file)")
+                                  "has none (no quarantined file names it: re-list it with replicate --study)")
         if self.config.mode == "metadata":
             return self._header_file(identity)
         if self.config.retrieve == "series" and not self._sparse.get((identity.study_uid, identity.series_uid)):

@@ -55,6 +55,10 @@ VERIFICATION = "1.2.840.10008.1.1"
 
 #: PS3.4 Table B.2-1 and PS3.7 C.4.2.1.4: warnings; the instance is stored.
 WARNING_STATUSES = frozenset({0x0001, 0x0107, 0x0116, 0xB000, 0xB006, 0xB007})
+#: What a warning status means (for the reason recorded with :meth:`Instance.warn`; no patient data).
+WARNING_MEANINGS = {0xB000: "coercion of data elements", 0xB006: "elements discarded",
+                    0xB007: "data set does not match SOP class", 0x0001: "requested optional attributes "
+                    "not supported", 0x0107: "attribute list error", 0x0116: "attribute value out of range"}
 #: PS3.7 Annex C general failures that may heal: processing failure, duplicate invocation, resource limitation.
 TRANSIENT_STATUSES = frozenset({0x0110, 0x0210, 0x0213})
 
@@ -323,7 +327,9 @@ class DimseDestination:
         if result == "warning":
             with self._lock:
                 self.warnings += 1
-            log.info("%s: C-STORE warning 0x%04X for instance %s", self.name, int(status.Status), instance.target_id)
+            code = int(status.Status)
+            log.info("%s: C-STORE warning 0x%04X for instance %s", self.name, code, instance.target_id)
+            instance.warn(self.name, f"C-STORE warning 0x{code:04X} ({WARNING_MEANINGS.get(code, 'warning')})")
         return "stored"
 
     @staticmethod

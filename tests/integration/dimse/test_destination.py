@@ -200,8 +200,10 @@ def test_status_codes_at_a_real_peer(tmp_path: Path) -> None:
     with ScriptedSCP([0xB000, 0xA700, 0xC000, 0xA900, 0x0000]) as scp:
         destination = DimseDestination(node(scp.port, "SCRIPTED"))
         try:
-            assert destination.store(instance(files[0])) == "stored"
+            first = instance(files[0])
+            assert destination.store(first) == "stored"
             assert destination.warnings == 1
+            assert first.warnings == {"peer": "C-STORE warning 0xB000 (coercion of data elements)"}
             with pytest.raises(DestinationUnavailable, match="0xA700"):
                 destination.store(instance(files[1]))
             with pytest.raises(RejectedByDestination, match="0xC000"):
@@ -249,3 +251,23 @@ def test_echo_command(dest: OrthancServer) -> None:
     assert down.returncode == 1 and down.stdout.startswith("echo=failed")
     bad = subprocess.run(run + ["dicom://127.0.0.1:4242"], env=env, capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "called AE title" in bad.stderr
+
+
+def test_warning_statuses_count_as_replicated_and_as_warnings(tmp_path: Path) -> None:
+    """0xB000/0xB007/0xB006 from a real peer: delivered (ledger, replicated=) and counted in warnings=."""
+    files = write_files(tmp_path / "in", 5)
+    source = MemorySource(files)
+    ledger = Ledger(tmp_path / "state.db")
+    with ScriptedSCP([0xB000, 0x0000, 0xB007, 0xB006, 0x0000]) as scp:
+        destination = DimseDestination(node(scp.port, "SCRIPTED"))
+        pipeline = Pipeline("to-dicom", source, [], [destination], ledger, quarantine_dir=tmp_path / "q", workers=1)
+        try:
+            summary = pipeline.run([source.refs()])
+        finally:
+            pipeline.close()
+    try:
+        assert summary.counts["stored"] == 5 and summary.warnings == 3, summary.line()
+        assert " failed=0 warnings=3 seconds=" in summary.line()
+        assert ledger.delivered_among("peer", list(source.data)) == set(source.data)
+    finally:
+        ledger.close()

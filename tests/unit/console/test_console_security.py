@@ -164,10 +164,12 @@ def test_upload_sniffs_dicom_and_runs_a_job_with_the_csv(env: dict[str, Any]) ->
     assert response.status_code == 202, response.text
     job = wait_job(client, response.json()["job"], op)
     assert job["state"] == "done"
-    assert job["counts"] == {"replicated": 3, "skipped_existing": 0, "quarantined": 0, "failed": 0, "refused": 1}
+    assert job["counts"] == {"replicated": 3, "skipped_existing": 0, "quarantined": 0, "failed": 0, "warnings": 1,
+                             "refused": 1}
     call = env["runner"].calls[0]
     assert call["route"] == "research" and call["files"] == [b"DICM"] * 3 and "R001" in call["csv"]
     result = client.get(f"/jobs/{job['job']}/result.csv", headers=op).text
     assert "notes" not in result and "study" not in result and "loose" not in result
     assert result.count("replicated") == 3 and "refused" in result
+    assert "file-000001,warnings,pacs: STOW-RS warning B000H" in result
 

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from copydicom.endpoints.dicomweb import DicomwebConfig, parse_duration
-from copydicom.endpoints.dicomweb._destination import StowDestination, stow_outcomes
+from copydicom.endpoints.dicomweb._destination import StowDestination, stow_outcomes, stow_warnings
 from copydicom.endpoints.dicomweb._multipart import MultipartBody, MultipartReader, boundary_of
 from copydicom.errors import ConfigError, DestinationUnavailable, RejectedByDestination
 from copydicom.model import Identity, Instance, InstanceRef
@@ -98,10 +98,11 @@ def test_stow_outcomes_read_the_response_per_instance() -> None:
 class FakeStowClient:
     """Speaks like a STOW-RS server: fails the SOP UIDs in ``bad``; a 400 lists only the good ones."""
 
-    def __init__(self, bad: set[str], *, orthanc_style: bool = False) -> None:
+    def __init__(self, bad: set[str], *, orthanc_style: bool = False, warn: dict[str, int] | None = None) -> None:
         self.config = DicomwebConfig(name="fake", url="http://127.0.0.1:1/dw", stow_linger=5)
         self.name = "fake"
         self.bad = bad
+        self.warn = warn or {}
         self.orthanc_style = orthanc_style
         self.requests: list[int] = []
         self.lock = threading.Lock()
@@ -110,11 +111,11 @@ class FakeStowClient:
         with self.lock:
             self.requests.append(len(parts))
         uids = [p.split(b"\0")[0].decode() for p in parts]
-        good = [_sop(u) for u in uids if u not in self.bad]
+        good = [_sop(u, **({"00081196": self.warn[u]} if u in self.warn else {})) for u in uids if u not in self.bad]
         if self.orthanc_style:
             return (400 if len(good) < len(uids) else 200), stow_body(good, [])
         failed = [_sop(u, **{"00081197": 0xC000}) for u in uids if u in self.bad]
-        return (202 if failed else 200), stow_body(good, failed)
+        return (202 if failed or self.warn else 200), stow_body(good, failed)
 
     def close(self) -> None:
         pass
@@ -158,6 +159,24 @@ def test_a_lone_worker_does_not_wait_for_a_full_batch() -> None:
     dest = StowDestination(client, concurrency=4)  # type: ignore[arg-type]
     assert dest.store(instance("7.1")) == "stored"
     assert client.requests == [1]
+
+
+def test_stow_warnings_read_the_warning_reason_per_instance() -> None:
+    body = stow_body([_sop("1.1"), _sop("1.2", **{"00081196": 0xB007})], [_sop("1.3", **{"00081197": 0xA900})])
+    assert stow_warnings(body) == {"1.2": 0xB007}
+    assert stow_warnings([body]) == {"1.2": 0xB007}
+    assert stow_warnings(None) == {} and stow_warnings(stow_body([_sop("1.1")], [])) == {}
+
+
+def test_a_stored_with_warning_instance_is_stored_and_carries_the_warning() -> None:
+    client = FakeStowClient(set(), warn={"8.2": 0xB000})
+    client.config = DicomwebConfig(name="fake", url="http://127.0.0.1:1/dw", stow_linger=0)
+    dest = StowDestination(client, concurrency=1)  # type: ignore[arg-type]
+    plain, warned = instance("8.1"), instance("8.2")
+    assert dest.store(plain) == "stored" and dest.store(warned) == "stored"
+    assert plain.warnings == {}
+    assert list(warned.warnings) == ["fake"] and "B000H" in warned.warnings["fake"]
+    assert "8.2" not in warned.warnings["fake"]  # the reason names the code, never the UID
 
 
 def test_size_bound_splits_batches() -> None:
