@@ -150,6 +150,10 @@ class StateBackend:
         if cached and now - cached[0] < 10:
             return dict(cached[1])
         since = now - 3600
+        from copydicom.state import SqliteStore
+
+        if not isinstance(self.ledger.store, SqliteStore):  # PostgreSQL state: no chart (the API stays)
+            return {}
         rows = self.ledger.connection.execute(
             "SELECT route, CAST((at - ?) / 300 AS INTEGER) AS slot, count(*) FROM delivered "
             "WHERE at >= ? AND kind = 'image' GROUP BY route, slot", (since, since)).fetchall()
@@ -201,6 +205,15 @@ class StateBackend:
             where.append("at >= ?")
             params.append(since)
         clause = " AND ".join(where)
+        from copydicom.state import SqliteStore
+
+        if not isinstance(self.ledger.store, SqliteStore):  # PostgreSQL state: filter the entries in Python
+            chosen = [e for e in self._entries() if (route is None or e.route == route)
+                      and (code is None or e.code == code) and (since is None or e.at >= since)]
+            chosen.sort(key=lambda e: e.at, reverse=True)
+            return [QuarantineItem(entry_id(e.route, e.source_id), e.route, shown_source(e.source_id), e.code,
+                                   " ".join(str(e.reason).split())[:500], e.at, bool(e.path and Path(e.path).exists()))
+                    for e in chosen[offset: offset + limit]], len(chosen)
         conn = self.ledger.connection
         total = int(conn.execute(f"SELECT count(*) FROM quarantine WHERE {clause}", params).fetchone()[0])
         rows = conn.execute(

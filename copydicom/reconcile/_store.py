@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from copydicom.errors import LedgerError
+from copydicom.errors import ConfigError, LedgerError
 from copydicom.ledger import Ledger
 
 @dataclass(frozen=True)
@@ -38,7 +38,16 @@ class RunRecord:
     dry_run: bool
 
 
+def _sqlite(ledger: Ledger) -> bool:
+    from copydicom.state import SqliteStore
+
+    return isinstance(ledger.store, SqliteStore)
+
+
 def _execute(ledger: Ledger, sql: str, params: Any = (), *, many: bool = False) -> list[Any]:
+    if not _sqlite(ledger):
+        raise ConfigError("reconcile runs on the SQLite state store; a PostgreSQL state (cluster mode) is not "
+                          "supported yet: reconcile from a host with a SQLite state of the same route")
     lock = ledger._lock  # noqa: SLF001 - the ledger's one connection is shared under its lock
     with lock:
         try:
@@ -87,6 +96,12 @@ def record_run(ledger: Ledger, run: RunRecord) -> None:
 
 
 def last_runs(ledger: Ledger) -> dict[str, RunRecord]:
+    if not _sqlite(ledger):
+        return {}  # reconcile does not run on a PostgreSQL state (see _execute)
+    return _last_runs(ledger)
+
+
+def _last_runs(ledger: Ledger) -> dict[str, RunRecord]:
     """``{route: last reconcile}`` (empty when no reconcile ever ran)."""
     rows = _execute(ledger, "SELECT route, at, seconds, missing, repaired, extra, deleted, mismatched, dry_run "
                             "FROM reconcile_runs")
