@@ -22,3 +22,18 @@ def test_dicomweb_yaml_url_with_bad_port_is_a_config_error() -> None:
 
     with pytest.raises(ValidationError, match="port must be a number"):
         DicomwebConfig.model_validate({"name": "x", "url": "http://127.0.0.1:99999/dicom-web"})
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "es+http://u:s3cret@127.0.0.1:99999/idx",
+        "splunk+http://u:s3cret@127.0.0.1:99999?hec=http://127.0.0.1:8088&hec_token=tok",
+    ],
+)
+def test_index_url_with_bad_port_is_a_config_error(url: str) -> None:
+    from copydicom.app import endpoint_from_url
+
+    with pytest.raises(ConfigError, match="Port out of range") as info:
+        endpoint_from_url(url)
+    assert "s3cret" not in str(info.value)
