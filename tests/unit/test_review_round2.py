@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import responses
 
 from copydicom.endpoints.dicomweb._config import DicomwebConfig
 from copydicom.errors import ConfigError
@@ -37,3 +38,16 @@ def test_index_url_with_bad_port_is_a_config_error(url: str) -> None:
     with pytest.raises(ConfigError, match="Port out of range") as info:
         endpoint_from_url(url)
     assert "s3cret" not in str(info.value)
+
+
+@responses.activate
+def test_qido_404_on_a_top_level_search_is_a_wrong_url_not_an_empty_archive() -> None:
+    """A typo in the base URL (``/dicomweb`` for ``/dicom-web``) used to read as "nothing to copy", exit 0."""
+    from copydicom.endpoints.dicomweb._client import DicomwebClient
+
+    cfg = DicomwebConfig.from_url("dicomweb+http://u:p@dw.test/nope", name="dw").model_copy(update={"retries": 0})
+    responses.get("http://dw.test/nope/studies", status=404)
+    with pytest.raises(ConfigError, match="not the base of a DICOMweb service"):
+        list(DicomwebClient(cfg, side="source").qido(("studies",)))
+    responses.get("http://dw.test/nope/studies/9/series", status=404)
+    assert list(DicomwebClient(cfg, side="source").qido(("studies", "9", "series"))) == []
