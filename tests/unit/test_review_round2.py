@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import responses
 
@@ -51,3 +53,44 @@ def test_qido_404_on_a_top_level_search_is_a_wrong_url_not_an_empty_archive() ->
         list(DicomwebClient(cfg, side="source").qido(("studies",)))
     responses.get("http://dw.test/nope/studies/9/series", status=404)
     assert list(DicomwebClient(cfg, side="source").qido(("studies", "9", "series"))) == []
+
+
+def _deep_and_truncated() -> list[bytes]:
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    from tests.support.synthetic import ct_dataset, to_bytes
+
+    deep = ct_dataset(8, 0, 0, 1, rows=8, cols=8)
+    inner = cur = Dataset()
+    for _ in range(100):
+        nxt = Dataset()
+        cur.ReferencedImageSequence = Sequence([nxt])
+        cur = nxt
+    deep.ReferencedImageSequence = Sequence([inner])
+    truncated = to_bytes(ct_dataset(8, 0, 0, 2, rows=32, cols=32))
+    return [to_bytes(deep), truncated[: len(truncated) - 1000]]
+
+
+def test_listener_route_quarantines_deep_nesting_and_truncation_instead_of_forwarding(tmp_path: Path) -> None:
+    """A C-STORE push of a 200-deep file reached the Orthanc destination and crashed it (issue 11 item 10)."""
+    from copydicom.endpoints.dimse import ListenerConfig
+    from copydicom.endpoints.dimse.listener import ListenerSource, SpoolRunner, identity_of
+    from copydicom.ledger import Ledger
+    from copydicom.pipeline import Pipeline
+    from tests.unit.fakes import FakeDestination
+
+    cfg = ListenerConfig.from_mapping("rx", {"allowed_calling": ["M"], "spool": str(tmp_path / "spool")},
+                                      where="endpoints.rx")
+    source = ListenerSource(cfg)
+    for data in _deep_and_truncated():
+        source.spool.put(identity_of(data).orthanc_id, data)
+    ledger = Ledger(tmp_path / "state.db")
+    try:
+        dest = FakeDestination()
+        pipeline = Pipeline("rx-route", source, [], [dest], ledger, quarantine_dir=tmp_path / "q", workers=1)
+        summary = SpoolRunner("rx-route", source, pipeline).poll()
+    finally:
+        ledger.close()
+    assert dest.stored == []
+    assert summary.counts["quarantined"] == 2
