@@ -94,3 +94,30 @@ def test_listener_route_quarantines_deep_nesting_and_truncation_instead_of_forwa
         ledger.close()
     assert dest.stored == []
     assert summary.counts["quarantined"] == 2
+
+
+def test_listener_quarantine_keeps_the_refused_bytes(tmp_path: Path) -> None:
+    """The spool entry is the only copy (the sender was told Success): quarantine must keep it."""
+    from copydicom.endpoints.dimse import ListenerConfig
+    from copydicom.endpoints.dimse.listener import ListenerSource, SpoolRunner, identity_of
+    from copydicom.ledger import Ledger
+    from copydicom.pipeline import Pipeline
+    from tests.unit.fakes import FakeDestination
+
+    cfg = ListenerConfig.from_mapping("rx", {"allowed_calling": ["M"], "spool": str(tmp_path / "spool")},
+                                      where="endpoints.rx")
+    source = ListenerSource(cfg)
+    sent = _deep_and_truncated()
+    for data in sent:
+        source.spool.put(identity_of(data).orthanc_id, data)
+    ledger = Ledger(tmp_path / "state.db")
+    try:
+        pipeline = Pipeline("rx-route", source, [], [FakeDestination()], ledger, quarantine_dir=tmp_path / "q",
+                            workers=1)
+        SpoolRunner("rx-route", source, pipeline).poll()
+    finally:
+        ledger.close()
+    kept = sorted(p.read_bytes() for p in (tmp_path / "q").rglob("*.dcm"))
+    assert kept == sorted(sent)
+    assert all((p.stat().st_mode & 0o077) == 0 for p in (tmp_path / "q").rglob("*.dcm"))
+    assert source.spool.depth() == (0, None)

@@ -305,8 +305,13 @@ class ListenerSource:
         except OSError as exc:
             raise SourceUnavailable(f"cannot read spool entry {ref.source_id}: {exc.strerror}") from None
         # As the folder source does: never forward what readers crash on (Orthanc 1.10.1 dies
-        # on deep nesting), nor truncated or malformed data; the pipeline quarantines it.
-        check_structure(data)
+        # on deep nesting), nor truncated or malformed data; the pipeline quarantines it, with
+        # its bytes (the spool entry is the only copy: the sender was told Success).
+        try:
+            check_structure(data)
+        except InvalidInstance as exc:
+            exc.instance_data = data  # type: ignore[attr-defined]
+            raise
         return data
 
     def release(self, ref: InstanceRef) -> bool:
