@@ -121,3 +121,39 @@ def test_listener_quarantine_keeps_the_refused_bytes(tmp_path: Path) -> None:
     assert kept == sorted(sent)
     assert all((p.stat().st_mode & 0o077) == 0 for p in (tmp_path / "q").rglob("*.dcm"))
     assert source.spool.depth() == (0, None)
+
+
+def test_quarantine_retry_of_a_listener_route_uses_the_saved_copy(tmp_path: Path) -> None:
+    """The spool entry leaves once quarantined: a retry re-fetched from the spool, never delivered,
+    and replaced the original reason by "spool entry ... vanished"."""
+    from copydicom.config import parse_config
+    from copydicom.endpoints.dimse.listener import identity_of
+    from copydicom.ledger import Ledger
+    from copydicom.quarantine import retry_entries
+    from tests.support.synthetic import ct_study_files
+
+    config = parse_config({
+        "state": str(tmp_path / "state.db"),
+        "endpoints": {
+            "rx": {"type": "dimse_listener", "allowed_calling": ["M"], "spool": str(tmp_path / "spool")},
+            "idx": {"type": "sqlite", "path": str(tmp_path / "index.db")},
+        },
+        "routes": [{"name": "rxroute", "source": "rx", "destinations": [], "indexes": ["idx"]}],
+    }, base_dir=tmp_path)
+    good, deep = next(iter(ct_study_files(1, rows=8, cols=8))), _deep_and_truncated()[0]
+    ledger = Ledger(tmp_path / "state.db")
+    try:
+        for name, data, reason in (("good", good, "RejectedByDestination: HTTP 503"),
+                                   ("deep", deep, "InvalidInstance: sequences nested deeper than 64 levels")):
+            saved = tmp_path / f"{name}.dcm"
+            saved.write_bytes(data)
+            ledger.quarantine("rxroute", identity_of(data).orthanc_id, "rejected", reason, str(saved))
+        ledger.flush()
+        summary, unknown = retry_entries(config, ledger, ledger.quarantined(), {r.name: r for r in config.routes})
+        left = ledger.quarantined()
+    finally:
+        ledger.close()
+    assert unknown == []
+    assert summary.counts["quarantined"] == 1
+    assert [e.source_id for e in left] == [identity_of(deep).orthanc_id]
+    assert "nested deeper" in left[0].reason and left[0].path
