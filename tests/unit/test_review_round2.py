@@ -157,3 +157,23 @@ def test_quarantine_retry_of_a_listener_route_uses_the_saved_copy(tmp_path: Path
     assert summary.counts["quarantined"] == 1
     assert [e.source_id for e in left] == [identity_of(deep).orthanc_id]
     assert "nested deeper" in left[0].reason and left[0].path
+
+
+@pytest.mark.parametrize(
+    "expression",
+    ["StudyDate=2024-13-45", "StudyDate=20240230", "StudyDate=20240101-20241399", "Rows=abc", "SeriesNumber=three"],
+)
+def test_a_filter_value_that_can_never_match_is_a_config_error(expression: str) -> None:
+    """These used to be accepted and filtered every instance out (exit 0, filtered=N)."""
+    from copydicom.stages.filters import parse_cli_filters
+
+    with pytest.raises(ConfigError, match=expression.split("=")[0]):
+        parse_cli_filters([expression])
+
+
+@pytest.mark.parametrize("expression", ["StudyDate=2024-02-29", "StudyDate=20240101-", "Rows=512", "Rows=5*",
+                                        "SliceThickness=1.25"])
+def test_valid_filter_values_still_parse(expression: str) -> None:
+    from copydicom.stages.filters import parse_cli_filters
+
+    assert parse_cli_filters([expression]) is not None
