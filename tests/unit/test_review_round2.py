@@ -177,3 +177,18 @@ def test_valid_filter_values_still_parse(expression: str) -> None:
     from copydicom.stages.filters import parse_cli_filters
 
     assert parse_cli_filters([expression]) is not None
+
+
+def test_a_receive_spool_others_may_write_to_is_refused(tmp_path: Path) -> None:
+    """A local user could plant an instance in a 0777 spool and have the route deliver it."""
+    import os
+
+    from copydicom.endpoints.dimse.spool import ReceiveSpool
+
+    folder = tmp_path / "spool"
+    folder.mkdir()
+    os.chmod(folder, 0o777)
+    with pytest.raises(ConfigError, match="chmod 700"):
+        ReceiveSpool(folder)
+    os.chmod(folder, 0o700)
+    assert ReceiveSpool(folder).depth() == (0, None)
