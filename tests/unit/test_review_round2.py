@@ -192,3 +192,17 @@ def test_a_receive_spool_others_may_write_to_is_refused(tmp_path: Path) -> None:
         ReceiveSpool(folder)
     os.chmod(folder, 0o700)
     assert ReceiveSpool(folder).depth() == (0, None)
+
+
+def test_server_error_text_is_one_line_without_uids() -> None:
+    """Orthanc's DICOMweb plugin answers a failed WADO-RS with a multi-line JSON whose "Uri" holds the
+    source's Study/Series/SOP Instance UIDs: they reached the log and the failure reason."""
+    from copydicom.errors import classify_http_status
+
+    body = ('{\n\t"HttpStatus" : 500,\n\t"Uri" : "/dicom-web/studies/1.2.826.0.1.3680043.10.1381.243872457/series/'
+            '1.2.826.0.1.3680043.10.1381.99/instances/2.25.195448611666438354471837265571599733257"\n}')
+    error = classify_http_status(500, what="WADO-RS instance on 127.0.0.1:8042/dicom-web", side="source", body=body)
+    assert error is not None
+    text = str(error)
+    assert "\n" not in text and "1.2.826" not in text and "2.25.1954486" not in text
+    assert "127.0.0.1:8042" in text and "<uid>" in text
