@@ -206,3 +206,27 @@ def test_server_error_text_is_one_line_without_uids() -> None:
     text = str(error)
     assert "\n" not in text and "1.2.826" not in text and "2.25.1954486" not in text
     assert "127.0.0.1:8042" in text and "<uid>" in text
+
+
+def test_console_that_cannot_bind_its_port_is_a_config_error(tmp_path: Path) -> None:
+    """`console serve` on a port in use logged "console listening" and ran on without a console."""
+    import socket
+
+    from copydicom.console import ConsoleConfig, ConsoleServer
+
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    try:
+        port = holder.getsockname()[1]
+        config = ConsoleConfig(listen=f"127.0.0.1:{port}", users_file=tmp_path / "users.yaml",
+                               audit_log=tmp_path / "audit.log")
+
+        async def app(scope: object, receive: object, send: object) -> None:  # never called
+            raise AssertionError
+
+        server = ConsoleServer(config, app)
+        with pytest.raises(ConfigError, match=f"console.listen: cannot listen on 127.0.0.1:{port}"):
+            server.start()
+    finally:
+        holder.close()
