@@ -28,6 +28,7 @@ type follows the same rules.
 from __future__ import annotations
 
 import http.client
+import re
 import ssl
 import sys
 from typing import Any, Literal
@@ -273,8 +274,23 @@ def classify_http_status(
         return None
     detail = f"{what}: HTTP {status}"
     if body:
-        detail += f": {body[:300].strip()}"
+        detail += f": {_redacted_body(body)}"
     return make_error(verdict, detail, side=_side_of(retryable, side), retry_after=retry_after, reject=reject)
+
+
+#: A DICOM UID (PS3.5 9.1: a root of 0, 1 or 2, then at least four more components, or a UUID-derived
+#: ``2.25.<integer>`` of PS3.5 B.2); IP addresses (three dots) are not matched.
+_UID_RE = re.compile(r"(?<![\d.])(?:[0-2](?:\.\d+){4,}|2\.25\.\d{6,})(?![\d.])")
+
+
+def _redacted_body(body: str) -> str:
+    """A server's error text on one line, without UIDs.
+
+    Servers echo the request in their errors (Orthanc's ``"Uri"``: ``/dicom-web/studies/<Study
+    Instance UID>/...``), and the message goes to logs and quarantine reasons, which never carry
+    UIDs of the source (they identify the patient's study before de-identification).
+    """
+    return _UID_RE.sub("<uid>", " ".join(body[:300].split()))
 
 
 def _module(name: str) -> Any:

@@ -417,7 +417,8 @@ class Pipeline:
             if item.check_filter and not self._dataset_passes(ref, data):
                 return Outcome(ref, "filtered")
         except SkippableError as exc:
-            return self._quarantine(ref, None, exc)
+            # a source whose copy is the only one (the listener's spool) hands over the bytes it refused
+            return self._quarantine(ref, getattr(exc, "instance_data", None), exc)
         except RetryableError as exc:
             return Outcome(ref, "failed", str(exc))
         instance = Instance(ref, data, identity=ref.identity)

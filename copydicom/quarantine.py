@@ -41,6 +41,9 @@ def retry_entries(
             summary.counts["failed"] += len(items)
             continue
         runtime = build_route(route, config, ledger, key_file=key_file)
+        saved = {e.source_id: e.path for e in items if e.path}
+        if saved:
+            runtime.pipeline.source = _SavedCopyFallback(runtime.pipeline.source, saved)
         try:
             refs = [[_ref_of(runtime.source, e)] for e in items]
             for outcome in runtime.pipeline.stream(refs):
@@ -57,6 +60,47 @@ def _ref_of(source: Any, entry: Any) -> InstanceRef:
         return source.requeue(entry.source_id, Path(entry.path) if entry.path else None)
     complete = getattr(source, "complete", None)
     return complete(InstanceRef(entry.source_id)) if callable(complete) else InstanceRef(entry.source_id)
+
+
+class _SavedCopyFallback:
+    """The route's source, falling back to the quarantined copy when the source no longer has it.
+
+    A listener's spool entry leaves once quarantined (the saved copy is then the only one), and a
+    DICOMweb source cannot fetch by Orthanc ID alone; without this a retry could never deliver
+    them and replaced the original reason by "vanished". The saved copy goes through the same
+    structure check the sources apply (:func:`~copydicom.stages.structure.check_structure`).
+    """
+
+    def __init__(self, source: Any, saved: Mapping[str, str]) -> None:
+        self._source = source
+        self._saved = saved
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._source, name)
+
+    def fetch(self, ref: InstanceRef) -> bytes:
+        from pathlib import Path
+
+        from copydicom.errors import InvalidInstance
+        from copydicom.stages.structure import check_structure
+
+        try:
+            data: bytes = self._source.fetch(ref)
+            return data
+        except InvalidInstance as first:
+            path = self._saved.get(ref.source_id)
+            if path is None:
+                raise
+            try:
+                data = Path(path).read_bytes()
+            except OSError:
+                raise first from None
+        try:
+            check_structure(data)
+        except InvalidInstance as exc:
+            exc.instance_data = data  # type: ignore[attr-defined]
+            raise
+        return data
 
 
 def purge_entries(ledger: Ledger, entries: Iterable[Any]) -> int:

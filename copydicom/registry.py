@@ -209,6 +209,9 @@ class EndpointType(Generic[_C]):
             config: _C = self.config.from_url(url, name=name)  # type: ignore[attr-defined]
         except ValidationError as exc:
             raise config_error(exc, where=url.split("://", 1)[0]) from None
+        except ValueError as exc:  # urllib's own checks (a port out of range, a bad IPv6 literal)
+            message = str(exc).replace(url, "<url>")  # never echo the URL: it may carry credentials
+            raise ConfigError(f"{url.split('://', 1)[0]} URL: {message}") from None
         return config
 
     def json_schema(self) -> dict[str, Any]:

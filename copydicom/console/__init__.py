@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Any
 
 from copydicom.console._backend import StateBackend
@@ -50,6 +51,16 @@ class ConsoleServer:
     def start(self) -> None:
         self._thread = threading.Thread(target=self._server.run, name="copydicom-console", daemon=True)
         self._thread.start()
+        # uvicorn reports a port it cannot bind by logging and ending its thread: without this wait
+        # `console serve` (and the daemon) ran on without a console, saying it was listening.
+        deadline = time.monotonic() + 30.0
+        while not self._server.started and self._thread.is_alive() and time.monotonic() < deadline:
+            self._thread.join(0.05)
+        if not self._server.started and not self._thread.is_alive():
+            from copydicom.errors import ConfigError
+
+            raise ConfigError(f"console.listen: cannot listen on {self.config.listen} "
+                              "(address in use, or not permitted)")
         log.info("console listening on %s://%s", "https" if self.config.tls else "http", self.config.listen)
 
     @property

@@ -196,6 +196,8 @@ class Reconciler:
         #: A study whose sent identity could not be predicted: destination studies not matched to a
         #: source study may be its, so they are reported but never deleted in this run.
         self._unmatched_unsafe = False
+        #: The full scan found no instance at the source: deletions are reported, never propagated.
+        self._source_empty = False
 
     # -- identities ----------------------------------------------------------------------
 
@@ -211,8 +213,16 @@ class Reconciler:
         try:
             if not self.options.scoped:
                 src_counts = CountMap(self.memory_limit)
+                held = 0
                 for study_id, n in self.source.study_counts():
                     src_counts.add(study_id, n)
+                    held += n
+                if held == 0 and self.options.deletions == "propagate":
+                    # An empty source is far more often a rebuilt or wrong one than an archive whose
+                    # every study was deleted on purpose: never empty the replica to follow it (the
+                    # daemon's feed-reset repair lowers propagate to report for the same reason).
+                    self._source_empty = True
+                    log.error("reconcile: the source holds no instance; deletions are reported, not propagated")
                 for dest, inv in self.dests:
                     listed = inv.study_counts()
                     if listed is not None:
@@ -421,7 +431,7 @@ class Reconciler:
         if self.options.deletions == "report":
             for target in sorted(ours):
                 self.out(f"  extra at {dest.name}: {target}")
-        if self.options.deletions != "propagate" or self.options.dry_run or not may_delete:
+        if self.options.deletions != "propagate" or self.options.dry_run or not may_delete or self._source_empty:
             return
         gone: list[str] = []
         for target in sorted(ours):

@@ -187,6 +187,19 @@ class _Pattern:
             return False
 
 
+#: Value representations whose values are numbers: a non-numeric wanted value could never match.
+_NUMERIC_VRS = frozenset({"US", "SS", "UL", "SL", "UV", "SV", "IS", "DS", "FL", "FD"})
+
+
+def _check_calendar(text: str, keyword: str, where: str) -> None:
+    """Refuse an 8-digit date that is not on the calendar (``20241345`` could never match)."""
+    if re.fullmatch(r"\d{8}", text):
+        try:
+            _dt.datetime.strptime(text, "%Y%m%d")
+        except ValueError:
+            raise ConfigError(f"{where}: {keyword}: {text!r} is not a calendar date") from None
+
+
 def _pattern(keyword: str, vr: str, value: Any, where: str) -> _Pattern:
     if isinstance(value, bool) or value is None or isinstance(value, (Mapping, list, tuple)):
         raise ConfigError(f"{where}: {keyword} takes a string, a number, or a list of them")
@@ -199,9 +212,19 @@ def _pattern(keyword: str, vr: str, value: Any, where: str) -> _Pattern:
                 raise ConfigError(f"{where}: {keyword}: empty range {text!r}")
             if not re.fullmatch(r"[\d.]*", low + high):
                 raise ConfigError(f"{where}: {keyword}: {text!r} is not a DICOM {vr} range (e.g. 20240101-20241231)")
+            if vr == "DA":
+                for bound in (low, high):
+                    _check_calendar(bound, keyword, where)
             return _Pattern(text, low=_pad(low, vr) or None, high=_pad(high, vr) or None, is_range=True)
         if vr == "DA" and not (re.fullmatch(r"\d{8}", text) or _GLOB.search(text)):
             raise ConfigError(f"{where}: {keyword}: {text!r} is not a date (YYYYMMDD, YYYY-MM-DD or a range)")
+        if vr == "DA" and not _GLOB.search(text):
+            _check_calendar(text, keyword, where)
+    if vr in _NUMERIC_VRS and not _GLOB.search(text):
+        try:
+            float(text)
+        except ValueError:
+            raise ConfigError(f"{where}: {keyword}: {text!r} is not a number ({keyword} is {vr})") from None
     if vr == "UI" and not re.fullmatch(r"[\d.]+", text) and not _GLOB.search(text):
         uid = _uid_names().get(text.lower())
         if uid is None:

@@ -132,9 +132,11 @@ def test_a_whole_study_gone_at_the_source_is_found(
     assert main(["replicate", *_args(source, dest, state)]) == 0
     for study in source.get("/studies"):
         requests.delete(f"{source.url}/studies/{study}", auth=source.auth, timeout=30).raise_for_status()
+    kept = load_ct(source, 3, rows=8, seed="kept")  # a source left empty is never followed (see below)
+    assert main(["replicate", *_args(source, dest, state)]) == 0
     assert main(["reconcile", *_args(source, dest, state), "--deletions", "propagate"]) == 0
     assert _last_line(capsys).startswith("missing=0 repaired=0 extra=4 deleted=4 ")
-    assert instance_count(dest) == 0
+    assert instance_count(dest) == len(kept)
 
 
 def test_verify_finds_different_content_and_resend_replaces_it(
@@ -313,3 +315,18 @@ def test_listings_spilled_to_disk_give_the_same_answer(
         runtime.close()
         ledger.close()
     assert (report.missing, report.extra, report.repaired, report.deleted) == (1, 2, 0, 0)
+
+
+def test_propagate_never_empties_the_replica_after_an_empty_source(
+    servers: tuple[OrthancServer, OrthancServer], tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Review round 2: a one-shot reconcile --deletions propagate against a rebuilt (empty) source
+    deleted every instance this route had delivered, exit 0."""
+    source, dest = servers
+    ids = load_ct(source, 6, rows=8)
+    state = tmp_path / "state.db"
+    assert main(["replicate", *_args(source, dest, state)]) == 0
+    source.clear()
+    assert main(["reconcile", *_args(source, dest, state), "--deletions", "propagate"]) == 1
+    assert _last_line(capsys).startswith("missing=0 repaired=0 extra=6 deleted=0 ")
+    assert instance_count(dest) == len(ids)

@@ -165,6 +165,12 @@ class DicomwebClient:
             def attempt() -> list[dict[str, Any]]:
                 self._count("qido")
                 reply = self._send("GET", self.url(*path), what, params=query, headers={"Accept": _DICOM_JSON})
+                # 404 on a search below a study or series means "no such study/series", i.e. no
+                # match; 404 on a top-level search means the base URL is not a DICOMweb service,
+                # which must not read as "nothing to copy".
+                if reply.status_code == 404 and len(path) == 1:
+                    raise ConfigError(f"{what}: HTTP 404: the url is not the base of a DICOMweb service "
+                                      "(for Orthanc: .../dicom-web)")
                 self._check(reply, what, ok_404=True)
                 if reply.status_code in (204, 404) or not reply.content.strip():
                     return []

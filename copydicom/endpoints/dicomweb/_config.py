@@ -74,6 +74,10 @@ class DicomwebConfig(EndpointConfig):
         parts = urlsplit(self.url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError("url: expected http[s]://host[:port]/path of the DICOMweb service")
+        try:
+            _ = parts.port  # urllib raises ValueError on a port out of range or not a number
+        except ValueError:
+            raise ValueError("url: the port must be a number from 1 to 65535") from None
         if parts.username or parts.password:
             raise ValueError("url: put credentials in user/password or token, not in the URL")
         if self.token and self.password:
@@ -88,8 +92,12 @@ class DicomwebConfig(EndpointConfig):
         if scheme not in SCHEMES or not parts.hostname:
             raise ConfigError(f"{scheme or url[:20]!r}: expected dicomweb+http[s]://[user:password@]host[:port]/path")
         netloc = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
-        if parts.port:
-            netloc += f":{parts.port}"
+        try:
+            port = parts.port
+        except ValueError:
+            raise ConfigError("dicomweb URL: the port must be a number from 1 to 65535") from None
+        if port:
+            netloc += f":{port}"
         base = urlunsplit((scheme.split("+", 1)[1], netloc, parts.path.rstrip("/"), "", ""))
         body: dict[str, object] = {"url": base}
         if parts.username:

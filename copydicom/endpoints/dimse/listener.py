@@ -33,6 +33,7 @@ from copydicom.endpoints.dimse._config import ListenerConfig
 from copydicom.endpoints.dimse.spool import ReceiveSpool, SpoolEntry
 from copydicom.errors import ConfigError, InvalidInstance, SourceUnavailable
 from copydicom.model import Identity, InstanceRef
+from copydicom.stages.structure import check_structure
 
 if TYPE_CHECKING:
     from pynetdicom.events import Event
@@ -298,11 +299,20 @@ class ListenerSource:
 
     def fetch(self, ref: InstanceRef) -> bytes:
         try:
-            return self.spool.path_of(ref.source_id).read_bytes()
+            data = self.spool.path_of(ref.source_id).read_bytes()
         except FileNotFoundError:
             raise InvalidInstance(f"spool entry {ref.source_id} vanished") from None
         except OSError as exc:
             raise SourceUnavailable(f"cannot read spool entry {ref.source_id}: {exc.strerror}") from None
+        # As the folder source does: never forward what readers crash on (Orthanc 1.10.1 dies
+        # on deep nesting), nor truncated or malformed data; the pipeline quarantines it, with
+        # its bytes (the spool entry is the only copy: the sender was told Success).
+        try:
+            check_structure(data)
+        except InvalidInstance as exc:
+            exc.instance_data = data  # type: ignore[attr-defined]
+            raise
+        return data
 
     def release(self, ref: InstanceRef) -> bool:
         """Remove a delivered or quarantined entry."""

@@ -64,6 +64,14 @@ class ReceiveSpool:
     def __init__(self, folder: Path, *, fsync: bool = True, writer: Callable[[int, bytes], None] = _write_all) -> None:
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        mode = self.folder.stat().st_mode
+        if mode & 0o022:
+            # Anyone who may write here can plant an instance that the route then delivers as received
+            # (or remove acknowledged ones): refused like a key in a folder others may write to.
+            from copydicom.errors import ConfigError
+
+            raise ConfigError(f"receive spool {self.folder}: group or others may write to it "
+                              f"(mode {mode & 0o777:04o}); run 'chmod 700 {self.folder}'")
         self.fsync = fsync
         self.writer = writer
         self._lock = threading.Lock()

@@ -41,7 +41,7 @@ def test_qido_pages_with_limit_and_offset_until_a_short_page() -> None:
 
 @responses.activate
 def test_qido_empty_204_and_404_mean_no_matches() -> None:
-    responses.get(f"{BASE}/studies", status=204)
+    responses.get(f"{BASE}/studies", status=204)  # a 404 here is a wrong base URL: test_review_round2
     assert list(client().qido(("studies",))) == []
     responses.get(f"{BASE}/studies/9/series", status=404)
     assert list(client().qido(("studies", "9", "series"))) == []
