@@ -42,7 +42,7 @@ def retry_entries(
             continue
         runtime = build_route(route, config, ledger, key_file=key_file)
         saved = {e.source_id: e.path for e in items if e.path}
-        if saved:
+        if saved and not isinstance(runtime.source, RequeueableSource):  # those rebuild from the copy themselves
             runtime.pipeline.source = _SavedCopyFallback(runtime.pipeline.source, saved)
         try:
             refs = [[_ref_of(runtime.source, e)] for e in items]
@@ -91,6 +91,13 @@ class _SavedCopyFallback:
             path = self._saved.get(ref.source_id)
             if path is None:
                 raise
+            # Only a copy that is this instance: its identity's Orthanc ID is the entry's source ID (a file
+            # put in its place, or one of another instance, is not sent in its name).
+            from copydicom.sources.folder import identity_of_file
+
+            identity = identity_of_file(Path(path))
+            if identity is None or identity.orthanc_id != ref.source_id:
+                raise first from None
             try:
                 data = Path(path).read_bytes()
             except OSError:
