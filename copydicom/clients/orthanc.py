@@ -28,9 +28,9 @@ from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import requests
 from pydantic import Field, StrictBool, ValidationError
-from requests.adapters import HTTPAdapter
 
 from copydicom.clients._keepalive import KeepAlive, Reply
+from copydicom.clients._session import endpoint_session
 from copydicom.errors import (
     RETRYABLE,
     ConfigError,
@@ -160,20 +160,7 @@ class OrthancClient:
         self._retryable: type[RetryableError] = RETRYABLE[self._side]
         #: The retry policy of every request (tests replace it to record or skip the waits).
         self.backoff = Backoff(retries=config.retries, base=config.backoff_base, cap=config.backoff_max)
-        self.session = requests.Session()
-        # Proxies and .netrc from the environment cost a lookup per request; Orthanc
-        # peers are addressed directly.
-        self.session.trust_env = False
-        if config.user is not None:
-            self.session.auth = (config.user, config.password or "")
-        if config.insecure_skip_verify:
-            log.warning("TLS verification is DISABLED for endpoint %s (insecure_skip_verify: true)", config.name)
-            self.session.verify = False
-        elif config.ca_bundle:
-            self.session.verify = config.ca_bundle
-        adapter = HTTPAdapter(pool_connections=2, pool_maxsize=max(2, pool_size), max_retries=0)
-        self.session.mount("http://", adapter)
-        self.session.mount("https://", adapter)
+        self.session = endpoint_session(config, pool_size=pool_size)
         self._timeout = (config.connect_timeout, config.read_timeout)
         self._keepalive = KeepAlive(
             config.url,

@@ -23,7 +23,8 @@ from typing import Any, TypeVar
 from urllib.parse import quote
 
 import requests
-from requests.adapters import HTTPAdapter
+
+from copydicom.clients._session import endpoint_session
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
 from copydicom.endpoints.dicomweb._config import DicomwebConfig
@@ -74,20 +75,10 @@ class DicomwebClient:
         self.name = config.name
         self.base = config.url.rstrip("/")
         self._retryable: type[RetryableError] = SourceUnavailable if side == "source" else DestinationUnavailable
-        self.session = requests.Session()
-        self.session.trust_env = False  # proxies/.netrc lookups per request; peers are addressed directly
-        if config.token:
+        self.session = endpoint_session(config, pool_size=pool_size)
+        if config.token:  # a bearer token instead of basic auth
+            self.session.auth = None
             self.session.headers["Authorization"] = f"Bearer {config.token}"
-        elif config.user is not None:
-            self.session.auth = (config.user, config.password or "")
-        if config.insecure_skip_verify:
-            log.warning("TLS verification is DISABLED for endpoint %s (insecure_skip_verify: true)", config.name)
-            self.session.verify = False
-        elif config.ca_bundle:
-            self.session.verify = config.ca_bundle
-        adapter = HTTPAdapter(pool_connections=2, pool_maxsize=max(2, pool_size), max_retries=0)
-        self.session.mount("http://", adapter)
-        self.session.mount("https://", adapter)
         self.timeout = (config.connect_timeout, config.read_timeout)
         self.counters: dict[str, int] = {}
         self._count_lock = threading.Lock()
