@@ -298,6 +298,12 @@ class Planner:
             message.requeue()  # another planner leads that route
             self.stop.wait(1.0)
             return
+        if self.store.run("config error", lambda c: work.take_config_error(c, route, batch_id)):
+            self._publish([work.Batch(route, batch_id, refs)])  # a fresh message: not the batch's fault
+            log.warning("planner: batch %s of route %s was dead-lettered after a worker's configuration error; "
+                        "published again", batch_id[:12], route)
+            message.ack()
+            return
         deaths = message.headers.get("x-death") or [{}]
         why = str(deaths[0].get("reason", "delivery limit"))
         if why == "delivery_limit":

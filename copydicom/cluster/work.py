@@ -84,6 +84,25 @@ def open_batches(conn: Any, route: str) -> list[Batch]:
     return [Batch(route, str(b), json.loads(r)) for b, r in rows]
 
 
+#: ``cluster_batches.reason`` of an open batch that a worker gave back because of its own configuration error
+#: (refused credentials...): not the batch's fault, so a dead-lettered copy of it is published again, never
+#: quarantined (a worker that stops may leave its prefetched copy to be redelivered, which counts toward the
+#: delivery limit).
+CONFIG_ERROR = "given back by a worker with a configuration error"
+
+
+def note_config_error(conn: Any, route: str, batch_id: str) -> None:
+    conn.execute("UPDATE cluster_batches SET reason = %s WHERE route = %s AND batch_id = %s AND state = 'published'",
+                 (CONFIG_ERROR, route, batch_id))
+
+
+def take_config_error(conn: Any, route: str, batch_id: str) -> bool:
+    """Whether the open batch was given back for a worker's configuration error (the note is cleared)."""
+    cur = conn.execute("UPDATE cluster_batches SET reason = NULL WHERE route = %s AND batch_id = %s "
+                       "AND state = 'published' AND reason = %s", (route, batch_id, CONFIG_ERROR))
+    return bool(cur.rowcount)
+
+
 def mark(conn: Any, route: str, batch_id: str, state: str, *, worker: str | None = None,
          reason: str | None = None) -> bool:
     """Finish a batch (``done`` or ``dead``); ``False`` if it was already finished (a redelivery)."""

@@ -202,6 +202,10 @@ class Worker:
                       batch_id[:12], route, type(exc).__name__, exc)
             self.fatal = exc
             self.stop.set()
+            try:
+                self.store.run("config error", lambda c: work.note_config_error(c, route, batch_id))
+            except Exception:  # noqa: BLE001 - the note only keeps a dead-lettered copy out of quarantine
+                log.warning("batch %s of route %s: could not note the configuration error", batch_id[:12], route)
             threading.Timer(0.5, os.kill, args=(os.getpid(), signal.SIGTERM)).start()
             raise task.retry(countdown=0, max_retries=None) from None
 
