@@ -136,12 +136,27 @@ def _client(request: Request) -> str:
     return request.client.host if request.client else "?"
 
 
+def _limit_keys(request: Request, console: Console, name: str) -> tuple[str, str]:
+    """The login limiter's keys: the client's address and the user name.
+
+    Behind a trusted reverse proxy every request comes from the proxy's address, so the address is
+    the one the proxy names last in ``X-Forwarded-For`` (five bad logins of one client must not lock
+    every user out); from any other client the header is ignored (it could be forged).
+    """
+    address = _client(request)
+    if address in console.config.trusted_proxies:
+        forwarded = [a.strip() for a in request.headers.get("x-forwarded-for", "").split(",") if a.strip()]
+        if forwarded:
+            address = forwarded[-1]
+    return f"ip:{address}", f"user:{name}"
+
+
 def _user(request: Request, console: Console) -> tuple[User, bool]:
     """The authenticated user and whether it came by HTTP basic auth (no cookie: no CSRF)."""
     basic = parse_basic(request.headers.get("authorization"))
     if basic is not None:
         name, password = basic
-        keys = (f"ip:{_client(request)}", f"user:{name}")
+        keys = _limit_keys(request, console, name)
         if console.limiter.blocked(*keys):
             raise _Denied(429, "too many failed logins; wait a few minutes")
         user = console.users.verify(name, password, cache_seconds=300)
@@ -207,7 +222,7 @@ def _routes(app: FastAPI, console: Console) -> None:  # noqa: C901 - one place l
         if not same_token(request.session.get("csrf"), request.state.form_csrf):
             raise _Denied(403, "missing or wrong CSRF token: reload the page and try again")
         name, password = str(form.get("username", "")), str(form.get("password", ""))
-        keys = (f"ip:{_client(request)}", f"user:{name}")
+        keys = _limit_keys(request, console, name)
         if console.limiter.blocked(*keys):
             return _page(request, "login.html", None, {"error": "Too many failed attempts; wait a few minutes."},
                          status=429)

@@ -58,3 +58,35 @@ def test_proxy_header_accepted_only_from_a_trusted_proxy(tmp_path: Path) -> None
     with TestClient(create_app(untrusted, backend, work_dir=tmp_path)) as client:
         assert client.get("/api/routes", headers={"X-Remote-User": "sso-user"}).status_code == 401
     ledger.close()
+
+
+def test_behind_a_trusted_proxy_the_login_limit_counts_by_the_forwarded_client(tmp_path: Path) -> None:
+    """Review finding: behind a reverse proxy every request came from 127.0.0.1, so one client's five bad
+    logins locked every user out. The limiter now keys on the proxy's X-Forwarded-For (only from a trusted
+    proxy: elsewhere the header is ignored)."""
+    import base64
+
+    users = tmp_path / "users.yaml"
+    add_user(users, "alice", PASSWORD, role="viewer")
+    add_user(users, "bob", PASSWORD, role="viewer")
+    ledger = Ledger(tmp_path / "state.db")
+    config = ConsoleConfig(users_file=users, trusted_proxies=("testclient",))
+
+    def basic(user: str, password: str) -> str:
+        return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+    with TestClient(create_app(config, StateBackend(ledger, lambda: ["r"]), work_dir=tmp_path)) as client:
+        for _ in range(5):
+            bad = {"Authorization": basic("mallory", "wrong"), "X-Forwarded-For": "198.51.100.7"}
+            assert client.get("/api/routes", headers=bad).status_code == 401
+        blocked = {"Authorization": basic("bob", PASSWORD), "X-Forwarded-For": "198.51.100.7"}
+        assert client.get("/api/routes", headers=blocked).status_code == 429  # that client is limited
+        other = {"Authorization": basic("alice", PASSWORD), "X-Forwarded-For": "203.0.113.9"}
+        assert client.get("/api/routes", headers=other).status_code == 200  # everyone else is not
+    untrusted = ConsoleConfig(users_file=users)  # the test client is not a trusted proxy: header ignored
+    with TestClient(create_app(untrusted, StateBackend(ledger, lambda: ["r"]), work_dir=tmp_path)) as client:
+        for _ in range(5):
+            forged = {"Authorization": basic("mallory", "wrong"), "X-Forwarded-For": f"10.0.0.{_}"}
+            assert client.get("/api/routes", headers=forged).status_code == 401
+        assert client.get("/api/routes", headers={"Authorization": basic("alice", PASSWORD)}).status_code == 429
+    ledger.close()
