@@ -149,8 +149,7 @@ from copydicom.ledger import Ledger
 from copydicom.pipeline import Pipeline
 from copydicom.sources.orthanc import OrthancSource
 cfg = OrthancConfig.from_url({src!r})
-from dataclasses import replace
-cfg = replace(cfg, user={user!r}, password={password!r})
+cfg = cfg.model_copy(update={{'user': {user!r}, 'password': {password!r}}})
 source = OrthancSource(OrthancClient(cfg, pool_size={workers} + 2, side="source"))
 dest = DimseDestination(DimseConfig.from_url({dest!r}, name="peer"))
 ledger = Ledger({state!r})
