@@ -31,7 +31,8 @@ from __future__ import annotations
 
 import re
 import string
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from functools import lru_cache
 
 from copydicom.errors import ConfigError, InvalidInstance
 from copydicom.model import Identity, orthanc_id
@@ -50,6 +51,7 @@ KEY_FIELDS = (
 )
 
 _SAFE = re.compile(r"[A-Za-z0-9._-]")
+_ALL_SAFE = re.compile(r"[A-Za-z0-9._-]*")
 
 
 def check_key_template(template: str, *, where: str) -> None:
@@ -76,6 +78,8 @@ def escape_value(value: str) -> str:
     """Make one identifier safe as (part of) a key segment (percent-encoding)."""
     if value in (".", ".."):
         return value.replace(".", "%2E")
+    if _ALL_SAFE.fullmatch(value):
+        return value  # UIDs (digits and dots): the common case, without a look at each character
     return "".join(c if _SAFE.match(c) else "".join(f"%{b:02X}" for b in c.encode("utf-8")) for c in value)
 
 
@@ -93,15 +97,34 @@ def key_fields(identity: Identity, prefix: str) -> Mapping[str, str]:
     }
 
 
+#: How each template field is computed (only the template's own fields are: two stores and a look-up
+#: per instance compute a key; Orthanc IDs are SHA-1 digests).
+_FIELD_VALUES: dict[str, Callable[[Identity, str], str]] = {
+    "prefix": lambda identity, prefix: prefix,
+    "StudyInstanceUID": lambda identity, prefix: escape_value(identity.study_uid),
+    "SeriesInstanceUID": lambda identity, prefix: escape_value(identity.series_uid),
+    "SOPInstanceUID": lambda identity, prefix: escape_value(identity.sop_uid),
+    "PatientID": lambda identity, prefix: escape_value(identity.patient_id),
+    "OrthancID": lambda identity, prefix: identity.orthanc_id,
+    "OrthancSeriesID": lambda identity, prefix: identity.series_orthanc_id,
+    "OrthancStudyID": lambda identity, prefix: orthanc_id(identity.patient_id, identity.study_uid),
+}
+
+
+@lru_cache(maxsize=64)
+def _template_fields(template: str) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(f for _, f, _, _ in string.Formatter().parse(template) if f is not None))
+
+
 def object_key(template: str, prefix: str, identity: Identity) -> str:
-    """Return the object key of ``identity``.
+    """Return the object key of ``identity`` (the same as ``template.format_map(key_fields(...))``).
 
     Raises
     ------
     InvalidInstance
         If a UID the template needs is empty (the instance cannot be placed).
     """
-    fields = key_fields(identity, prefix)
+    fields = {name: _FIELD_VALUES[name](identity, prefix) for name in _template_fields(template)}
     for name, value in (
         ("StudyInstanceUID", identity.study_uid),
         ("SeriesInstanceUID", identity.series_uid),

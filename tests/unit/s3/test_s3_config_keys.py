@@ -120,3 +120,24 @@ def test_head_before_put_needs_conditional_put() -> None:
         S3Config.from_mapping("a", {"bucket": "research", "head_before_put": False, "conditional_put": False},
                               where=W)
     assert S3Config.from_url("s3://research/?head_before_put=false").head_before_put is False
+
+
+@pytest.mark.parametrize("template", [
+    DEFAULT_KEY_TEMPLATE,
+    "{prefix}{PatientID}/{StudyInstanceUID}/{SOPInstanceUID}.dcm",
+    "{prefix}{OrthancStudyID}/{OrthancSeriesID}/{OrthancID}",
+    "{prefix}{SOPInstanceUID}-{SOPInstanceUID}",
+])
+@pytest.mark.parametrize("patient", ["P1", "a/b", "..", "Müller^Ann", ""])
+def test_keys_computed_from_the_template_fields_only_are_the_full_mapping(template: str, patient: str) -> None:
+    """object_key computes only the fields its template names: the same key as every field formatted."""
+    from copydicom.sinks.s3._keys import key_fields
+
+    ident = Identity(patient, "1.2.3", "1.2.3.4", "1.2.3.4.5")
+    assert object_key(template, "p/", ident) == template.format_map(key_fields(ident, "p/"))
+
+    # escape_value's fast path for plain values gives what the character-by-character encoding gives
+    by_character = "".join(
+        c if c.isascii() and (c.isalnum() or c in "._-") else "".join(f"%{b:02X}" for b in c.encode()) for c in patient
+    )
+    assert escape_value(patient) == ("%2E%2E" if patient == ".." else by_character)
