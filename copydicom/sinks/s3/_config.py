@@ -45,7 +45,7 @@ _KNOWN_KEYS = frozenset(
         "session_token", "session_token_file", "sse", "sse_kms_key_id", "allow_overwrite",
         "key_template", "multipart_threshold_mb", "multipart_chunk_mb", "max_concurrency",
         "max_attempts", "conditional_put", "head_before_put", "storage_class", "verify_tls", "connect_timeout",
-        "read_timeout",
+        "read_timeout", "sign_payload",
     }
 )
 #: Keys allowed in the query string of an ``s3://`` URL (no secrets).
@@ -97,6 +97,14 @@ class S3Config(EndpointConfig):
         (``has_identities``) found absent moments before is not asked twice when
         ``conditional_put`` is on.  Turning it off (with ``conditional_put`` on)
         also drops the ``HEAD`` for keys stored without a look-up.
+    sign_payload
+        Off (default): an upload's body is covered by its ``x-amz-checksum-sha256``
+        header, which is signed and which the server verifies (``BadDigest``), and not
+        hashed a second time for the signature (``UNSIGNED-PAYLOAD``; botocore does
+        the same over HTTPS whenever a checksum header is sent).  On: the signature
+        also covers the body's SHA-256 over plain HTTP, for an S3-compatible server
+        that ignores ``x-amz-checksum-*`` headers.  Only ``PutObject`` and
+        ``UploadPart`` (which always carry the checksum) are concerned.
     """
 
     secret_keys: ClassVar[tuple[str, ...]] = ("secret_access_key", "session_token")
@@ -125,6 +133,7 @@ class S3Config(EndpointConfig):
     verify_tls: bool = True
     connect_timeout: float = Field(default=10.0, gt=0)
     read_timeout: float = Field(default=60.0, gt=0)
+    sign_payload: bool = False
 
     def __repr__(self) -> str:  # never show secrets
         return f"S3Config(name={self.name!r}, bucket={self.bucket!r}, prefix={self.prefix!r}, " \
@@ -205,6 +214,7 @@ class S3Config(EndpointConfig):
             verify_tls=_flag(data, "verify_tls", where, True),
             connect_timeout=_number(data, "connect_timeout", where, 10.0, minimum=0.1),
             read_timeout=_number(data, "read_timeout", where, 60.0, minimum=0.1),
+            sign_payload=_flag(data, "sign_payload", where, False),
         )
 
     @classmethod

@@ -150,9 +150,12 @@ def test_url_config_with_credentials_from_the_environment(
     assert client.get_object(Bucket=bucket, Key=_key(instance))["Body"].read() == instance.data
 
 
+@pytest.mark.parametrize("sign_payload", [False, True], ids=["checksum-signed", "payload-signed"])
 def test_the_server_checks_the_sha256_and_a_mismatch_is_retried(
-    seaweedfs: SeaweedFSServer, bucket: str, monkeypatch: pytest.MonkeyPatch
+    seaweedfs: SeaweedFSServer, bucket: str, monkeypatch: pytest.MonkeyPatch, sign_payload: bool
 ) -> None:
+    """The body's SHA-256 is checked by the server, also when the signature covers only the checksum header
+    (``sign_payload: false``, the default: ``UNSIGNED-PAYLOAD`` with a signed ``x-amz-checksum-sha256``)."""
     import copydicom.sinks.s3._destination as module
 
     class WrongHashlib:
@@ -161,11 +164,13 @@ def test_the_server_checks_the_sha256_and_a_mismatch_is_retried(
             return hashlib.sha256(data + b"corrupted in transit")
 
     monkeypatch.setattr(module, "hashlib", WrongHashlib)
-    dest = _destination(seaweedfs, bucket, max_attempts=1)
+    dest = _destination(seaweedfs, bucket, max_attempts=1, sign_payload=sign_payload)
     instance = _instance(34)
     with pytest.raises(DestinationUnavailable, match="BadDigest"):
         dest.store(instance)
     assert seaweedfs.client().list_objects_v2(Bucket=bucket).get("KeyCount") == 0
+    monkeypatch.setattr(module, "hashlib", hashlib)
+    assert dest.store(instance) == "stored"  # the same client, the right digest: accepted
 
 
 def _identity(instance: Instance) -> Identity:

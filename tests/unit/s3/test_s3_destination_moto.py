@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 from collections import Counter
 from collections.abc import Iterator
@@ -278,3 +279,49 @@ def test_the_connection_pool_holds_every_worker_and_the_destination_pool(s3: Any
     built = ENDPOINT.destination(config, BuildContext(pool_size=34))
     assert isinstance(built, S3Destination)
     assert built._client.meta.config.max_pool_connections == 38  # 34 callers + 4 of its own
+
+
+def _signed_bodies(dest: S3Destination) -> dict[str, list[tuple[str, str | None, bytes]]]:
+    """Per operation, ``(x-amz-content-sha256, x-amz-checksum-sha256, body)`` of each signed request sent."""
+    sent: dict[str, list[tuple[str, str | None, bytes]]] = {}
+
+    def record(request: Any, **kw: Any) -> None:
+        operation = kw["event_name"].rsplit(".", 1)[1]
+        body = request.body
+        if hasattr(body, "read"):  # a file-like body: read it, then rewind for the real send
+            position = body.tell()
+            body, _ = body.read(), body.seek(position)
+        headers = {k.lower(): v.decode() if isinstance(v, bytes) else v for k, v in request.headers.items()}
+        sent.setdefault(operation, []).append(
+            (headers["x-amz-content-sha256"], headers.get("x-amz-checksum-sha256"), bytes(body or b"")))
+
+    dest._client.meta.events.register("before-send.s3", record)
+    return sent
+
+
+@pytest.mark.parametrize("sign_payload", [False, True])
+def test_over_plain_http_an_upload_body_is_hashed_once(s3: Any, sign_payload: bool) -> None:
+    """Default: uploads sign their checksum header, not the body's SHA-256 again; other requests are as before."""
+    dest = _dest(endpoint_url="http://s3.amazonaws.com", sign_payload=sign_payload, multipart_threshold_mb=5,
+                 multipart_chunk_mb=5)
+    sent = _signed_bodies(dest)
+    small = _instance(60)
+    large = Instance(InstanceRef("src-61"), to_bytes(ct_dataset(1, 0, 1, 61, rows=2048, cols=1400)))  # 2 parts
+    assert dest.has_identities([_identity(small)]) == set()
+    assert dest.store(small) == "stored" and dest.store(large) == "stored"
+    for operation in ("PutObject", "UploadPart"):
+        for content_sha256, checksum, body in sent[operation]:
+            assert checksum == base64.b64encode(hashlib.sha256(body).digest()).decode()
+            assert content_sha256 == (hashlib.sha256(body).hexdigest() if sign_payload else "UNSIGNED-PAYLOAD")
+    assert len(sent["UploadPart"]) == 2
+    for operation in ("HeadObject", "CompleteMultipartUpload", "CreateMultipartUpload"):
+        for content_sha256, _, body in sent.get(operation, []):
+            assert content_sha256 == hashlib.sha256(body).hexdigest(), operation
+    assert sent["CompleteMultipartUpload"] and (sent.get("HeadObject") or sent.get("ListObjectsV2"))
+    assert s3.get_object(Bucket=BUCKET, Key=_key(large))["Body"].read() == large.data
+
+
+def test_sign_payload_is_a_known_key() -> None:
+    config = S3Config.from_mapping("a", {"bucket": BUCKET, "sign_payload": True}, where="destinations.a")
+    assert config.sign_payload and not S3Config.from_url(f"s3://{BUCKET}/").sign_payload
+    assert S3Config.from_url(f"s3://{BUCKET}/?sign_payload=true").sign_payload
