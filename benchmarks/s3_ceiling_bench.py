@@ -26,7 +26,7 @@ polled from /proc) is its own.  Prints instances/s, the ratio to the ceiling
 measured in the same round (``x ceiling``: against ceiling-sha256, the same checksum
 settings; ``x crc32``: against boto3's defaults), and peak RSS.  Target: replicate
 >= 0.8x the ceiling.  ``--base DIR`` times the store and replicate steps of another checkout
-too (e.g. a worktree at the base commit), interleaved in the same rounds.
+too (e.g. a worktree at the base commit; repeatable), interleaved in the same rounds.
 
 Usage::
 
@@ -162,7 +162,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--cold", action="store_true", help="also time store() with no look-up first")
-    parser.add_argument("--base", type=Path, help="another checkout whose store/replicate to time too")
+    parser.add_argument("--base", type=Path, action="append", default=[],
+                        help="another checkout whose store/replicate to time too (repeatable; labelled by folder name)")
+    parser.add_argument("--no-store", action="store_true", help="time replicate only (no store step)")
     parser.add_argument("--child", choices=["ceiling-crc32", "ceiling-sha256", "store", "store-cold"],
                         help=argparse.SUPPRESS)
     parser.add_argument("--folder", help=argparse.SUPPRESS)
@@ -209,7 +211,7 @@ def main() -> None:
         (folder / "manifest.json").write_text(json.dumps(manifest))
         mb = sum(f.stat().st_size for f in folder.glob("*.dcm")) / 1e6
         print(f"  {len(manifest)} files, {mb:.0f} MB")
-        trees = [("new", ROOT)] + ([("base", opts.base.resolve())] if opts.base else [])
+        trees = [("new", ROOT)] + [(base.resolve().name, base.resolve()) for base in opts.base]
         rows: dict[str, list[tuple[float, float, int, float, float, float]]] = {}
         with SeaweedFSServer(workdir=work / "seaweedfs") as s3:
             client = s3.client()
@@ -217,7 +219,9 @@ def main() -> None:
                 steps: list[tuple[str, Path, str]] = [
                     ("ceiling-sha256", ROOT, "ceiling-sha256"), ("ceiling-crc32", ROOT, "ceiling-crc32")]
                 for label, tree in trees:
-                    steps += [(f"store[{label}]", tree, "store"), (f"replicate[{label}]", tree, "replicate")]
+                    if not opts.no_store:
+                        steps.append((f"store[{label}]", tree, "store"))
+                    steps.append((f"replicate[{label}]", tree, "replicate"))
                     if opts.cold:
                         steps.append((f"store-cold[{label}]", tree, "store-cold"))
                 if r % 2:

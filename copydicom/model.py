@@ -199,19 +199,6 @@ class IdentityAddressed(Protocol):
 
 
 @runtime_checkable
-class PrefersPrefetch(Protocol):
-    """Capability of a destination: its stores are slow round trips worth overlapping with downloads.
-
-    When ``prefers_prefetch`` is true for a destination of a route, the pipeline downloads
-    the next instances while its workers store (:mod:`copydicom.pipeline`, "Prefetch"): the
-    download leaves each worker's critical path, at the cost of holding up to
-    ``2 * workers`` instances in memory instead of ``workers``.
-    """
-
-    prefers_prefetch: bool
-
-
-@runtime_checkable
 class IndexSink(Protocol):
     """A document index (Splunk, Elasticsearch, SQLite)."""
 

@@ -26,16 +26,6 @@ since a plain POST keeps the old bytes; S3: an unconditional PUT).
 Work runs on a bounded pool (``workers`` threads, at most ``2 * workers``
 instances in flight: back-pressure on the source).  ``stop`` lets in-flight
 instances finish and submits no more.
-
-Prefetch (opt-in: a destination that declares
-:class:`~copydicom.model.PrefersPrefetch`): the part of an instance's work before
-the stages (per-instance look-up, rate limit, download, filter on the dataset) runs
-on a second pool of ``workers`` threads, so that the next instances download while
-the workers store.  Source and destination each still see at most ``workers``
-requests at a time, outcomes and ledger records are the same, and the bytes held
-grow from at most ``workers`` instances to at most ``2 * workers`` (the in-flight
-bound).  Measured on S3 (SeaweedFS), where a store is a slow round trip: see
-``notes/s3perf2.md``.
 """
 
 from __future__ import annotations
@@ -77,7 +67,6 @@ from copydicom.model import (
     IdentityTransform,
     Instance,
     InstanceRef,
-    PrefersPrefetch,
     Source,
     Stage,
     StoreOutcome,
@@ -188,19 +177,6 @@ class Summary:
 
 
 @dataclass
-class _Fetched:
-    """The first half of one instance's work (before the stages): its bytes, or its outcome."""
-
-    needed: list[Destination]
-    data: bytes = b""
-    #: Decided before the stages (existing, filtered, quarantined, failed, dry run).
-    outcome: Outcome | None = None
-    #: Destinations found holding it by the per-instance look-up.
-    existing: tuple[str, ...] = ()
-    seconds: float = 0.0
-
-
-@dataclass
 class _Planned:
     """An instance to process: the destinations that lack it, and those not asked yet."""
 
@@ -259,10 +235,6 @@ class Pipeline:
         Caps instances read from the source per second, shared by the workers.
     window
         Working hours: outside them no new batch starts (``waiting_until`` says so).
-    prefetch
-        Download the next instances while the workers store (see the module
-        documentation); ``None``: when a destination prefers it
-        (:class:`~copydicom.model.PrefersPrefetch`).  Never in a dry run.
     """
 
     def __init__(
@@ -283,7 +255,6 @@ class Pipeline:
         describe: Describe | None = None,
         rate_limiter: RateLimiter | None = None,
         window: TimeWindow | None = None,
-        prefetch: bool | None = None,
     ) -> None:
         self.route = route
         self.source = source
@@ -306,12 +277,6 @@ class Pipeline:
         transforms = [s for s in self.stages if isinstance(s, IdentityTransform)]
         self.transform: IdentityTransform | None = transforms[0] if transforms else None
         self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix=f"copydicom-{route}")
-        if prefetch is None:
-            prefetch = any(isinstance(d, PrefersPrefetch) and d.prefers_prefetch for d in self.destinations)
-        self.prefetch = bool(prefetch) and not dry_run
-        self._fetch_pool = (
-            ThreadPoolExecutor(self.workers, thread_name_prefix=f"copydicom-{route}-fetch") if self.prefetch else None
-        )
 
     # -- planning (dedupe) ---------------------------------------------------------------
 
@@ -415,27 +380,11 @@ class Pipeline:
 
     # -- one instance --------------------------------------------------------------------
 
-    def _submit(self, item: _Planned) -> Future[Outcome]:
-        """Queue one instance on the workers (its download on the fetch pool first, with prefetch)."""
-        fetched = self._fetch_pool.submit(self._fetch, item) if self._fetch_pool is not None else None
-        return self._pool.submit(self._process, item, fetched)
-
-    def _process(self, item: _Planned, prefetched: Future[_Fetched] | None = None) -> Outcome:
+    def _process(self, item: _Planned) -> Outcome:
         started = time.monotonic()
+        per_dest: dict[str, str] = {}
         timings: list[tuple[str, float]] = []
-        if prefetched is None:
-            fetched = self._fetch(item)
-        else:
-            fetched = prefetched.result()  # a download at most; ConfigError/FatalError surface here
-            started -= fetched.seconds  # the instance's time, not its time in the queue
-            if fetched.outcome is None and self.stop_event.is_set():
-                # Downloaded ahead but not started when a stop came: as for any queued instance.
-                fetched.outcome = Outcome(item.ref, "failed", "not started: stop requested")
-        per_dest = dict.fromkeys(fetched.existing, "existing")
-        if fetched.outcome is not None:
-            outcome = fetched.outcome
-        else:
-            outcome = self._process_one(item, fetched, per_dest, timings)
+        outcome = self._process_one(item, per_dest, timings)
         dests = tuple(
             (d.name, per_dest.get(d.name, outcome.kind if d in item.needed else "existing"))
             for d in self.destinations
@@ -444,54 +393,34 @@ class Pipeline:
             outcome, destinations=dests, seconds=time.monotonic() - started, stage_seconds=tuple(timings)
         )
 
-    def _fetch(self, item: _Planned) -> _Fetched:
-        """Everything before the stages: per-instance look-up, rate limit, download, dataset filter."""
-        started = time.monotonic()
-        fetched = self._fetch_one(item)
-        fetched.seconds = time.monotonic() - started
-        return fetched
-
-    def _fetch_one(self, item: _Planned) -> _Fetched:
+    def _process_one(self, item: _Planned, per_dest: dict[str, str], timings: list[tuple[str, float]]) -> Outcome:
         ref = item.ref
         needed = item.needed
         if self.stop_event.is_set():
             # Queued behind the running workers when a stop came: do not start it (a stop must
             # not wait for a second round of retries); it stays below the watermark.
-            return _Fetched(needed, outcome=Outcome(ref, "failed", "not started: stop requested"))
-        existing: tuple[str, ...] = ()
+            return Outcome(ref, "failed", "not started: stop requested")
         try:
             if item.unasked and (self.transform is None or ref.identity is not None):
                 present = [d for d in item.unasked if item.target_id in d.has([item.target_id])]
                 for dest in present:
                     self.ledger.record_delivered(dest.name, item.target_id, ref.source_id, self.route, "existing")
-                existing = tuple(d.name for d in present)
+                    per_dest[dest.name] = "existing"
                 needed = [d for d in needed if d not in present]
                 if not needed:
-                    return _Fetched(needed, outcome=Outcome(ref, "existing"), existing=existing)
+                    return Outcome(ref, "existing")
             if self.dry_run:
-                return _Fetched(needed, outcome=Outcome(ref, "stored", "dry run", changed=item.changed),
-                                existing=existing)
+                return Outcome(ref, "stored", "dry run", changed=item.changed)
             if self.rate_limiter is not None and not self.rate_limiter.acquire(self.stop_event):
-                return _Fetched(needed, outcome=Outcome(ref, "failed", "not started: stop requested"),
-                                existing=existing)
+                return Outcome(ref, "failed", "not started: stop requested")
             data = self.source.fetch(ref)
             if item.check_filter and not self._dataset_passes(ref, data):
-                return _Fetched(needed, outcome=Outcome(ref, "filtered"), existing=existing)
+                return Outcome(ref, "filtered")
         except SkippableError as exc:
             # a source whose copy is the only one (the listener's spool) hands over the bytes it refused
-            outcome = self._quarantine(ref, getattr(exc, "instance_data", None), exc)
-            return _Fetched(needed, outcome=outcome, existing=existing)
+            return self._quarantine(ref, getattr(exc, "instance_data", None), exc)
         except RetryableError as exc:
-            return _Fetched(needed, outcome=Outcome(ref, "failed", str(exc)), existing=existing)
-        return _Fetched(needed, data, existing=existing)
-
-    def _process_one(
-        self, item: _Planned, fetched: _Fetched, per_dest: dict[str, str], timings: list[tuple[str, float]]
-    ) -> Outcome:
-        """Everything after the download: stages, validity, stores, ledger, audit."""
-        ref = item.ref
-        needed = fetched.needed
-        data = fetched.data
+            return Outcome(ref, "failed", str(exc))
         instance = Instance(ref, data, identity=ref.identity)
         # The MD5 of what is delivered, to notice new content under the same ID later: only for references
         # of a change feed from a source that can tell its digests (the only ones _changed() checks). It
@@ -670,7 +599,7 @@ class Pipeline:
                     finished, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
                     for future in finished:
                         yield self._report(self._result(future))
-                in_flight.add(self._submit(item))
+                in_flight.add(self._pool.submit(self._process, item))
             if time.monotonic() - last_flush > 1.0:
                 self.ledger.flush()
                 last_flush = time.monotonic()
@@ -697,7 +626,7 @@ class Pipeline:
                 for future in finished:
                     yield self._report(self._result(future))
             item = _Planned(ref, target_id, list(dests), [], list(dests) if replace_them else [], replace_them)
-            in_flight.add(self._submit(item))
+            in_flight.add(self._pool.submit(self._process, item))
         while in_flight:
             finished, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
             for future in finished:
@@ -725,8 +654,6 @@ class Pipeline:
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
-        if self._fetch_pool is not None:
-            self._fetch_pool.shutdown(wait=True)
         self.ledger.flush()
         for stage in self.stages:
             close = getattr(stage, "close", None)

@@ -26,21 +26,9 @@ def ledger(tmp_path: Path) -> Ledger:
     led.close()
 
 
-_PREFETCH: list[bool] = [False]
-
-
-@pytest.fixture(autouse=True, params=[False, True], ids=["direct", "prefetch"])
-def prefetch_mode(request: pytest.FixtureRequest) -> None:
-    """Every test built with :func:`make` runs twice: downloads by the workers, and prefetched."""
-    _PREFETCH[0] = request.param
-
-
 def make(ledger: Ledger, tmp_path: Path, source: FakeSource, dests: list[FakeDestination],
          stages: list[object] = (), workers: int = 2) -> Pipeline:  # type: ignore[assignment]
-    pipe = Pipeline("r", source, stages, dests, ledger, quarantine_dir=tmp_path / "q", workers=workers,  # type: ignore[arg-type]
-                    prefetch=_PREFETCH[0])
-    assert pipe.prefetch is _PREFETCH[0]
-    return pipe
+    return Pipeline("r", source, stages, dests, ledger, quarantine_dir=tmp_path / "q", workers=workers)  # type: ignore[arg-type]
 
 
 def series_batch(ids: list[str], series: str = "S1") -> list[InstanceRef]:

@@ -137,10 +137,6 @@ class S3Destination:
         margin): the HTTP connection pool is sized for them.
     """
 
-    #: Each store is a round trip of tens of milliseconds: the pipeline downloads the next
-    #: instances meanwhile (:class:`~copydicom.model.PrefersPrefetch`; ``notes/s3perf2.md``).
-    prefers_prefetch = True
-
     def __init__(self, config: S3Config, *, client: Any | None = None, callers: int = 0) -> None:
         self.config = config
         self.name = config.name
