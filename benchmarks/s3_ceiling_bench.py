@@ -14,6 +14,8 @@ Then, for each round, into a fresh bucket each time:
    for copydicom); no source involved;
 2. **ceiling-crc32**: the same with boto3's default checksum settings (1.36+: a
    CRC32 the server verifies), so the cost of the algorithm itself is visible;
+   **ceiling-inm** (``--inm``): ceiling-sha256 plus ``If-None-Match: *``, the
+   no-overwrite condition copydicom sends (what that requirement costs the server);
 3. **store**: copydicom's ``S3Destination`` alone on the same files, used as the
    pipeline uses it: one ``has_identities`` look-up per series, then ``store`` from
    ``--workers`` threads (identity known as the Orthanc source gives it; no Orthanc);
@@ -71,7 +73,11 @@ def child_ceiling(opts: argparse.Namespace) -> dict[str, Any]:
         aws_access_key_id=os.environ["AWS_ACCESS_KEY_ID"], aws_secret_access_key=os.environ["AWS_SECRET_ACCESS_KEY"],
         config=Config(s3={"addressing_style": "path"}),
     )
-    extra = {"ChecksumAlgorithm": "SHA256"} if opts.mode == "ceiling-sha256" else {}  # crc32: boto3 defaults
+    extra: dict[str, str] = {}  # ceiling-crc32: boto3's defaults
+    if opts.mode in ("ceiling-sha256", "ceiling-inm"):
+        extra["ChecksumAlgorithm"] = "SHA256"
+    if opts.mode == "ceiling-inm":
+        extra["IfNoneMatch"] = "*"  # no-overwrite as copydicom asks it (informative: not part of the ceiling)
 
     def put(entry: dict[str, str]) -> None:
         data = Path(opts.folder, entry["file"]).read_bytes()
@@ -165,7 +171,9 @@ def main() -> None:
     parser.add_argument("--base", type=Path, action="append", default=[],
                         help="another checkout whose store/replicate to time too (repeatable; labelled by folder name)")
     parser.add_argument("--no-store", action="store_true", help="time replicate only (no store step)")
-    parser.add_argument("--child", choices=["ceiling-crc32", "ceiling-sha256", "store", "store-cold"],
+    parser.add_argument("--inm", action="store_true",
+                        help="also time ceiling-inm: ceiling-sha256 plus If-None-Match: * (the no-overwrite condition)")
+    parser.add_argument("--child", choices=["ceiling-crc32", "ceiling-sha256", "ceiling-inm", "store", "store-cold"],
                         help=argparse.SUPPRESS)
     parser.add_argument("--folder", help=argparse.SUPPRESS)
     parser.add_argument("--bucket", help=argparse.SUPPRESS)
@@ -218,6 +226,8 @@ def main() -> None:
             for r in range(opts.rounds):
                 steps: list[tuple[str, Path, str]] = [
                     ("ceiling-sha256", ROOT, "ceiling-sha256"), ("ceiling-crc32", ROOT, "ceiling-crc32")]
+                if opts.inm:
+                    steps.append(("ceiling-inm", ROOT, "ceiling-inm"))
                 for label, tree in trees:
                     if not opts.no_store:
                         steps.append((f"store[{label}]", tree, "store"))
