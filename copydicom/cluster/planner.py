@@ -81,12 +81,13 @@ class Planner:
     """The planner role of one process (see the module docstring)."""
 
     def __init__(self, config: AppConfig, cluster: ClusterConfig, *, stop: threading.Event | None = None) -> None:
+        from copydicom.cluster import staging
         from copydicom.state import open_store
 
-        self.config = config
+        self.config = staging.expand(config)
         self.cluster = cluster
         self.stop = stop or threading.Event()
-        self.store: Any = open_store(config.store_location)
+        self.store: Any = open_store(self.config.store_location)
         self.ledger = Ledger(self.store)
         self.app = broker.make_app(cluster)
         self.holder = f"{socket.gethostname()}:{os.getpid()}"
@@ -135,8 +136,9 @@ class Planner:
         routes = planned_routes(self.config)
         listeners = [r.name for r in self.config.routes if r.trigger.kind == "driven"]
         if listeners:
-            log.info("planner: listener route(s) %s are not planned: `copydicom listen` runs them on their "
-                     "listener host (no planner failover)", ", ".join(listeners))
+            log.info("planner: listener route(s) %s are run by `copydicom listen` on their listener host (no "
+                     "planner failover); a staged listener's deliveries are planned here as a changes route",
+                     ", ".join(listeners))
         with self._conn_lock:
             try:
                 broker.declare(self._broker(), self.cluster)

@@ -115,7 +115,7 @@ def test_a_refused_query_fails_its_run_and_the_planner_goes_on(
     source, dest = servers
     bench = ClusterBench(tmp_path, postgres, rabbit, source, dest)
     try:
-        _cron_config(bench, _index(tmp_path / "index.db", []), "SELECT nothing FROM no_such_table")
+        _cron_config(bench, _index(tmp_path / "index.db", []), "SELECT ID FROM no_such_table")
         planner = bench.start("planner")
         wait_until(lambda: any(s == "failed" for _f, s, _p, _n in _runs(bench)), timeout=90, interval=0.3,
                    what="the run to fail\n" + bench.logs())
