@@ -20,7 +20,8 @@ Three figures per run (``--modes cold,warm``):
   process: its checkpoint written; cluster: the planner's checkpoint written and every worker consuming
   the queue, RabbitMQ's consumer count), then uploads the N instances (pre-built in memory, 4 upload
   threads) and times from the first upload to the last instance at the destination. The source's own
-  ingest time of the N uploads is printed beside it (``upload s``): the warm figure cannot be faster.
+  ingest time of the N uploads is printed beside it (``upload s``): the warm figure cannot be faster; ``lag s``
+  is the time from the last upload to the last arrival (how far the route was behind its source).
 
 Overheads per instance, counted in the cold cluster runs: broker messages (batches published, retries
 included) and PostgreSQL transactions (``pg_stat_database.xact_commit`` of the run's database) and rows
@@ -300,7 +301,7 @@ def main() -> int:
         pg.cleanup()
         shutil.rmtree(work, ignore_errors=True)
 
-    print(f"{'mode':42} {'inst/s':>8} {'steady':>8} {'upload s':>9} {'msgs/inst':>10} {'pg tx/inst':>11} "
+    print(f"{'mode':42} {'inst/s':>8} {'steady':>8} {'upload s':>9} {'lag s':>6} {'msgs/inst':>10} {'pg tx/inst':>11} "
           f"{'pg rows/inst':>13} {'worker cpu ms/inst':>19} {'planner cpu ms/inst':>20}")
     for r in results:
         extra = (f"{r['messages_per_instance']:10.3f} {r['pg_xact_per_instance']:11.2f} "
@@ -308,7 +309,8 @@ def main() -> int:
                  f"{r['planner_cpu_per_instance'] * 1000:20.2f}") if "messages_per_instance" in r else ""
         steady = f"{r['steady']:8.1f}" if "steady" in r else f"{'':8}"
         upload = f"{r['upload']:9.1f}" if "upload" in r else f"{'':9}"
-        print(f"{r['mode']:42} {r['rate']:8.1f} {steady} {upload} {extra}")
+        lag = f"{r['seconds'] - r['upload']:6.1f}" if "upload" in r else f"{'':6}"
+        print(f"{r['mode']:42} {r['rate']:8.1f} {steady} {upload} {lag} {extra}")
     by = {r["mode"]: r for r in results}
     for mode in ("cold", "warm"):
         single, cluster = by.get(f"single process, {mode}"), by.get(f"planner + 2 workers, {mode}")

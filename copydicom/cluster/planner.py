@@ -464,12 +464,18 @@ def _when(fire: float) -> str:
 
 
 def planned_routes(config: AppConfig) -> list[Route]:
-    """The routes a planner plans (changes and cron); a QIDO-polling route is refused (it would silently not
-    run in cluster mode); listener routes are left to ``copydicom listen`` on their host."""
+    """The routes a planner plans (changes and cron). Refused, because they would silently not run in cluster
+    mode: a QIDO-polling route, and a route's ``reconcile:`` schedule. Listener routes are left to
+    ``copydicom listen`` on their host."""
     qido = [r.name for r in config.routes if r.trigger.kind == "qido"]
     if qido:
         raise ConfigError(f"routes {', '.join(qido)}: a QIDO-RS polling trigger is not planned in cluster mode; "
                           "run such routes with `copydicom run --role all` from a configuration of their own")
+    scheduled = [r.name for r in config.routes if r.reconcile is not None
+                 and (r.reconcile.cron is not None or r.reconcile.on_start is not None)]
+    if scheduled:
+        raise ConfigError(f"routes {', '.join(scheduled)}: reconcile (cron or on_start) does not run in cluster "
+                          "mode (reconcile needs a SQLite state); remove the route's reconcile: schedule")
     return [r for r in config.routes if r.trigger.kind in ("changes", "cron")]
 
 

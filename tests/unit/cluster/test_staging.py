@@ -72,3 +72,10 @@ def test_the_planner_refuses_a_qido_route_it_would_not_run(tmp_path: Path) -> No
                               "trigger": {"qido": {"poll_seconds": 60}}}])
     with pytest.raises(ConfigError, match="routes poll: a QIDO-RS polling trigger is not planned"):
         planned_routes(config)
+
+
+def test_the_planner_refuses_a_reconcile_schedule_it_would_not_run(tmp_path: Path) -> None:
+    config = _config(tmp_path, routes=[{"name": "copy", "source": "stage", "destinations": ["pacs"],
+                                        "reconcile": {"cron": "0 3 * * *"}}])
+    with pytest.raises(ConfigError, match="routes copy: reconcile"):
+        planned_routes(config)
