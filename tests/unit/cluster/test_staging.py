@@ -57,8 +57,9 @@ def test_without_staging_a_listener_route_is_left_to_its_host(tmp_path: Path) ->
     ({"rx": "pacs"}, "cannot also be a destination"),
 ])
 def test_wrong_staging_is_a_config_error(tmp_path: Path, staging: dict[str, str], message: str) -> None:
+    """Refused when the configuration is loaded (so ``check-config`` and every role see it)."""
     with pytest.raises(ConfigError, match=message):
-        expand(_config(tmp_path, staging=staging))
+        _config(tmp_path, staging=staging)
 
 
 def test_staging_must_be_a_mapping_of_names(tmp_path: Path) -> None:
