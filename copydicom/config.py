@@ -443,7 +443,7 @@ def parse_config(data: Any, *, base_dir: Path | None = None, source_file: Path |
     console = None
     if data.get("console") is not None:
         console = _console(data["console"], base)
-    return AppConfig(
+    config = AppConfig(
         console=console,
         state=state,
         quarantine_dir=quarantine_dir,
@@ -460,6 +460,11 @@ def parse_config(data: Any, *, base_dir: Path | None = None, source_file: Path |
         state_url=state_url,
         cluster=_cluster(data.get("cluster"), state_url),
     )
+    if config.cluster is not None and config.cluster.staging:  # names checked here, so check-config sees them
+        from copydicom.cluster.staging import expand
+
+        expand(config)
+    return config
 
 
 def _console(data: Any, base: Path) -> Any:

@@ -164,6 +164,8 @@ class ClusterModel(BaseModel):
     heartbeat: int = Field(default=5, ge=1)
     retry_cap: int = Field(default=60, ge=1)
     max_concurrency: dict[str, Annotated[int, Field(ge=1)]] = Field(default_factory=dict)
+    staging: dict[str, str] = Field(
+        default_factory=dict, description="listener endpoint -> Orthanc endpoint its instances are staged in")
 
 
 class TopLevel(BaseModel):

@@ -47,6 +47,10 @@ def cmd_listen(args: argparse.Namespace) -> int:
     from copydicom.endpoints.dimse.loop import ListenLoop
 
     config = load_config(args.config)
+    if config.cluster is not None:  # cluster mode: a staged listener's route stores into its staging Orthanc
+        from copydicom.cluster.staging import expand
+
+        config = expand(config)
     if args.status:
         listeners = [n for n, t in config.endpoint_types.items() if t == "dimse_listener"]
         out: dict[str, Any] = {n: listener_status(config.endpoints[n]) for n in listeners}

@@ -10,6 +10,7 @@
       batch_size: 100       # a work unit: one series, or up to this many instances
       delivery_limit: 3     # deliveries of one batch before it is dead-lettered (then quarantined)
       max_concurrency: {pacs: 4}   # uploads at once to a destination, across every worker and host
+      staging: {modality_rx: staging_orthanc}   # a listener's instances, reachable by every worker (.staging)
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 from copydicom.errors import ConfigError
 
 _KEYS = {"broker", "password", "password_file", "queue_bound", "batch_size", "delivery_limit", "queue",
-         "heartbeat", "retry_cap", "max_concurrency"}
+         "heartbeat", "retry_cap", "max_concurrency", "staging"}
 
 
 def _positive(data: Mapping[str, Any], key: str, default: int, where: str) -> int:
@@ -49,6 +50,9 @@ class ClusterConfig:
     #: ``{destination name: N}``: at most N uploads at once to that destination across the whole cluster
     #: (an endpoint's own ``max_concurrency``, as S3 has, counts too).
     max_concurrency: dict[str, int] = field(default_factory=dict)
+    #: ``{listener endpoint: Orthanc endpoint}``: the listener host stores what it receives there, and the
+    #: workers deliver from there (:mod:`copydicom.cluster.staging`).
+    staging: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], *, where: str) -> ClusterConfig:
@@ -77,7 +81,11 @@ class ClusterConfig:
         if not isinstance(limits, Mapping) or any(
                 isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in limits.values()):
             raise ConfigError(f"{where}.max_concurrency: a mapping of destination name to a whole number >= 1")
+        staging = data.get("staging") or {}
+        if not isinstance(staging, Mapping) or any(not isinstance(v, str) or not v for v in staging.values()):
+            raise ConfigError(f"{where}.staging: a mapping of listener endpoint name to an Orthanc endpoint name")
         return cls(
+            staging={str(k): str(v) for k, v in staging.items()},
             max_concurrency={str(k): int(v) for k, v in limits.items()},
             broker=broker,
             password=resolve_secret(data, "password", where=where),

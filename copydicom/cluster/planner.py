@@ -22,9 +22,15 @@ instances is split into single-instance batches (so one bad instance does not
 quarantine its neighbours); a dead-lettered single instance is quarantined with
 the reason, and its batch is finished, so the watermark moves past it.
 
-Not done here (yet): cron (index-query) routes and listener routes are not
-planned in cluster mode (run them with ``--role all`` on one host). The
-feed-reset check is the single-process runner's (:mod:`copydicom.feedcheck`).
+Cron (index-query) routes run under the same lease: the planner runs the trigger's
+query when a fire time has passed and publishes the matches as the same work
+units, with the run's progress in PostgreSQL so that a failover neither loses nor
+doubles a run (:mod:`.cron`).
+
+Not planned here: routes whose source is a DIMSE listener (bound to its host and
+its local spool: ``copydicom listen`` runs them there, outside planner failover)
+and QIDO-polling routes (refused: run them with ``--role all``). The feed-reset
+check is the single-process runner's (:mod:`copydicom.feedcheck`).
 """
 
 from __future__ import annotations
@@ -35,12 +41,14 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from copydicom import retry
-from copydicom.cluster import broker, work
+from copydicom.cluster import broker, cron, work
 from copydicom.cluster.config import ClusterConfig
 from copydicom.cluster.election import FencedOff, PlannerLease
+from copydicom.cluster.metrics import PlannerMetrics
 from copydicom.config import AppConfig, Route
 from copydicom.errors import ConfigError, FatalError, RetryableError
 from copydicom.ledger import Ledger
@@ -73,12 +81,13 @@ class Planner:
     """The planner role of one process (see the module docstring)."""
 
     def __init__(self, config: AppConfig, cluster: ClusterConfig, *, stop: threading.Event | None = None) -> None:
+        from copydicom.cluster import staging
         from copydicom.state import open_store
 
-        self.config = config
+        self.config = staging.expand(config)
         self.cluster = cluster
         self.stop = stop or threading.Event()
-        self.store: Any = open_store(config.store_location)
+        self.store: Any = open_store(self.config.store_location)
         self.ledger = Ledger(self.store)
         self.app = broker.make_app(cluster)
         self.holder = f"{socket.gethostname()}:{os.getpid()}"
@@ -86,6 +95,10 @@ class Planner:
         self._conn: Any = None
         self._conn_lock = threading.Lock()
         self.errors: list[BaseException] = []
+        #: Wall clock of the cron schedule (tests inject one).
+        self.clock: Callable[[], float] = time.time
+        #: Prometheus metrics (served by :func:`run_planner` when ``metrics:`` is configured).
+        self.metrics = PlannerMetrics(None)
 
     # -- broker ----------------------------------------------------------------------------
 
@@ -98,10 +111,12 @@ class Planner:
     def _depth(self) -> int:
         with self._conn_lock:
             try:
-                return broker.depth(self._broker(), self.cluster)
+                n = broker.depth(self._broker(), self.cluster)
             except Exception as exc:
                 self._drop_broker()
                 raise RetryableError(f"broker: cannot read the queue depth: {type(exc).__name__}") from None
+        self.metrics.depth(n)
+        return n
 
     def _drop_broker(self) -> None:
         conn, self._conn = self._conn, None
@@ -118,11 +133,12 @@ class Planner:
     # -- life ------------------------------------------------------------------------------
 
     def run(self) -> int:
-        routes = [r for r in self.config.routes if r.trigger.kind == "changes"]
-        skipped = [r.name for r in self.config.routes if r.trigger.kind != "changes"]
-        if skipped:
-            log.warning("planner: route(s) %s are not changes routes; cluster mode plans changes routes only "
-                        "(run them with --role all on one host)", ", ".join(skipped))
+        routes = planned_routes(self.config)
+        listeners = [r.name for r in self.config.routes if r.trigger.kind == "driven"]
+        if listeners:
+            log.info("planner: listener route(s) %s are run by `copydicom listen` on their listener host (no "
+                     "planner failover); a staged listener's deliveries are planned here as a changes route",
+                     ", ".join(listeners))
         with self._conn_lock:
             try:
                 broker.declare(self._broker(), self.cluster)
@@ -159,14 +175,20 @@ class Planner:
         while not self.stop.is_set():
             if lease.generation is None or lease.lost.is_set():
                 lease.release()
+                self.metrics.lead(route.name, None)
                 if lease.acquire(self.stop, poll=0.5) is None:
                     return
+                self.metrics.lead(route.name, lease.generation)
             try:
-                self._lead(route, lease)
+                if route.trigger.kind == "cron":
+                    self._lead_cron(route, lease)
+                else:
+                    self._lead(route, lease)
                 failures = 0
             except FencedOff as exc:
                 log.warning("planner: route %s: %s; standing by", route.name, exc)
                 lease.release()
+                self.metrics.lead(route.name, None)
             except RetryableError as exc:
                 failures += 1
                 delay = backoff.delay(failures)
@@ -201,6 +223,7 @@ class Planner:
                 log.info("planner: route %s: publishing %d open batch(es) of an earlier planner again",
                          route.name, len(stale))
                 self._publish(stale)
+                self.metrics.published(route.name, len(stale), sum(len(b.refs) for b in stale))
             since = max(checkpoint.seq, self.store.run("progress", lambda c: work.published_upto(c, route.name))
                         or checkpoint.seq)
             resources: dict[int, str] = {}
@@ -223,6 +246,7 @@ class Planner:
                     upto = page.seqs[-1]
                     self.store.run("publish", lambda c: work.record_published(c, lease, route.name, units, upto))
                     self._publish(units)
+                    self.metrics.published(route.name, len(units), sum(len(u.refs) for u in units))
                     log.info("planner: route %s: published %d batch(es) of %d instance(s), changes up to %d",
                              route.name, len(units), sum(len(u.refs) for u in units), upto)
                     resources.update(page.resources)
@@ -234,16 +258,114 @@ class Planner:
         finally:
             runtime.close()
 
+    # -- cron routes -------------------------------------------------------------------------
+
+    def _lead_cron(self, route: Route, lease: PlannerLease) -> None:
+        """Plan a cron route while the lease holds: resume an unfinished run, then wait for the next fire time."""
+        from apscheduler.triggers.cron import CronTrigger
+
+        from copydicom.model import SelectableSource
+
+        assert route.trigger.cron is not None
+        trigger = CronTrigger.from_crontab(route.trigger.cron)
+        runtime = build_route(route, self.config, self.ledger)
+        try:
+            if not isinstance(runtime.source, SelectableSource):
+                raise ConfigError(f"route {route.name}: the source {route.source} cannot select instances by "
+                                  "identifier, so a cron (index query) trigger cannot use it")
+            origin = self.store.run("schedule", lambda c: cron.schedule_from(c, lease, route.name, self.clock()))
+            stale = self.store.run("open batches", lambda c: work.open_batches(c, route.name))
+            if stale:
+                log.info("planner: route %s: publishing %d open batch(es) of an earlier planner again",
+                         route.name, len(stale))
+                self._publish(stale)
+                self.metrics.published(route.name, len(stale), sum(len(b.refs) for b in stale))
+            while not self.stop.is_set():
+                if lease.lost.is_set():
+                    raise FencedOff(f"planner {route.name}: lock session lost")
+                run = self.store.run("cron run", lambda c: cron.unfinished(c, route.name))
+                if run is None:
+                    last = self.store.run("cron last", lambda c: cron.last_fire(c, route.name))
+                    fire, upcoming = cron.due(trigger, origin if last is None else max(last, origin), self.clock())
+                    if fire is None:
+                        wait = 1.0 if upcoming is None else min(1.0, max(0.05, upcoming - self.clock()))
+                        self.stop.wait(wait)
+                        continue
+                    run = self.store.run("cron begin", lambda c: cron.begin(c, lease, route.name, fire))
+                    log.info("planner: route %s: cron run of %s begins", route.name, _when(fire))
+                if run.state == "planning":
+                    self._plan_cron(route, lease, runtime, run)
+                elif run.state == "published":
+                    if self.store.run("cron complete", lambda c: cron.complete(c, lease, run)):
+                        log.info("planner: route %s: cron run of %s done: %d instance(s) in %d unit(s)",
+                                 route.name, _when(run.fire), run.instances, run.planned)
+                        self.metrics.cron_done(route.name)
+                    else:
+                        self.stop.wait(0.5)
+        finally:
+            runtime.close()
+
+    def _plan_cron(self, route: Route, lease: PlannerLease, runtime: Any, run: cron.Run) -> None:
+        """Run the query and record + publish its matches from unit ``run.planned`` on; then ``published``."""
+        from copydicom.conditional import _empty_if_missing, describe
+        from copydicom.sinks import open_index
+        from copydicom.sources.index_query import IndexQuerySource
+
+        assert route.trigger.index is not None and route.trigger.query is not None
+        if run.planned:
+            log.info("planner: route %s: resuming the cron run of %s after %d recorded unit(s)", route.name,
+                     _when(run.fire), run.planned)
+        index = open_index(route.trigger.index, endpoints=self.config.endpoints)
+        size = self.cluster.batch_size
+        try:
+            source = IndexQuerySource(_empty_if_missing(index), runtime.source, route.trigger.query,
+                                      batch_size=size)
+            n = 0
+            try:
+                for found in source.batches():
+                    for start in range(0, len(found), size):
+                        refs = found[start:start + size]
+                        if n < run.planned:  # recorded by this run already (an earlier planner's pass)
+                            n += 1
+                            continue
+                        self._wait_for_room(route, lease, {})
+                        if self.stop.is_set() or lease.lost.is_set():
+                            return
+                        unit = work.Batch(route.name, cron.batch_id(run.fire, n), work.encode_refs(refs))
+                        n += 1
+
+                        def record(conn: Any, unit: work.Batch = unit, n: int = n) -> None:
+                            work.record_published(conn, lease, route.name, [unit], None)
+                            cron.planned(conn, lease, run, n, len(unit.refs))
+
+                        self.store.run("cron publish", record)
+                        self._publish([unit])
+                        self.metrics.published(route.name, 1, len(unit.refs))
+            except ConfigError as exc:
+                log.error("planner: route %s: cron run of %s failed: %s", route.name, _when(run.fire), exc)
+                self.store.run("cron failed", lambda c: cron.fail(c, lease, run, str(exc)[:500]))
+                return
+            self.store.run("cron published", lambda c: cron.finish_planning(c, lease, run))
+            log.info("planner: route %s: cron run of %s: %s; %d unit(s) published", route.name, _when(run.fire),
+                     describe(source.stats), n)
+        finally:
+            index.close()
+
     def _wait_for_room(self, route: Route, lease: PlannerLease, resources: dict[int, str]) -> None:
         """Back-pressure: publish nothing while the queue holds more than ``queue_bound`` batches."""
         announced = False
-        while not self.stop.is_set() and self._depth() > self.cluster.queue_bound:
-            if not announced:
-                log.info("planner: queue %s holds more than %d batches; waiting", self.cluster.queue,
-                         self.cluster.queue_bound)
-                announced = True
-            self._advance(route.name, lease, resources)
-            self.stop.wait(0.5)
+        began = time.monotonic()
+        try:
+            while not self.stop.is_set() and self._depth() > self.cluster.queue_bound:
+                if not announced:
+                    log.info("planner: queue %s holds more than %d batches; waiting", self.cluster.queue,
+                             self.cluster.queue_bound)
+                    announced = True
+                self._advance(route.name, lease, resources)
+                self.stop.wait(0.5)
+        finally:
+            if announced:
+                self.metrics.waited(time.monotonic() - began)
 
     def _advance(self, route: str, lease: PlannerLease, resources: dict[int, str]) -> None:
         """Move the checkpoint to the low-watermark of finished batches (fenced; never backwards)."""
@@ -261,6 +383,7 @@ class Planner:
 
         mark = self.store.run("checkpoint", body)
         if mark is not None:
+            self.metrics.checkpoint(route, mark)
             for seq in [s for s in resources if s < mark]:
                 del resources[seq]
 
@@ -300,6 +423,7 @@ class Planner:
             return
         if self.store.run("config error", lambda c: work.take_config_error(c, route, batch_id)):
             self._publish([work.Batch(route, batch_id, refs)])  # a fresh message: not the batch's fault
+            self.metrics.dead_letter("republished")
             log.warning("planner: batch %s of route %s was dead-lettered after a worker's configuration error; "
                         "published again", batch_id[:12], route)
             message.ack()
@@ -320,6 +444,7 @@ class Planner:
 
             self.store.run("split", split)
             self._publish(singles)
+            self.metrics.dead_letter("split")
             log.warning("planner: batch %s of route %s was dead-lettered (%s); split into %d single-instance "
                         "batches", batch_id[:12], route, why, len(singles))
         else:
@@ -328,8 +453,30 @@ class Planner:
 
             self.ledger.quarantine(route, str(source_id), "poison", reason, None)
             self.store.run("dead", lambda c: work.mark(c, route, batch_id, "dead", reason=reason))
+            self.metrics.dead_letter("quarantined")
             log.warning("instance %s quarantined on route %s: %s", display_source_id(str(source_id)), route, reason)
         message.ack()
+
+
+def _when(fire: float) -> str:
+    """A fire time for logs (a schedule time, not PHI)."""
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(fire)) + "Z"
+
+
+def planned_routes(config: AppConfig) -> list[Route]:
+    """The routes a planner plans (changes and cron). Refused, because they would silently not run in cluster
+    mode: a QIDO-polling route, and a route's ``reconcile:`` schedule. Listener routes are left to
+    ``copydicom listen`` on their host."""
+    qido = [r.name for r in config.routes if r.trigger.kind == "qido"]
+    if qido:
+        raise ConfigError(f"routes {', '.join(qido)}: a QIDO-RS polling trigger is not planned in cluster mode; "
+                          "run such routes with `copydicom run --role all` from a configuration of their own")
+    scheduled = [r.name for r in config.routes if r.reconcile is not None
+                 and (r.reconcile.cron is not None or r.reconcile.on_start is not None)]
+    if scheduled:
+        raise ConfigError(f"routes {', '.join(scheduled)}: reconcile (cron or on_start) does not run in cluster "
+                          "mode (reconcile needs a SQLite state); remove the route's reconcile: schedule")
+    return [r for r in config.routes if r.trigger.kind in ("changes", "cron")]
 
 
 def run_planner(config: AppConfig) -> int:
@@ -349,4 +496,27 @@ def run_planner(config: AppConfig) -> int:
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
     retry.clear_stop()
-    return Planner(config, cluster, stop=stop).run()
+    planner = Planner(config, cluster, stop=stop)
+    observability = _observability(config, planner)
+    try:
+        return planner.run()
+    finally:
+        if observability is not None:
+            observability.stop()
+
+
+def _observability(config: AppConfig, planner: Planner) -> Any:
+    """The planner's metrics and ``/healthz`` on ``metrics.listen`` (``metrics:`` configured)."""
+    if not config.metrics:
+        return None
+    from copydicom.observability._wiring import Observability
+
+    observability = Observability(config, lambda: [])
+    try:
+        observability.start()
+    except OSError as exc:
+        raise ConfigError(f"metrics.listen: cannot listen: {exc.strerror or exc}") from None
+    planner.metrics = PlannerMetrics(observability.metrics.registry)
+    if observability.server is not None:
+        log.info("planner metrics on %s:%d", *observability.server.address)
+    return observability

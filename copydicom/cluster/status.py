@@ -7,6 +7,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from copydicom.cluster import cron
 from copydicom.cluster.config import ClusterConfig
 
 
@@ -43,7 +44,8 @@ def cluster_status(store: Any, cfg: ClusterConfig, *, now: float | None = None) 
             "LEFT JOIN cluster_fence f ON f.name = r.route ORDER BY r.route").fetchall()
         workers = conn.execute("SELECT worker, host, pid, started, heartbeat, batches, instances, current "
                                "FROM cluster_workers ORDER BY heartbeat DESC").fetchall()
-        return routes, workers, []
+        has_cron = conn.execute("SELECT to_regclass('cluster_cron_runs')").fetchone()[0] is not None
+        return routes, workers, [cron.last_runs(conn)] if has_cron else [{}]
 
     def read_safe(conn: Any) -> tuple[list[Any], list[Any], list[Any]]:
         has_fence = conn.execute("SELECT to_regclass('cluster_fence')").fetchone()[0] is not None
@@ -52,13 +54,13 @@ def cluster_status(store: Any, cfg: ClusterConfig, *, now: float | None = None) 
                          "NOT NULL, holder TEXT NOT NULL, since DOUBLE PRECISION NOT NULL)")
         return read(conn)
 
-    routes, workers, _ = store.run("status", read_safe)
+    routes, workers, (runs,) = store.run("status", read_safe)
     stale_after = 3 * cfg.heartbeat
     return {
         "queue": cfg.queue,
         "queue_depth": queue_depth(cfg),
         "routes": {
-            str(r[0]): {"published_upto": int(r[1]), "open_batches": int(r[2]),
+            str(r[0]): {"published_upto": int(r[1]), "open_batches": int(r[2]), "cron": runs.get(str(r[0])),
                         "planner": None if r[3] is None else {"holder": r[4], "generation": int(r[3]),
                                                               "since": float(r[5])}}
             for r in routes
@@ -81,7 +83,18 @@ def status_lines(info: dict[str, Any]) -> Iterator[str]:
         planner = r["planner"]
         lead = "no planner yet" if planner is None else (
             f"planner {planner['holder']} (generation {planner['generation']})")
-        yield f"  route {route}: published up to {r['published_upto']}, {r['open_batches']} open batch(es), {lead}"
+        run = r.get("cron")
+        if run is not None:
+            when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(run["fire"]))
+            progress = f"cron run of {when}Z {run['state']}, {run['instances']} instance(s) in {run['units']} unit(s)"
+            if run["state"] == "failed" and run["reason"]:
+                progress += f" ({run['reason']})"
+            yield f"  route {route}: {progress}, {r['open_batches']} open batch(es), {lead}"
+        elif r["published_upto"] < 0:
+            yield f"  route {route}: cron schedule started, no run yet, {lead}"
+        else:
+            yield (f"  route {route}: published up to {r['published_upto']}, {r['open_batches']} open batch(es), "
+                   f"{lead}")
     for w in info["workers"]:
         state = "active" if w["active"] else "silent"
         yield (f"  worker {w['worker']}: {state}, last heartbeat {_age(w['heartbeat_age'])} ago, "

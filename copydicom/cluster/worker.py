@@ -73,13 +73,17 @@ class Worker:
     """The state of one worker process (routes built once, heartbeat, counters)."""
 
     def __init__(self, config: AppConfig, cluster: ClusterConfig) -> None:
+        from copydicom.cluster import staging
         from copydicom.state import open_store
 
+        config = staging.expand(config)
         self.config = config
         self.cluster = cluster
         self.store: Any = open_store(config.store_location)
         self.ledger = Ledger(self.store)
         self.routes: dict[str, Route] = {r.name: r for r in config.routes}
+        #: Routes delivering from a listener's staging Orthanc: staged copies are deleted once delivered.
+        self.staged: dict[str, str] = staging.staged_routes(config)
         self.runtimes: dict[str, RouteRuntime] = {}
         self.throttled: dict[str, list[tuple[_Throttled, Any]]] = {}
         self.name = f"{socket.gethostname()}:{os.getpid()}"
@@ -220,6 +224,7 @@ class Worker:
         self.current = batch_id
         began = time.monotonic()
         failed: list[str] = []
+        delivered: list[str] = []  # every destination has it (or the filter excluded it)
         try:
             finished = 0
             with self._slots(route, runtime.route.workers):
@@ -229,6 +234,8 @@ class Worker:
                         failed.append(outcome.reason)
                     else:
                         self.instances += 1
+                        if outcome.kind in ("stored", "existing", "filtered"):
+                            delivered.append(outcome.ref.source_id)
             self.ledger.flush()
             if finished < len(batch):  # the pipeline stopped early: never mark such a batch done
                 failed.append(f"{len(batch) - finished} instance(s) not processed (the pipeline stopped)")
@@ -243,9 +250,26 @@ class Worker:
             raise task.retry(countdown=0, max_retries=None)
         self.store.run("batch done", lambda c: work.mark(c, route, batch_id, "done", worker=self.name))
         self.batches += 1
+        if route in self.staged:
+            self._unstage(route, source, delivered)
         log.info("batch %s of route %s: %d instance(s) in %.2f s", batch_id[:12], route, len(batch),
                  time.monotonic() - began)
         return "done"
+
+    def _unstage(self, route: str, source: Any, delivered: list[str]) -> None:
+        """Delete the staged copies every destination has (after the batch is done: a worker that dies first
+        leaves them staged, never lost)."""
+        client = getattr(source, "client", None)
+        if client is None or not delivered:
+            return
+        removed = 0
+        for source_id in delivered:
+            try:
+                removed += bool(client.delete_instance(source_id))
+            except Exception as exc:  # noqa: BLE001 - a staged copy left behind is not a loss
+                log.warning("route %s: staged instance %s not deleted from %s: %s", route, source_id[:12],
+                            self.staged[route], type(exc).__name__)
+        log.debug("route %s: %d staged instance(s) deleted from %s", route, removed, self.staged[route])
 
     # -- heartbeat -------------------------------------------------------------------------
 

@@ -14,6 +14,12 @@ feed resets, index spool, de-identification mapping) plus the cluster's own:
 IDs and sequence numbers, and their state: the planner's low-watermark is computed
 over them), ``cluster_routes`` (how far each route's feed has been published) and
 ``cluster_workers`` (heartbeats, read by ``status``).
+
+Version 2 adds the cluster's cron runs: ``cluster_cron_runs`` (one row per fire
+time of a cron route planned by the elected planner: its state, how many work
+units of the query's result it has recorded, and when it finished) and
+``cluster_routes.schedule_from`` (where a cron route's schedule starts, so that a
+fire time passed while no planner led is still run by the next one).
 """
 
 from __future__ import annotations
@@ -77,8 +83,24 @@ def _v1(conn: Any) -> None:
             conn.execute(statement)
 
 
+V2 = """
+CREATE TABLE IF NOT EXISTS cluster_cron_runs (
+    route TEXT NOT NULL, fire DOUBLE PRECISION NOT NULL, state TEXT NOT NULL,
+    planned INTEGER NOT NULL DEFAULT 0, instances BIGINT NOT NULL DEFAULT 0,
+    started DOUBLE PRECISION NOT NULL, published DOUBLE PRECISION, finished DOUBLE PRECISION,
+    generation BIGINT NOT NULL, reason TEXT, PRIMARY KEY (route, fire));
+ALTER TABLE cluster_routes ADD COLUMN IF NOT EXISTS schedule_from DOUBLE PRECISION;
+"""
+
+
+def _v2(conn: Any) -> None:
+    for statement in V2.split(";"):
+        if statement.strip():
+            conn.execute(statement)
+
+
 #: version -> migration from the previous version (all run inside one transaction).
-MIGRATIONS: dict[int, Callable[[Any], None]] = {1: _v1}
+MIGRATIONS: dict[int, Callable[[Any], None]] = {1: _v1, 2: _v2}
 LATEST = max(MIGRATIONS)
 #: Advisory lock key serialising migrations (any constant distinct from route and slot keys).
 _MIGRATION_LOCK = 0x636F7079  # "copy"

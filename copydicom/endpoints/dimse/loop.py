@@ -34,7 +34,7 @@ class ListenLoop:
 
         self.config = config
         self.stop_event = threading.Event()
-        self.ledger = Ledger(config.state)
+        self.ledger = Ledger(config.store_location)
         self.on_fatal = on_fatal
         self.failures = 0
         self.runtimes: list[tuple[Route, Any]] = []

@@ -50,13 +50,14 @@ def bench(servers: tuple[OrthancServer, OrthancServer], postgres: PostgresServer
 
 
 def _free_run(count: int) -> int:
-    """A port ``p`` with ``p+1 .. p+count`` free now (worker i serves its metrics on ``p + i``)."""
+    """A port ``p`` with ``p .. p+count`` free now (the planner serves its metrics on ``p``, worker i on
+    ``p + i``)."""
     import socket
 
     for _ in range(50):
         base = free_port()
         try:
-            for i in range(1, count + 1):
+            for i in range(0, count + 1):
                 with socket.socket() as sock:
                     sock.bind(("127.0.0.1", base + i))
         except OSError:
@@ -200,6 +201,15 @@ def test_max_concurrency_holds_across_workers(
             return total
 
         wait_until(lambda: stored() == 60, timeout=30, what="the workers' metrics to count 60 stored")
+        # The planner's own metrics: every instance published once (no redelivery here), the lease held.
+        text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+        samples = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                   if line.startswith("copydicom_planner_")}
+        assert samples['copydicom_planner_instances_published_total{route="copy"}'] == 60, samples
+        assert samples['copydicom_planner_batches_published_total{route="copy"}'] >= 6, samples
+        assert samples['copydicom_planner_leading{route="copy"}'] == 1
+        assert samples['copydicom_planner_generation{route="copy"}'] >= 1
+        assert "copydicom_planner_queue_depth" in samples and "copydicom_planner_backpressure_waits_total" in samples
     finally:
         bench.stop_all()
         proxy.stop()
