@@ -176,3 +176,132 @@ def test_dicomweb_source_instance_is_structure_checked(tmp_path: Path) -> None:
     assert summary.counts["quarantined"] == 1 and summary.counts["stored"] == 1
     assert len(dest.stored) == 1
 
+
+# -- 2. console uploads: quarantined bytes kept and retryable; stale upload folders removed ----------
+
+class RefusingDestination(ByteDestination):
+    """Refuses (quarantine) every instance while ``REFUSE`` is set, as a destination rejecting a file does."""
+
+    def store(self, instance: Instance) -> StoreOutcome:
+        from copydicom.errors import InvalidInstance
+
+        if REFUSE:
+            raise InvalidInstance("refused by the destination")
+        return super().store(instance)
+
+
+REFUSE: list[bool] = []
+
+
+def _upload_config(tmp_path: Path) -> Any:
+    registry.unregister("bytes")
+    registry.register(EndpointType(
+        name="bytes", description="test plug-in", schemes=("bytes",), config=ByteConfig, source=_byte_source,
+        destination=lambda c, ctx: RefusingDestination(),
+    ))
+    (tmp_path / "in").mkdir()
+    return parse_config(
+        {
+            "state": "state/state.db",
+            "endpoints": {"src": {"type": "folder", "path": "in"}, "sink": {"type": "bytes"}},
+            "routes": [{"name": "r", "source": "src", "destinations": ["sink"], "trigger": "manual"}],
+        },
+        base_dir=tmp_path,
+    )
+
+
+def _run_upload(config: Any, ledger: Ledger, files: list[bytes]) -> dict[str, Any]:
+    import time
+
+    from copydicom.console._jobs import JobManager
+    from copydicom.console._wiring import make_upload_runner
+
+    folder = config.state.parent / "copydicom-console-abcd1234" / "job-1"
+    folder.mkdir(parents=True, mode=0o700)
+    paths = []
+    for i, data in enumerate(files):
+        path = folder / f"{i:06d}.dcm"
+        path.write_bytes(data)
+        paths.append(path)
+    jobs = JobManager(make_upload_runner(config, ledger))
+    job = jobs.submit(paths, route="r", user="op", patient_csv=None, folder=folder, refused=[])
+    deadline = time.monotonic() + 60
+    while job.state in ("queued", "running") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    jobs.stop()
+    assert job.state == "done", job.error
+    assert not folder.exists()  # uploaded PHI does not outlive its job
+    return job.as_dict()["counts"]
+
+
+def test_console_upload_quarantine_keeps_owner_only_bytes_and_can_be_retried(plugin: None, tmp_path: Path) -> None:
+    """Upload entries used to keep no file (structure refusals) and their route ``upload:r`` was unknown to retry."""
+    import stat
+
+    from copydicom.console._wiring import make_retry
+
+    config = _upload_config(tmp_path)
+    config.state.parent.mkdir()
+    ledger = Ledger(config.state)
+    try:
+        deep, good = deep_instance(), to_bytes(ct_dataset(8, 0, 0, 2, rows=8, cols=8))
+        REFUSE[:] = [True]
+        counts = _run_upload(config, ledger, [deep, good])
+        assert counts["quarantined"] == 2 and STORED == []
+        entries = ledger.quarantined()
+        assert len(entries) == 2
+        kept = sorted(Path(e.path).read_bytes() for e in entries if e.path)
+        assert kept == sorted([deep, good])
+        for e in entries:
+            assert stat.S_IMODE(Path(str(e.path)).stat().st_mode) == 0o600
+        REFUSE.clear()  # the destination accepts now: the retry delivers what is deliverable
+        result = make_retry(config, ledger)(entries)
+        assert result["replicated"] == 1 and result["quarantined"] == 1 and result["failed"] == 0
+        assert len(STORED) == 1
+        left = ledger.quarantined()
+        assert len(left) == 1 and "nest" in left[0].reason and Path(str(left[0].path)).read_bytes() == deep
+    finally:
+        REFUSE.clear()
+        ledger.close()
+
+
+def test_console_start_removes_stale_upload_folders_only(tmp_path: Path) -> None:
+    """Each start left an empty ``copydicom-console-XXXX`` folder, and a crash left uploaded files behind."""
+    import os
+
+    from copydicom.console import ConsoleConfig, JobManager, StateBackend, create_app
+
+    ledger = Ledger(tmp_path / "state.db")
+    try:
+        backend = StateBackend(ledger, lambda: ["r"])
+        config = ConsoleConfig(users_file=tmp_path / "users.yaml", audit_log=tmp_path / "audit.log")
+
+        def start() -> Path:
+            app = create_app(config, backend, jobs=JobManager(lambda *a, **k: None), work_dir=tmp_path)
+            return Path(app.state.console.work_dir)
+
+        live = start()  # a console still running (the daemon's) keeps its folder
+        stale = tmp_path / "copydicom-console-k3x9_q2a"
+        (stale / "job-abc").mkdir(parents=True)
+        (stale / "job-abc" / "000000.dcm").write_bytes(b"PHI")
+        (stale / ".lock").write_bytes(b"")  # a console that crashed: its lock died with it
+        older = tmp_path / "copydicom-console-0ld0ld00"  # an older version's, no lock file
+        older.mkdir()
+        os.utime(older, (1.0e9, 1.0e9))
+        starting = tmp_path / "copydicom-console-n0w0n0w0"  # no lock yet, just made: maybe starting
+        starting.mkdir()
+        outside = tmp_path / "elsewhere"
+        outside.mkdir()
+        (outside / "keep.dcm").write_bytes(b"x")
+        os.symlink(outside, tmp_path / "copydicom-console-link0000")
+        other = tmp_path / "copydicom-consoles"
+        other.mkdir()
+        mine = start()
+        assert mine.is_dir() and live.is_dir()
+        assert not stale.exists() and not older.exists()
+        assert (outside / "keep.dcm").read_bytes() == b"x"  # a symlink is never followed
+        assert other.is_dir()
+        names = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("copydicom-console-"))
+        assert names == sorted([live.name, mine.name, starting.name, "copydicom-console-link0000"])
+    finally:
+        ledger.close()

@@ -81,10 +81,26 @@ def test_encapsulated_fragments_checked() -> None:
 
 
 def test_folder_source_never_forwards_deep_files(tmp_path: Path) -> None:
-    (tmp_path / "deep.dcm").write_bytes(_deep(1000))
-    source = FolderSource(tmp_path)
-    with pytest.raises(InvalidInstance, match="nested deeper"):
-        source.fetch(InstanceRef(str(tmp_path / "deep.dcm")))
+    """The check runs in every route's pipeline (copydicom.routes.fetched_check), bytes kept in quarantine."""
+    from copydicom.ledger import Ledger
+    from copydicom.pipeline import Pipeline
+    from copydicom.routes import fetched_check
+    from tests.unit.fakes import FakeDestination
+
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "deep.dcm").write_bytes(_deep(1000))
+    source = FolderSource(tmp_path / "in")
+    dest = FakeDestination()
+    ledger = Ledger(tmp_path / "state.db")
+    try:
+        pipe = Pipeline("r", source, [], [dest], ledger, quarantine_dir=tmp_path / "q", workers=1,
+                        check_fetched=fetched_check)
+        summary = pipe.run(source.batches())
+        (entry,) = ledger.quarantined()
+    finally:
+        ledger.close()
+    assert summary.counts["quarantined"] == 1 and dest.stored == []
+    assert "nested deeper" in entry.reason and Path(str(entry.path)).read_bytes() == _deep(1000)
 
 
 def test_deidentify_quarantines_deep_truncated_and_keeps_going(
