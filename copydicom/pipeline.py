@@ -144,6 +144,9 @@ class Summary:
     #: Deliveries a destination accepted with a warning (one per instance and destination);
     #: each is also counted in ``replicated``.
     warnings: int = 0
+    #: Identifiers the operator named (``--ids``, API ``ids=``) that matched nothing at the source
+    #: (:mod:`copydicom.selection`): the run is not ``ok``.
+    not_found: int = 0
 
     def add(self, outcome: Outcome) -> None:
         self.counts[outcome.kind] += 1
@@ -161,8 +164,8 @@ class Summary:
 
     @property
     def ok(self) -> bool:
-        """Nothing quarantined, failed, or left different at a destination."""
-        return not (self.counts["quarantined"] or self.counts["failed"] or self.changed_kept)
+        """Nothing quarantined, failed, left different at a destination, or asked for and not found."""
+        return not (self.counts["quarantined"] or self.counts["failed"] or self.changed_kept or self.not_found)
 
     def line(self) -> str:
         c = self.counts

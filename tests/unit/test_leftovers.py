@@ -47,7 +47,7 @@ class ByteConfig(EndpointConfig):
 
     @classmethod
     def from_url(cls, url: str, *, name: str | None = None) -> ByteConfig:
-        return cls(name=name or "bytes")
+        return cls(name=name or url)
 
 
 class ByteSource:
@@ -305,3 +305,60 @@ def test_console_start_removes_stale_upload_folders_only(tmp_path: Path) -> None
         assert names == sorted([live.name, mine.name, starting.name, "copydicom-console-link0000"])
     finally:
         ledger.close()
+
+
+# -- 3. --ids / ids=[...] naming instances the source does not have --------------------------
+
+class SelectableByteSource(ByteSource):
+    def selected(self, identifiers: Iterable[str]) -> Iterator[list[InstanceRef]]:
+        for ident in identifiers:
+            if ident in HELD:
+                yield [InstanceRef(ident)]
+
+
+def _selectable(config: ByteConfig, ctx: BuildContext) -> Source:
+    return SelectableByteSource()
+
+
+@pytest.fixture
+def selectable() -> Iterator[None]:
+    HELD.clear()
+    STORED.clear()
+    registry.register(EndpointType(
+        name="bytes", description="test plug-in", schemes=("bytes",), config=ByteConfig, source=_selectable,
+        destination=_byte_destination,
+    ))
+    yield
+    registry.unregister("bytes")
+
+
+MISSING_ORTHANC_ID = "0a1b2c3d-4e5f6a7b-8c9d0e1f-2a3b4c5d-6e7f8a9b"
+MISSING_UID = "1.2.826.0.1.3680043.99.424242"
+
+
+def test_replicate_ids_not_found_exits_1_and_says_how_many(
+    selectable: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from copydicom.cli import main
+
+    HELD["good"] = to_bytes(ct_dataset(8, 0, 0, 2, rows=8, cols=8))
+    state = str(tmp_path / "state.db")
+    code = main(["replicate", "--src", "bytes://a", "--dest", "bytes://b", "--state", state,
+                 "--ids", "good", MISSING_ORTHANC_ID, MISSING_UID])
+    out, err = capsys.readouterr()
+    assert code == 1
+    assert out.splitlines()[-1].startswith("replicated=1 skipped_existing=0 quarantined=0 failed=0 ")
+    assert "2 of 3 identifier(s) matched nothing" in err
+    assert MISSING_ORTHANC_ID in err and MISSING_UID not in err + out  # a UID may be PHI: its position only
+    assert main(["replicate", "--src", "bytes://a", "--dest", "bytes://b", "--state", state, "--ids", "good"]) == 0
+
+
+def test_api_ids_not_found_is_not_ok(selectable: None, tmp_path: Path) -> None:
+    import copydicom
+
+    HELD["good"] = to_bytes(ct_dataset(8, 0, 0, 2, rows=8, cols=8))
+    summary = copydicom.replicate("bytes://a", "bytes://b", ids=["good", MISSING_UID], state=tmp_path / "s.db")
+    assert not summary.ok and summary.not_found == 1 and summary.counts["stored"] == 1
+    again = copydicom.replicate("bytes://a", "bytes://b", ids=["good"], state=tmp_path / "s.db")
+    assert again.ok and again.not_found == 0
+
