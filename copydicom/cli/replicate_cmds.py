@@ -149,6 +149,10 @@ def add_filter_options(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
+    if args.schema and args.config:
+        # It printed the schema and exited 0, ignoring the file: an operator could read that as "checked".
+        raise ConfigError("check-config: --schema prints the JSON Schema and takes no configuration file; "
+                          "check a file with 'copydicom check-config CONFIG'")
     if args.schema:
         from copydicom.schema import json_schema
 
@@ -545,7 +549,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="check a configuration as 'run' would at start-up (keys, key files, credentials); --schema prints its JSON Schema",
     )
     p.add_argument("config", nargs="?", help="YAML configuration file")
-    p.add_argument("--schema", action="store_true", help="print the configuration's JSON Schema and exit")
+    p.add_argument("--schema", action="store_true",
+                   help="print the configuration's JSON Schema and exit (alone: not with a CONFIG file)")
     p.add_argument("--offline", action="store_true",
                    help="do not contact the endpoints (systemd ExecStartPre: an outage must not block the start)")
     p.set_defaults(func=cmd_check_config)

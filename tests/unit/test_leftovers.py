@@ -362,3 +362,17 @@ def test_api_ids_not_found_is_not_ok(selectable: None, tmp_path: Path) -> None:
     again = copydicom.replicate("bytes://a", "bytes://b", ids=["good"], state=tmp_path / "s.db")
     assert again.ok and again.not_found == 0
 
+
+# -- 4. check-config --schema CONFIG ----------------------------------------------------------
+
+def test_check_config_schema_with_a_config_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """It printed the schema and exited 0, silently ignoring (not checking) the file."""
+    from copydicom.cli import main
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("endpoints: {x: {type: nope}}\nroutes: 3\n")
+    assert main(["check-config", "--schema", str(bad)]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and "--schema" in err and "bad.yaml" not in err
+    assert main(["check-config", "--schema"]) == 0
+    assert '"properties"' in capsys.readouterr().out
