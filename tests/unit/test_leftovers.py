@@ -376,3 +376,27 @@ def test_check_config_schema_with_a_config_is_a_usage_error(tmp_path: Path, caps
     assert out == "" and "--schema" in err and "bad.yaml" not in err
     assert main(["check-config", "--schema"]) == 0
     assert '"properties"' in capsys.readouterr().out
+
+
+# -- 5. DICOMweb destination with a wrong base path --------------------------------------------
+
+def test_stow_404_is_a_wrong_url_not_an_instance_to_quarantine() -> None:
+    """Every instance was quarantined ("HTTP 404 refused"): it is the endpoint's url that is wrong."""
+    import responses
+
+    from copydicom.endpoints.dicomweb import DicomwebConfig
+    from copydicom.endpoints.dicomweb._client import DicomwebClient
+    from copydicom.endpoints.dicomweb._destination import StowDestination
+    from copydicom.errors import ConfigError
+    from copydicom.model import Identity
+
+    data = to_bytes(ct_dataset(8, 0, 0, 2, rows=8, cols=8))
+    cfg = DicomwebConfig.from_url("dicomweb+http://u:p@dw.test/dicomweb", name="pacs").model_copy(update={"retries": 0})
+    with responses.RequestsMock() as mock:
+        mock.post("http://dw.test/dicomweb/studies", status=404, body="Unknown resource")
+        dest = StowDestination(DicomwebClient(cfg, side="destination"), concurrency=1)
+        ds = ct_dataset(8, 0, 0, 2, rows=8, cols=8)
+        identity = Identity(str(ds.PatientID), str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID),
+                            str(ds.SOPInstanceUID))
+        with pytest.raises(ConfigError, match=r"endpoints\.pacs\.url.*not the base of a DICOMweb service"):
+            dest.store(Instance(InstanceRef(identity.orthanc_id, identity=identity), data, identity=identity))

@@ -278,6 +278,12 @@ class DicomwebClient:
             status = reply.status_code
             if status in (401, 403):
                 raise ConfigError(f"{what}: HTTP {status} (check the credentials of this endpoint)")
+            if status in (404, 405):
+                # POST to the service's /studies has no instance-level 404 or 405 (PS3.18 10.5.3: failures
+                # are 400/409/415 with a Failure Reason): the url does not name a STOW-RS service. Without
+                # this every instance was quarantined as refused, instead of one clear stop at start.
+                raise ConfigError(f"endpoints.{self.name}.url: {what}: HTTP {status}: the url is not the base "
+                                  "of a DICOMweb service (for Orthanc: .../dicom-web)")
             if status in (408, 425, 429) or status >= 500:
                 raise self._retryable(f"{what}: HTTP {status}", retry_after=_retry_after(reply))
             try:
