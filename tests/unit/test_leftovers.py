@@ -400,3 +400,78 @@ def test_stow_404_is_a_wrong_url_not_an_instance_to_quarantine() -> None:
                             str(ds.SOPInstanceUID))
         with pytest.raises(ConfigError, match=r"endpoints\.pacs\.url.*not the base of a DICOMweb service"):
             dest.store(Instance(InstanceRef(identity.orthanc_id, identity=identity), data, identity=identity))
+
+
+# -- 6. a transfer syntax the DICOMweb server cannot serve --------------------------------------
+
+JPEG_BASELINE = "1.2.840.10008.1.2.4.50"
+WADO = "http://dw.test/dicom-web/studies/1/series/2/instances/3"
+
+
+def _wado_client(ts: str = JPEG_BASELINE) -> Any:
+    from copydicom.endpoints.dicomweb import DicomwebConfig
+    from copydicom.endpoints.dicomweb._client import DicomwebClient
+
+    cfg = DicomwebConfig.from_url(f"dicomweb+http://u:p@dw.test/dicom-web?transfer_syntax={ts}", name="pacs")
+    return DicomwebClient(cfg.model_copy(update={"retries": 4}), side="source")
+
+
+def _serve(statuses: dict[str, tuple[int, str]]) -> Any:
+    """A WADO-RS callback answering by the requested transfer syntax; counts the calls per syntax."""
+    calls: dict[str, int] = {}
+    boundary = "b0undary"
+    part = (f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n").encode() + b"DICM" + f"\r\n--{boundary}--\r\n".encode()
+
+    def callback(request: Any) -> tuple[int, dict[str, str], bytes]:
+        ts = request.headers["Accept"].rsplit("transfer-syntax=", 1)[1]
+        calls[ts] = calls.get(ts, 0) + 1
+        status, body = statuses.get(ts, (200, ""))
+        if status == 200:
+            return 200, {"Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}'}, part
+        return status, {"Content-Type": "application/json", "Retry-After": "0"}, body.encode()
+
+    callback.calls = calls  # type: ignore[attr-defined]
+    return callback
+
+
+def test_wado_500_for_a_syntax_the_server_cannot_transcode_is_quarantined_not_retried() -> None:
+    """Orthanc answers a JPEG Baseline request for a 16-bit image with a bare HTTP 500: it was retried 4 times
+    per instance and counted failed (the daemon never got past it); the instance as stored is served."""
+    import responses
+
+    from copydicom.errors import InvalidInstance
+
+    serve = _serve({JPEG_BASELINE: (500, '{"Message": "Error encountered within the plugin engine"}')})
+    with responses.RequestsMock() as mock:
+        mock.add_callback(responses.GET, WADO, callback=serve)
+        with pytest.raises(InvalidInstance, match=f"cannot send this instance in transfer syntax {JPEG_BASELINE}"):
+            with _wado_client().retrieve("studies", "1", "series", "2", "instances", "3") as parts:
+                list(parts)
+    assert serve.calls == {JPEG_BASELINE: 1, "*": 1}
+
+
+def test_wado_refusing_the_syntax_itself_is_a_config_error_naming_the_key() -> None:
+    import responses
+
+    from copydicom.errors import ConfigError
+
+    serve = _serve({"1.2.3.4.5": (400, '{"Details": "Unsupported transfer syntax in WADO-RS: 1.2.3.4.5"}')})
+    with responses.RequestsMock() as mock:
+        mock.add_callback(responses.GET, WADO, callback=serve)
+        with pytest.raises(ConfigError, match=r"endpoints\.pacs\.transfer_syntax"):
+            with _wado_client("1.2.3.4.5").retrieve("studies", "1", "series", "2", "instances", "3") as parts:
+                list(parts)
+
+
+def test_wado_500_that_is_a_real_outage_stays_retryable() -> None:
+    import responses
+
+    from copydicom.errors import SourceUnavailable
+
+    serve = _serve({JPEG_BASELINE: (503, "{}"), "*": (503, "{}")})
+    with responses.RequestsMock() as mock:
+        mock.add_callback(responses.GET, WADO, callback=serve)
+        with pytest.raises(SourceUnavailable, match="HTTP 503"):
+            with _wado_client().retrieve("studies", "1", "series", "2", "instances", "3") as parts:
+                list(parts)
+    assert serve.calls[JPEG_BASELINE] == 5

@@ -35,3 +35,33 @@ def test_dicomweb_destination_with_a_wrong_base_path_is_a_config_error(
     assert dst.password not in err
     assert _quarantined(state) == 0
     assert dst.statistics()["CountInstances"] == 0
+
+
+SUMMARY_TAIL = "seconds="
+
+
+def test_transfer_syntax_the_server_cannot_serve_is_quarantined_or_a_config_error(
+    dw: tuple[OrthancServer, OrthancServer], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Orthanc cannot send a 16-bit CT as JPEG Baseline (HTTP 500): it was retried 4x per instance, failed=N,
+    forever in a daemon. A syntax it does not know at all (HTTP 400) is the endpoint's configuration."""
+    src, dst = dw
+    for i in range(3):
+        src.upload(to_bytes(ct_dataset(6, 0, 0, i, rows=8, cols=8, seed="tsyntax")))
+    state = tmp_path / "s.db"
+    jpeg = src.dicomweb_url + "?transfer_syntax=1.2.840.10008.1.2.4.50"
+    status = main(["replicate", "--src", jpeg, "--dest", dst.url_with_credentials, "--state", str(state)])
+    out, err = capsys.readouterr()
+    assert status == 1
+    assert out.splitlines()[-1].startswith("replicated=0 skipped_existing=0 quarantined=3 failed=0 ")
+    with sqlite3.connect(state) as db:
+        reasons = [r for (r,) in db.execute("SELECT reason FROM quarantine")]
+    assert len(reasons) == 3 and all("transfer syntax 1.2.840.10008.1.2.4.50" in r for r in reasons)
+    assert dst.statistics()["CountInstances"] == 0
+
+    unknown = src.dicomweb_url + "?transfer_syntax=1.2.3.4.5"
+    status = main(["replicate", "--src", unknown, "--dest", dst.url_with_credentials, "--state",
+                   str(tmp_path / "t.db")])
+    err = capsys.readouterr().err
+    assert status == 2 and "transfer_syntax" in err and src.password not in err
+    assert _quarantined(tmp_path / "t.db") == 0
