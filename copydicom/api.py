@@ -67,7 +67,7 @@ def _running(spec: Route, app: AppConfig, *, dry_run: bool, key_file: str | None
     from copydicom.ledger import Ledger
     from copydicom.routes import build_route
 
-    ledger = Ledger(app.state)
+    ledger = Ledger(app.store_location)
     try:
         runtime = build_route(spec, app, ledger, dry_run=dry_run, key_file=key_file)
         try:

@@ -123,6 +123,14 @@ def oneshot_route(
             raise ConfigError(f"--profile {profile}: no such profile in the config "
                               "(built in: default, private_only, hipaa_safe_harbor)")
         profiles[profile] = builtin
+    from copydicom.state import PostgresTarget, is_postgres
+
+    # --state may name a PostgreSQL state (its password from libpq's PGPASSWORD or .pgpass): it was
+    # taken for a file path, and a one-shot command wrote a SQLite file called "postgresql:".
+    state_url = config.state_url if config is not None and not state else None
+    if state and is_postgres(str(state)):
+        state_url = state if isinstance(state, PostgresTarget) else PostgresTarget(str(state))
+        state = None
     state_path = Path(state) if state else (config.state if config is not None else default_state())
     quarantine_dir = config.quarantine_dir if config is not None and not state else state_path.parent / "quarantine"
     name = route_name or f"{prefix}:{source}>{','.join(dest_names + index_names)}" + (f"|{profile}" if profile else "")
@@ -141,6 +149,7 @@ def oneshot_route(
         route = replace(route, filter=parse_cli_filters(filters))
     app_config = AppConfig(
         state=state_path,
+        state_url=state_url,
         quarantine_dir=quarantine_dir,
         endpoints=endpoints,
         endpoint_types=types,

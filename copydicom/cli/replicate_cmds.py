@@ -110,7 +110,7 @@ def _date(value: str) -> str:
 def cmd_replicate(args: argparse.Namespace) -> int:
     config = _load(args)
     route, app = _oneshot_route(args, config)
-    ledger = Ledger(app.state)
+    ledger = Ledger(app.store_location)
     progress = make_progress(args)
     dates = {k: v for k in ("since", "until") if (v := getattr(args, k, None))}  # replicate-tags has neither
     runtime = build_route(route, app, ledger, on_outcome=progress, dry_run=args.dry_run, key_file=args.key_file,

@@ -13,7 +13,8 @@ feed resets, index spool, de-identification mapping) plus the cluster's own:
 ``cluster_batches`` (published work units, their references as JSON of Orthanc
 IDs and sequence numbers, and their state: the planner's low-watermark is computed
 over them), ``cluster_routes`` (how far each route's feed has been published) and
-``cluster_workers`` (heartbeats, read by ``status``).
+``cluster_workers`` (heartbeats, read by ``status``). Version 2 adds ``reconcile_runs`` (SQLite's
+version 4), so reconcile runs on a PostgreSQL state.
 """
 
 from __future__ import annotations
@@ -77,8 +78,17 @@ def _v1(conn: Any) -> None:
             conn.execute(statement)
 
 
+def _v2(conn: Any) -> None:
+    """``reconcile_runs``: the last reconcile of each route (``status``, the console), as SQLite's version 4."""
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS reconcile_runs (route TEXT PRIMARY KEY, at DOUBLE PRECISION NOT NULL, "
+        "seconds DOUBLE PRECISION NOT NULL, missing BIGINT NOT NULL, repaired BIGINT NOT NULL, extra BIGINT NOT NULL, "
+        "deleted BIGINT NOT NULL, mismatched BIGINT NOT NULL, dry_run BOOLEAN NOT NULL)"
+    )
+
+
 #: version -> migration from the previous version (all run inside one transaction).
-MIGRATIONS: dict[int, Callable[[Any], None]] = {1: _v1}
+MIGRATIONS: dict[int, Callable[[Any], None]] = {1: _v1, 2: _v2}
 LATEST = max(MIGRATIONS)
 #: Advisory lock key serialising migrations (any constant distinct from route and slot keys).
 _MIGRATION_LOCK = 0x636F7079  # "copy"

@@ -475,3 +475,62 @@ def test_wado_500_that_is_a_real_outage_stays_retryable() -> None:
             with _wado_client().retrieve("studies", "1", "series", "2", "instances", "3") as parts:
                 list(parts)
     assert serve.calls[JPEG_BASELINE] == 5
+
+
+# -- 7. reconcile and the console's chart on a PostgreSQL state ----------------------------------
+
+def _ledger(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> Ledger:
+    if backend == "sqlite":
+        return Ledger(tmp_path / "state.db")
+    from copydicom.state import PostgresStore
+    from tests.support.postgres import fresh_database
+
+    server = request.getfixturevalue("postgres")
+    return Ledger(PostgresStore(fresh_database(server), password=server.password))
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_reconcile_state_reads_and_writes_on_both_stores(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """reconcile refused a PostgreSQL state ("runs on the SQLite state store"): its SQL was SQLite-only."""
+    from copydicom.reconcile._store import RunRecord, forget, last_runs, record_run, routed_among
+
+    ledger = _ledger(backend, request, tmp_path)
+    try:
+        for i in range(3):
+            ledger.record_delivered("dst", f"t{i}", f"s{i}", "r1", "stored")
+        ledger.record_delivered("dst", "t9", "s9", "r2", "stored")
+        ledger.record_delivered("other", "t0", "s0", "r1", "stored")
+        assert routed_among(ledger, "dst", "r1", ["t0", "t1", "t9", "nope"]) == {"t0", "t1"}
+        forget(ledger, "dst", ["t1", "nope"])
+        assert routed_among(ledger, "dst", "r1", ["t0", "t1", "t2"]) == {"t0", "t2"}
+        assert ledger.delivered_among("other", ["t0"]) == {"t0"}  # another destination keeps its row
+        assert last_runs(ledger) == {}
+        first = RunRecord("r1", 100.0, 2.5, 3, 2, 1, 0, 0, True)
+        record_run(ledger, first)
+        record_run(ledger, RunRecord("r2", 101.0, 1.0, 0, 0, 0, 0, 0, False))
+        again = RunRecord("r1", 200.0, 3.0, 1, 1, 0, 1, 2, False)
+        record_run(ledger, again)  # replaces the route's row
+        assert last_runs(ledger) == {"r1": again, "r2": RunRecord("r2", 101.0, 1.0, 0, 0, 0, 0, 0, False)}
+    finally:
+        ledger.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_console_throughput_chart_on_both_stores(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    """The overview's last-hour chart was empty on PostgreSQL (the console skipped it)."""
+    from copydicom.console import StateBackend
+
+    ledger = _ledger(backend, request, tmp_path)
+    try:
+        for i in range(5):
+            ledger.record_delivered("dst", f"t{i}", f"s{i}", "r1", "stored")
+        ledger.record_delivered("dst", "u0", "v0", "r2", "existing")
+        ledger.flush()
+        views = {v.name: v for v in StateBackend(ledger, lambda: ["r1", "r2", "r3"]).routes()}
+        assert sum(views["r1"].throughput) == 5 and views["r1"].throughput[-1] == 5
+        assert sum(views["r2"].throughput) == 1
+        assert views["r3"].throughput == (0,) * 12
+    finally:
+        ledger.close()
