@@ -534,3 +534,53 @@ def test_console_throughput_chart_on_both_stores(backend: str, request: pytest.F
         assert views["r3"].throughput == (0,) * 12
     finally:
         ledger.close()
+
+
+def test_console_serve_opens_a_postgresql_state(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``console serve`` with ``state: postgresql://...`` opened a local SQLite file instead (an empty console)."""
+    import os
+    import signal
+
+    import yaml
+
+    from copydicom import console as console_pkg
+    from copydicom.cli import main
+    from copydicom.state import PostgresStore
+    from tests.support.postgres import fresh_database
+
+    server = request.getfixturevalue("postgres")
+    url = fresh_database(server)
+    store = PostgresStore(url, password=server.password)
+    store.quarantine_put("r", "0a1b2c3d-4e5f6a7b-8c9d0e1f-2a3b4c5d-6e7f8a9b", "invalid", "InvalidInstance: x", None)
+    store.close()
+    monkeypatch.setenv("CD_LEFTOVERS_PG", server.password)
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({
+        "state": {"url": url, "password": "${CD_LEFTOVERS_PG}"},
+        "console": {"listen": "127.0.0.1:8399", "users_file": "users.yaml"},
+    }))
+    seen: list[Any] = []
+
+    class Server:
+        def __init__(self, config: Any, app: Any) -> None:
+            self.app = app
+
+        def start(self) -> None:
+            seen.append(self.app.state.console.backend.quarantine())  # what the pages would show
+            os.kill(os.getpid(), signal.SIGTERM)  # cmd_serve's own handler ends its wait
+
+        def stop(self) -> None:
+            pass
+
+    monkeypatch.setattr(console_pkg, "ConsoleServer", Server)
+    old = (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT))
+    try:
+        assert main(["console", "serve", "--config", str(config)]) == 0
+    finally:
+        signal.signal(signal.SIGTERM, old[0])
+        signal.signal(signal.SIGINT, old[1])
+    items, total = seen[0]
+    assert total == 1 and items[0].code == "invalid"
+    assert not (tmp_path / "state-local").exists()
