@@ -11,7 +11,6 @@ from pydicom import dcmread
 
 from copydicom.cli import main
 from copydicom.errors import InvalidInstance
-from copydicom.model import InstanceRef
 from copydicom.sources.folder import FolderSource
 from copydicom.stages.deid import keyed_uid
 from copydicom.stages.structure import MAX_DEPTH, check_structure, read_checked
