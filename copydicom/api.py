@@ -18,10 +18,13 @@ Heavy modules load inside the functions: ``import copydicom`` stays light.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from copydicom.config import AppConfig, Route
@@ -64,7 +67,7 @@ def _running(spec: Route, app: AppConfig, *, dry_run: bool, key_file: str | None
     from copydicom.ledger import Ledger
     from copydicom.routes import build_route
 
-    ledger = Ledger(app.state)
+    ledger = Ledger(app.store_location)
     try:
         runtime = build_route(spec, app, ledger, dry_run=dry_run, key_file=key_file)
         try:
@@ -98,13 +101,19 @@ def _run(
     summary = Summary()
     with _running(spec, app, dry_run=dry_run, key_file=key_file) as runtime:
         runtime.pipeline.run(batches(runtime) if batches is not None else runtime.source.batches(), summary)
+        selection = getattr(batches, "selection", None)
+        if selection is not None and selection.not_found:
+            summary.not_found = len(selection.not_found)  # not ok: the caller asked for what is not there
+            log.warning("%s", selection.report(runtime.source.name))
     return summary
 
 
 def _selection(ids: Iterable[str] | None) -> Any:
     if ids is None:
         return None
-    wanted = [i for i in ids if i.strip()]
+    from copydicom.selection import Selection
+
+    selection = Selection([i for i in ids if i.strip()])
 
     def batches(runtime: RouteRuntime) -> Iterator[list[InstanceRef]]:
         from copydicom.errors import ConfigError
@@ -112,8 +121,9 @@ def _selection(ids: Iterable[str] | None) -> Any:
 
         if not isinstance(runtime.source, SelectableSource):
             raise ConfigError("ids: this source cannot select instances by identifier")
-        return runtime.source.selected(wanted)
+        return selection.batches(runtime.source)
 
+    batches.selection = selection  # type: ignore[attr-defined]
     return batches
 
 
@@ -152,7 +162,8 @@ def replicate(
     config
         A configuration file (or a loaded :class:`~copydicom.config.AppConfig`), for names.
     ids
-        Orthanc IDs or Study/Series/SOP Instance UIDs to copy (default: everything).
+        Orthanc IDs or Study/Series/SOP Instance UIDs to copy (default: everything). Any that
+        matches nothing makes the summary not ``ok`` (``Summary.not_found`` counts them).
     route
         The route's name in the ledger (default derived from the endpoints).
 

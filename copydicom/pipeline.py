@@ -144,6 +144,9 @@ class Summary:
     #: Deliveries a destination accepted with a warning (one per instance and destination);
     #: each is also counted in ``replicated``.
     warnings: int = 0
+    #: Identifiers the operator named (``--ids``, API ``ids=``) that matched nothing at the source
+    #: (:mod:`copydicom.selection`): the run is not ``ok``.
+    not_found: int = 0
 
     def add(self, outcome: Outcome) -> None:
         self.counts[outcome.kind] += 1
@@ -161,8 +164,8 @@ class Summary:
 
     @property
     def ok(self) -> bool:
-        """Nothing quarantined, failed, or left different at a destination."""
-        return not (self.counts["quarantined"] or self.counts["failed"] or self.changed_kept)
+        """Nothing quarantined, failed, left different at a destination, or asked for and not found."""
+        return not (self.counts["quarantined"] or self.counts["failed"] or self.changed_kept or self.not_found)
 
     def line(self) -> str:
         c = self.counts
@@ -221,6 +224,11 @@ class Pipeline:
         Called with the bytes of every instance no stage parsed, after the stages and
         before the first store; raises :class:`~copydicom.errors.SkippableError` to
         quarantine it at every destination alike (the route's validity decision).
+    check_fetched
+        Called with the bytes of every fetched instance before anything parses or
+        forwards them (:func:`copydicom.routes.fetched_check`, the structure check,
+        for every route whatever its source); raises
+        :class:`~copydicom.errors.SkippableError` to quarantine them, bytes kept.
     on_changed
         What to do with an instance delivered before whose content changed at
         the source: ``report`` or ``resend`` (see the module documentation).
@@ -250,6 +258,7 @@ class Pipeline:
         on_outcome: Callable[[Outcome], None] | None = None,
         dry_run: bool = False,
         validate: Callable[[bytes], None] | None = None,
+        check_fetched: Callable[[bytes], None] | None = None,
         on_changed: ChangedPolicy = "report",
         route_filter: Filter | None = None,
         describe: Describe | None = None,
@@ -266,6 +275,7 @@ class Pipeline:
         self.on_outcome = on_outcome
         self.dry_run = dry_run
         self.validate = validate
+        self.check_fetched = check_fetched
         self.on_changed = on_changed
         self.stop_event = threading.Event()
         self.route_filter = route_filter
@@ -414,6 +424,11 @@ class Pipeline:
             if self.rate_limiter is not None and not self.rate_limiter.acquire(self.stop_event):
                 return Outcome(ref, "failed", "not started: stop requested")
             data = self.source.fetch(ref)
+            if self.check_fetched is not None:
+                try:
+                    self.check_fetched(data)
+                except SkippableError as refused:
+                    return self._quarantine(ref, data, refused)  # the bytes are kept: a retry can use them
             if item.check_filter and not self._dataset_passes(ref, data):
                 return Outcome(ref, "filtered")
         except SkippableError as exc:

@@ -9,6 +9,7 @@ the entry and its bytes. A purge removes every file the entry ever pointed to.
 
 from __future__ import annotations
 
+import stat
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from copydicom.ledger import Ledger, remove_files
 from copydicom.model import InstanceRef, RequeueableSource
 from copydicom.pipeline import Summary
 from copydicom.routes import build_route
+from copydicom.state._files import private_dir, quarantine_file_name, quarantine_folder_name
 
 
 def retry_entries(
@@ -35,15 +37,18 @@ def retry_entries(
     summary = Summary()
     unknown: list[str] = []
     for name, items in by_route.items():
-        route = routes.get(name)
+        route, app = routes.get(name), config
+        if route is None and name.startswith(UPLOAD_PREFIX) and name[len(UPLOAD_PREFIX):] in routes:
+            route, app = _upload_retry_route(config, name)
         if route is None:
             unknown.append(name)
             summary.counts["failed"] += len(items)
             continue
-        runtime = build_route(route, config, ledger, key_file=key_file)
+        runtime = build_route(route, app, ledger, key_file=key_file)
         saved = {e.source_id: e.path for e in items if e.path}
         if saved and not isinstance(runtime.source, RequeueableSource):  # those rebuild from the copy themselves
-            runtime.pipeline.source = _SavedCopyFallback(runtime.pipeline.source, saved)
+            by_name = config.quarantine_dir / quarantine_folder_name(name) if app is not config else None
+            runtime.pipeline.source = _SavedCopyFallback(runtime.pipeline.source, saved, name, by_name)
         try:
             refs = [[_ref_of(runtime.source, e)] for e in items]
             for outcome in runtime.pipeline.stream(refs):
@@ -52,6 +57,24 @@ def retry_entries(
             runtime.close()
     ledger.flush()
     return summary, unknown
+
+
+#: Route name prefix of a console upload (``upload:<route>``): the configured route with the job's
+#: files as its source (:func:`copydicom.console._wiring.upload_route`). An upload with its own patient
+#: CSV is named ``upload+csv:<route>`` instead: the CSV is deleted with the job, and a retry without it
+#: would pseudonymise with another map, so those entries are not retried (they stay, with their bytes).
+UPLOAD_PREFIX = "upload:"
+
+
+def _upload_retry_route(config: AppConfig, name: str) -> tuple[Route, AppConfig]:
+    """The route a console upload ran, with its quarantine folder as the (placeholder) source.
+
+    The job's folder is gone: every instance comes from its saved quarantine copy.
+    """
+    from copydicom.console._wiring import upload_route
+
+    folder = private_dir(config.quarantine_dir / quarantine_folder_name(name))
+    return upload_route(config, name[len(UPLOAD_PREFIX):], folder, None)
 
 
 def _ref_of(source: Any, entry: Any) -> InstanceRef:
@@ -71,9 +94,11 @@ class _SavedCopyFallback:
     structure check the sources apply (:func:`~copydicom.stages.structure.check_structure`).
     """
 
-    def __init__(self, source: Any, saved: Mapping[str, str]) -> None:
+    def __init__(self, source: Any, saved: Mapping[str, str], route: str = "", by_name: Path | None = None) -> None:
         self._source = source
         self._saved = saved
+        self._route = route
+        self._by_name = by_name
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._source, name)
@@ -95,9 +120,10 @@ class _SavedCopyFallback:
             # put in its place, or one of another instance, is not sent in its name).
             from copydicom.sources.folder import identity_of_file
 
-            identity = identity_of_file(Path(path))
-            if identity is None or identity.orthanc_id != ref.source_id:
-                raise first from None
+            if not self._written_for(ref, Path(path)):
+                identity = identity_of_file(Path(path))
+                if identity is None or identity.orthanc_id != ref.source_id:
+                    raise first from None
             try:
                 data = Path(path).read_bytes()
             except OSError:
@@ -108,6 +134,18 @@ class _SavedCopyFallback:
             exc.instance_data = data  # type: ignore[attr-defined]
             raise
         return data
+
+    def _written_for(self, ref: InstanceRef, path: Path) -> bool:
+        """Whether ``path`` is the copy the pipeline wrote for this entry (a console upload's source
+        IDs are paths in a folder that no longer exists, so its identity cannot name the entry):
+        its name is the digest of route and source ID, in the route's private quarantine folder,
+        and it is a regular file, not a symlink."""
+        if self._by_name is None or path.name != quarantine_file_name(self._route, ref.source_id):
+            return False
+        try:
+            return path.parent.resolve() == self._by_name.resolve() and stat.S_ISREG(path.lstat().st_mode)
+        except OSError:
+            return False
 
 
 def purge_entries(ledger: Ledger, entries: Iterable[Any]) -> int:

@@ -24,7 +24,7 @@ def cmd_conditional_replicate(args: argparse.Namespace) -> int:
 
     index_url = splunk_index_url(args.index, args.hec, copydicom_name=args.command in COPYDICOM_NAMES)
     index = open_index(index_url, endpoints=config.endpoints if config is not None else None)
-    ledger = Ledger(app.state)
+    ledger = Ledger(app.store_location)
     progress = make_progress(args)
     summary = Summary()
     stats = QueryStats()

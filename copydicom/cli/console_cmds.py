@@ -46,7 +46,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from copydicom.ledger import Ledger
 
     config = _console_config(args)
-    ledger = Ledger(config.state)
+    ledger = Ledger(config.store_location)  # the SQLite file or the PostgreSQL state
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

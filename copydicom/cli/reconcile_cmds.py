@@ -43,7 +43,10 @@ def _route(args: argparse.Namespace) -> tuple[Route, AppConfig]:
             if args.state:
                 from dataclasses import replace
 
-                config = replace(config, state=Path(args.state))
+                from copydicom.state import PostgresTarget, is_postgres
+
+                config = (replace(config, state_url=PostgresTarget(args.state)) if is_postgres(args.state)
+                          else replace(config, state=Path(args.state), state_url=None))
             return route, config
     raise ConfigError(f"--route {args.route}: no such route in {args.config}")
 
@@ -58,7 +61,7 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
         deletions=deletions,  # type: ignore[arg-type]  # checked by argparse choices / the route validator
         on_changed=route.on_changed_instance,
     )
-    ledger = Ledger(config.state)
+    ledger = Ledger(config.store_location)  # SQLite file or PostgreSQL
     try:
         runtime = build_route(route, config, ledger, key_file=args.key_file)
         try:
@@ -91,7 +94,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--index", action="append", default=[],
                    help="the route's index (as given to replicate); a SQLite index is checked for missing "
                    "instance documents, which are re-indexed from the source")
-    p.add_argument("--state", help="the state database replicate used for this pair (tells what it delivered)")
+    p.add_argument("--state", help="the state replicate used for this pair (tells what it delivered): a file or a "
+                   "postgresql:// URL (password from PGPASSWORD or .pgpass)")
     p.add_argument("--profile", help="de-identification profile of the route (a config name, or 'default')")
     p.add_argument("--key-file", help="de-identification key (owner-only file)")
     p.add_argument("--workers", type=int, default=4, help="parallel transfers (default 4)")

@@ -23,6 +23,7 @@ from copydicom.logsetup import mask_secrets
 from copydicom.model import ChangeFeedSource, CountableSource, FeedPosition, InstanceRef, SelectableSource, Source
 from copydicom.pipeline import Outcome, Summary
 from copydicom.routes import build_route, default_state, oneshot_route
+from copydicom.selection import Selection
 from copydicom.sources.orthanc import OrthancSource
 from copydicom.state import FeedReset, display_source_id, mask_source_path, one_line
 
@@ -63,15 +64,17 @@ def _oneshot_route(
     )
 
 
-def _selection(source: Source, args: argparse.Namespace) -> Iterator[list[InstanceRef]]:
+def _selection(source: Source, args: argparse.Namespace) -> tuple[Iterator[list[InstanceRef]], Selection | None]:
+    """The batches to run, and the :class:`~copydicom.selection.Selection` when identifiers were named."""
     wanted: list[str] = list(args.ids or []) + list(getattr(args, "study", None) or [])
     if args.ids_file:
         wanted.extend(line.strip() for line in Path(args.ids_file).read_text().splitlines() if line.strip())
     if not wanted:
-        return source.batches()
+        return source.batches(), None
     if not isinstance(source, SelectableSource):
         raise ConfigError("--ids: this source cannot select instances by identifier")
-    return source.selected(wanted)
+    selection = Selection(wanted)
+    return selection.batches(source), selection
 
 
 def drain_indexes(destinations: Iterable[Any], timeout: float) -> int:
@@ -107,15 +110,17 @@ def _date(value: str) -> str:
 def cmd_replicate(args: argparse.Namespace) -> int:
     config = _load(args)
     route, app = _oneshot_route(args, config)
-    ledger = Ledger(app.state)
+    ledger = Ledger(app.store_location)
     progress = make_progress(args)
     dates = {k: v for k in ("since", "until") if (v := getattr(args, k, None))}  # replicate-tags has neither
     runtime = build_route(route, app, ledger, on_outcome=progress, dry_run=args.dry_run, key_file=args.key_file,
                           source_options=dates)
     progress.set_total(listing_total(args, runtime.source))
     summary = Summary()
+    selection: Selection | None = None
     try:
-        runtime.pipeline.run(_selection(runtime.source, args), summary)
+        batches, selection = _selection(runtime.source, args)
+        runtime.pipeline.run(batches, summary)
         if not args.dry_run:
             summary.counts["failed"] += drain_indexes(runtime.destinations, args.index_timeout)
     except KeyboardInterrupt:
@@ -127,6 +132,9 @@ def cmd_replicate(args: argparse.Namespace) -> int:
         ledger.close()
     if summary.first_retryable:
         print(f"first failure: {summary.first_retryable}", file=sys.stderr)
+    if selection is not None and selection.not_found:
+        summary.not_found = len(selection.not_found)
+        print(selection.report(runtime.source.name), file=sys.stderr)
     print(summary.line(), flush=True)
     return 0 if summary.ok else 1
 
@@ -141,6 +149,10 @@ def add_filter_options(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
+    if args.schema and args.config:
+        # It printed the schema and exited 0, ignoring the file: an operator could read that as "checked".
+        raise ConfigError("check-config: --schema prints the JSON Schema and takes no configuration file; "
+                          "check a file with 'copydicom check-config CONFIG'")
     if args.schema:
         from copydicom.schema import json_schema
 
@@ -537,7 +549,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="check a configuration as 'run' would at start-up (keys, key files, credentials); --schema prints its JSON Schema",
     )
     p.add_argument("config", nargs="?", help="YAML configuration file")
-    p.add_argument("--schema", action="store_true", help="print the configuration's JSON Schema and exit")
+    p.add_argument("--schema", action="store_true",
+                   help="print the configuration's JSON Schema and exit (alone: not with a CONFIG file)")
     p.add_argument("--offline", action="store_true",
                    help="do not contact the endpoints (systemd ExecStartPre: an outage must not block the start)")
     p.set_defaults(func=cmd_check_config)

@@ -37,7 +37,7 @@ def _drive(
 
     Returns the exit status and the route's source (``import`` lists the files it skipped).
     """
-    ledger = Ledger(app.state)
+    ledger = Ledger(app.store_location)
     progress = make_progress(args)
     summary = Summary()
     try:

@@ -150,13 +150,7 @@ class StateBackend:
         if cached and now - cached[0] < 10:
             return dict(cached[1])
         since = now - 3600
-        from copydicom.state import SqliteStore
-
-        if not isinstance(self.ledger.store, SqliteStore):  # PostgreSQL state: no chart (the API stays)
-            return {}
-        rows = self.ledger.connection.execute(
-            "SELECT route, CAST((at - ?) / 300 AS INTEGER) AS slot, count(*) FROM delivered "
-            "WHERE at >= ? AND kind = 'image' GROUP BY route, slot", (since, since)).fetchall()
+        rows = self.ledger.store.delivered_per_slot(since, 300)  # either state backend
         out: dict[str, list[int]] = {}
         for route, slot, n in rows:
             out.setdefault(route, [0] * 12)[min(max(int(slot), 0), 11)] += int(n)

@@ -50,7 +50,10 @@ def upload_route(config: AppConfig, route_name: str, folder: Path, patient_csv: 
         profiles=profiles,
     )
     trigger = dataclasses.replace(route.trigger, kind="manual")
-    return dataclasses.replace(route, name=f"upload:{route_name}", source=source.name, trigger=trigger), app
+    # copydicom.quarantine retries "upload:" entries from their saved copies; not "upload+csv:" ones
+    # (the job's patient CSV is gone, and another map would give other pseudonyms).
+    name = f"upload+csv:{route_name}" if patient_csv is not None else f"upload:{route_name}"
+    return dataclasses.replace(route, name=name, source=source.name, trigger=trigger), app
 
 
 def make_upload_runner(config: AppConfig, ledger: Ledger) -> Callable[..., None]:

@@ -39,6 +39,7 @@ from copydicom.console._jobs import JobManager
 from copydicom.console._security import LoginLimiter, new_token, parse_basic, same_token
 from copydicom.console._upload import Limits, Receiver, UploadRejected
 from copydicom.console._users import User, UserStore
+from copydicom.console._workdir import make_work_dir
 
 _TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 _TEMPLATES.env.filters["when"] = lambda t: time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) if t else "-"
@@ -94,10 +95,11 @@ def create_app(
     jobs
         Runs uploads; without it the upload page says uploads are not available.
     work_dir
-        Where uploads are received (a private folder is made inside; default: a temp dir).
+        Where uploads are received (a private folder is made inside; default: a temp dir); the
+        folders earlier consoles left there are removed (:mod:`copydicom.console._workdir`).
     """
     app = FastAPI(title="copydicom console", docs_url=None, redoc_url=None, openapi_url="/api/openapi.json")
-    base = Path(tempfile.mkdtemp(prefix="copydicom-console-", dir=work_dir))
+    base = make_work_dir(work_dir)  # earlier consoles' stale upload folders are removed first
     console = Console(config, backend, UserStore(config.users_file), jobs, AuditLog(config.audit_log),
                       LoginLimiter(config.login_attempts), base)
     app.state.console = console

@@ -24,7 +24,6 @@ from pathlib import Path
 
 from copydicom.errors import ConfigError, InvalidInstance
 from copydicom.model import Identity, InstanceRef
-from copydicom.stages.structure import check_structure
 
 log = logging.getLogger(__name__)
 
@@ -135,9 +134,9 @@ class FolderSource:
             data = Path(ref.source_id).read_bytes()
         except OSError as exc:
             raise InvalidInstance(f"cannot read {path_digest(ref.source_id)}: {exc.strerror}") from None
-        # Never forward what readers crash on (Orthanc 1.10.1 dies on deep nesting): nesting
-        # beyond MAX_DEPTH, truncation and broken structure are quarantined here.
-        check_structure(data)
+        # The structure check (nesting beyond MAX_DEPTH, truncation: Orthanc 1.10.1 dies on deep
+        # nesting) runs in every route's pipeline (copydicom.routes.fetched_check), which keeps the
+        # refused bytes in quarantine: a console upload's folder is gone once its job ends.
         return data
 
     def close(self) -> None:

@@ -128,12 +128,12 @@ class OrthancSource:
     def selected(self, identifiers: Iterable[str]) -> Iterator[list[InstanceRef]]:
         """Instances named by Orthanc IDs (any level) or DICOM UIDs (Study/Series/SOP Instance UID).
 
-        Identifiers that match nothing are logged and skipped.
+        Identifiers that match nothing are skipped (:mod:`copydicom.selection` counts them).
         """
-        for number, ident in enumerate(identifiers, 1):
+        for ident in identifiers:
             resolved = self._resolve(ident.strip())
             if not resolved:
-                log.warning("identifier number %d of the selection matched nothing on %s", number, self.name)
+                log.info("an identifier of the selection matched nothing on %s", self.name)
             for level, orthanc_id in resolved:
                 if level == "instances":
                     ref = self.complete(InstanceRef(orthanc_id))

@@ -20,6 +20,7 @@ time of a cron route planned by the elected planner: its state, how many work
 units of the query's result it has recorded, and when it finished) and
 ``cluster_routes.schedule_from`` (where a cron route's schedule starts, so that a
 fire time passed while no planner led is still run by the next one).
+Version 3 adds ``reconcile_runs`` (SQLite's version 4), so reconcile runs on a PostgreSQL state.
 """
 
 from __future__ import annotations
@@ -99,8 +100,17 @@ def _v2(conn: Any) -> None:
             conn.execute(statement)
 
 
+def _v3(conn: Any) -> None:
+    """``reconcile_runs``: the last reconcile of each route (``status``, the console), as SQLite's version 4."""
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS reconcile_runs (route TEXT PRIMARY KEY, at DOUBLE PRECISION NOT NULL, "
+        "seconds DOUBLE PRECISION NOT NULL, missing BIGINT NOT NULL, repaired BIGINT NOT NULL, extra BIGINT NOT NULL, "
+        "deleted BIGINT NOT NULL, mismatched BIGINT NOT NULL, dry_run BOOLEAN NOT NULL)"
+    )
+
+
 #: version -> migration from the previous version (all run inside one transaction).
-MIGRATIONS: dict[int, Callable[[Any], None]] = {1: _v1, 2: _v2}
+MIGRATIONS: dict[int, Callable[[Any], None]] = {1: _v1, 2: _v2, 3: _v3}
 LATEST = max(MIGRATIONS)
 #: Advisory lock key serialising migrations (any constant distinct from route and slot keys).
 _MIGRATION_LOCK = 0x636F7079  # "copy"

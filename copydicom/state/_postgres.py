@@ -33,7 +33,15 @@ from typing import Any, TypeVar
 from copydicom.errors import LedgerError
 from copydicom.model import FeedPosition
 from copydicom.state._errors import RouteLocked
-from copydicom.state._protocol import Audit, Delivery, DeliveryCount, FeedReset, QuarantineEntry, SpoolRow
+from copydicom.state._protocol import (
+    Audit,
+    Delivery,
+    DeliveryCount,
+    FeedReset,
+    QuarantineEntry,
+    ReconcileRunRow,
+    SpoolRow,
+)
 
 log = logging.getLogger(__name__)
 
@@ -427,6 +435,40 @@ class PostgresStore:
     def mapping_pairs(self, kind: str) -> list[tuple[str, str]]:
         rows = self._read("SELECT id_old, id_new FROM deid_map WHERE kind=%s ORDER BY id_old", (kind,))
         return [(str(a), str(b)) for a, b in rows]
+
+    # -- reconcile and the console ----------------------------------------------------------
+
+    def routed_among(self, destination: str, route: str, target_ids: list[str]) -> set[str]:
+        if not target_ids:
+            return set()
+        rows = self._read("SELECT target_id FROM delivered WHERE destination=%s AND route=%s AND target_id = ANY(%s)",
+                          (destination, route, list(target_ids)))
+        return {r[0] for r in rows}
+
+    def forget_deliveries(self, destination: str, target_ids: list[str]) -> None:
+        if target_ids:
+            self._tx("forget", lambda conn: conn.execute(
+                "DELETE FROM delivered WHERE destination=%s AND target_id = ANY(%s)", (destination, list(target_ids))))
+
+    def delivered_per_slot(self, since: float, slot_seconds: float) -> list[tuple[str, int, int]]:
+        rows = self._read(
+            "SELECT route, CAST(floor((at - %s) / %s) AS INTEGER) AS slot, count(*) FROM delivered "
+            "WHERE at >= %s AND kind = 'image' GROUP BY route, slot", (since, slot_seconds, since))
+        return [(str(r), int(slot), int(n)) for r, slot, n in rows]
+
+    def reconcile_run_put(self, row: ReconcileRunRow) -> None:
+        self._tx("reconcile run", lambda conn: conn.execute(
+            "INSERT INTO reconcile_runs (route, at, seconds, missing, repaired, extra, deleted, mismatched, dry_run) "
+            "VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s) ON CONFLICT (route) DO UPDATE SET at = EXCLUDED.at, "
+            "seconds = EXCLUDED.seconds, missing = EXCLUDED.missing, repaired = EXCLUDED.repaired, "
+            "extra = EXCLUDED.extra, deleted = EXCLUDED.deleted, mismatched = EXCLUDED.mismatched, "
+            "dry_run = EXCLUDED.dry_run", row))
+
+    def reconcile_runs(self) -> list[ReconcileRunRow]:
+        rows = self._read("SELECT route, at, seconds, missing, repaired, extra, deleted, mismatched, dry_run "
+                          "FROM reconcile_runs ORDER BY route")
+        return [(r[0], float(r[1]), float(r[2]), int(r[3]), int(r[4]), int(r[5]), int(r[6]), int(r[7]), bool(r[8]))
+                for r in rows]
 
     # -- cluster (not part of the Store protocol: planner, workers and status use these) ----------
 

@@ -68,6 +68,11 @@ class DeliveryCount:
     count: int
 
 
+#: ``(route, at, seconds, missing, repaired, extra, deleted, mismatched, dry_run)``: the last reconcile of
+#: a route (:class:`copydicom.reconcile._store.RunRecord` is its typed view).
+ReconcileRunRow = tuple[str, float, float, int, int, int, int, int, bool]
+
+
 @runtime_checkable
 class Store(Protocol):
     """The durable state of copydicom (see the module docstring)."""
@@ -111,6 +116,21 @@ class Store(Protocol):
         """Set the checkpoint even backwards (repair after a feed reset) and clear the reset."""
         ...
     def audit_of(self, route: str, target_id: str) -> dict[str, Any]: ...
+    def routed_among(self, destination: str, route: str, target_ids: list[str]) -> set[str]:
+        """Which of ``target_ids`` this ``route`` delivered to ``destination`` (reconcile's deletions)."""
+        ...
+    def forget_deliveries(self, destination: str, target_ids: list[str]) -> None:
+        """Drop the delivery rows of instances the destination no longer holds (reconcile)."""
+        ...
+    def delivered_per_slot(self, since: float, slot_seconds: float) -> list[tuple[str, int, int]]:
+        """``(route, slot, images delivered)`` since ``since`` in slots of ``slot_seconds`` (the console's chart)."""
+        ...
+
+    # -- reconcile runs ------------------------------------------------------------------------
+    def reconcile_run_put(self, row: ReconcileRunRow) -> None:
+        """Remember the last reconcile of a route (replaces that route's row)."""
+        ...
+    def reconcile_runs(self) -> list[ReconcileRunRow]: ...
 
     # -- quarantine ----------------------------------------------------------------------------
     def quarantine_put(self, route: str, source_id: str, code: str, reason: str, path: str | None) -> None:

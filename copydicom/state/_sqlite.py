@@ -31,7 +31,15 @@ from copydicom.errors import LedgerError
 from copydicom.model import FeedPosition
 from copydicom.state._files import private_file, restrict_sqlite_companions
 from copydicom.state._lock import RouteLock
-from copydicom.state._protocol import Audit, Delivery, DeliveryCount, FeedReset, QuarantineEntry, SpoolRow
+from copydicom.state._protocol import (
+    Audit,
+    Delivery,
+    DeliveryCount,
+    FeedReset,
+    QuarantineEntry,
+    ReconcileRunRow,
+    SpoolRow,
+)
 from copydicom.state._schema import current_version, migrate
 
 PRAGMAS = (
@@ -439,6 +447,42 @@ class SqliteStore:
     def mapping_pairs(self, kind: str) -> list[tuple[str, str]]:
         rows = self._read("SELECT id_old, id_new FROM deid_map WHERE kind = ? ORDER BY id_old", (kind,))
         return [(str(a), str(b)) for a, b in rows]
+
+    # -- reconcile and the console ----------------------------------------------------------
+
+    def routed_among(self, destination: str, route: str, target_ids: list[str]) -> set[str]:
+        found: set[str] = set()
+        for start in range(0, len(target_ids), 500):
+            chunk = target_ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = self._read(
+                f"SELECT target_id FROM delivered WHERE destination=? AND route=? AND target_id IN ({marks})",
+                (destination, route, *chunk),
+            )
+            found.update(r[0] for r in rows)
+        return found
+
+    def forget_deliveries(self, destination: str, target_ids: list[str]) -> None:
+        if target_ids:
+            with self.transaction("forget") as conn:
+                conn.executemany("DELETE FROM delivered WHERE destination=? AND target_id=?",
+                                 [(destination, t) for t in target_ids])
+
+    def delivered_per_slot(self, since: float, slot_seconds: float) -> list[tuple[str, int, int]]:
+        rows = self._read(
+            "SELECT route, CAST((at - ?) / ? AS INTEGER) AS slot, count(*) FROM delivered "
+            "WHERE at >= ? AND kind = 'image' GROUP BY route, slot", (since, slot_seconds, since))
+        return [(str(r), int(slot), int(n)) for r, slot, n in rows]
+
+    def reconcile_run_put(self, row: ReconcileRunRow) -> None:
+        with self.transaction("reconcile run") as conn:
+            conn.execute("INSERT OR REPLACE INTO reconcile_runs VALUES (?,?,?,?,?,?,?,?,?)",
+                         (*row[:8], int(row[8])))
+
+    def reconcile_runs(self) -> list[ReconcileRunRow]:
+        rows = self._read("SELECT route, at, seconds, missing, repaired, extra, deleted, mismatched, dry_run "
+                          "FROM reconcile_runs ORDER BY route")
+        return [(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], bool(r[8])) for r in rows]
 
 
 _STORES: dict[Path, SqliteStore] = {}

@@ -330,3 +330,52 @@ def test_propagate_never_empties_the_replica_after_an_empty_source(
     assert main(["reconcile", *_args(source, dest, state), "--deletions", "propagate"]) == 1
     assert _last_line(capsys).startswith("missing=0 repaired=0 extra=6 deleted=0 ")
     assert instance_count(dest) == len(ids)
+
+
+def test_reconcile_on_a_postgresql_state(
+    servers: tuple[OrthancServer, OrthancServer], tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    postgres: object, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """reconcile refused a PostgreSQL state (its SQL was SQLite-only): restore, propagate, status (leftovers 7)."""
+    import json
+
+    from tests.support.postgres import fresh_database
+
+    source, dest = servers
+    monkeypatch.setenv("PGPASSWORD", postgres.password)  # type: ignore[attr-defined]
+    state = fresh_database(postgres, "reconcile")  # type: ignore[arg-type]
+    ids = sorted(load_ct(source, 6, rows=8))
+    args = ["--src", source.url_with_credentials, "--dest", dest.url_with_credentials, "--state", state]
+    assert main(["replicate", *args]) == 0
+    import psycopg
+
+    with psycopg.connect(state, password=postgres.password) as conn:  # type: ignore[attr-defined]
+        assert conn.execute("SELECT count(*) FROM delivered").fetchone() == (6,)  # not a file named "postgresql:"
+    assert not Path("postgresql:").exists()
+    _delete(dest, ids[0])
+    _delete(source, ids[1])
+    foreign = dest.upload(to_bytes(ct_dataset(0, 0, 0, 998, rows=8, cols=8)))["ID"]
+    capsys.readouterr()
+    assert main(["reconcile", *args, "--deletions", "propagate"]) == 0
+    assert _last_line(capsys).startswith("missing=1 repaired=1 extra=1 deleted=1 ")
+    held = set(dest.instance_ids())
+    assert ids[0] in held and ids[1] not in held and foreign in held
+    assert main(["reconcile", *args, "--deletions", "propagate"]) == 0
+    assert _last_line(capsys).startswith("missing=0 repaired=0 extra=0 deleted=0 ")
+    assert main(["status", "--state", state, "--json"]) in (0, 1)
+    shown = json.loads(capsys.readouterr().out)
+    assert any(run.get("deleted") == 0 and run.get("missing") == 0 for run in _runs(shown))
+
+
+def _runs(shown: object) -> list[dict[str, object]]:
+    """The reconcile records anywhere in ``status --json`` output."""
+    found: list[dict[str, object]] = []
+    if isinstance(shown, dict):
+        if "mismatched" in shown and "deleted" in shown:
+            found.append(shown)
+        for value in shown.values():
+            found.extend(_runs(value))
+    elif isinstance(shown, list):
+        for value in shown:
+            found.extend(_runs(value))
+    return found

@@ -227,5 +227,11 @@ def test_replicate_selection_by_study_instance_uid(
     study_id = source.get(f"/instances/{min(wanted)}/study")["ID"]
     study_uid = source.get(f"/studies/{study_id}")["MainDicomTags"]["StudyInstanceUID"]
     status, counts, _ = _replicate(capsys, source, dest, tmp_path / "s.db", "--ids", study_uid, "not-a-uid")
-    assert (status, counts) == (0, (6, 0, 0, 0))
+    # What was found is copied; the identifier that matched nothing makes the run exit 1 (notes/leftovers.md).
+    assert (status, counts) == (1, (6, 0, 0, 0))
     assert set(dest.instance_ids()) == wanted
+    missing = "0a1b2c3d-4e5f6a7b-8c9d0e1f-2a3b4c5d-6e7f8a9b"
+    status, counts, _ = _replicate(capsys, source, dest, tmp_path / "s.db", "--ids", study_uid, missing)
+    assert (status, counts) == (1, (0, 6, 0, 0))
+    status, counts, _ = _replicate(capsys, source, dest, tmp_path / "s.db", "--ids", study_uid)
+    assert (status, counts) == (0, (0, 6, 0, 0))

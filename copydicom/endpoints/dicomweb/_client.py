@@ -31,7 +31,9 @@ from copydicom.endpoints.dicomweb._config import DicomwebConfig
 from copydicom.endpoints.dicomweb._multipart import MultipartBody, MultipartReader, Part, boundary_of
 from copydicom.errors import (
     ConfigError,
+    CopyDicomError,
     DestinationUnavailable,
+    InvalidInstance,
     RetryableError,
     SourceUnavailable,
     classify_http_status,
@@ -203,8 +205,8 @@ class DicomwebClient:
 
     # -- WADO-RS -----------------------------------------------------------------------
 
-    def accept(self) -> str:
-        ts = self.config.transfer_syntax
+    def accept(self, ts: str | None = None) -> str:
+        ts = self.config.transfer_syntax if ts is None else ts
         return f'multipart/related; type="application/dicom"; transfer-syntax={ts}'
 
     @contextmanager
@@ -225,10 +227,17 @@ class DicomwebClient:
                                headers={"Accept": self.accept(), "Accept-Encoding": "identity"})
             if reply.status_code >= 300:
                 try:
-                    self._check(reply, what)
+                    body = reply.text[:300]
+                except requests.RequestException:
+                    body = ""
                 finally:
                     reply.close()
-                raise self._retryable(f"{what}: HTTP {reply.status_code}")
+                refused = self._syntax_refused(segments, reply.status_code, body, what)
+                if refused is not None:
+                    raise refused
+                error = classify_http_status(reply.status_code, what=what, retryable=self._retryable, body=body,
+                                             retry_after=_retry_after(reply))
+                raise error if error is not None else self._retryable(f"{what}: HTTP {reply.status_code}")
             return reply
 
         reply = self.retrying(what, attempt)
@@ -247,6 +256,38 @@ class DicomwebClient:
             yield parts()
         finally:
             reply.close()
+
+    def _syntax_refused(self, segments: tuple[str, ...], status: int, body: str, what: str) -> CopyDicomError | None:
+        """The error when a failed retrieval was the configured transfer syntax's fault, else ``None``.
+
+        A server that cannot send an instance in the asked transfer syntax says so in many ways:
+        406 (PS3.18 8.7.3), 400 "Unsupported transfer syntax", or, for Orthanc asked for JPEG
+        Baseline of a 16-bit image, a bare 500. Retrying that cannot help (it was retried 4 times
+        per instance and counted failed, so a daemon never got past it). One request for the
+        same resource as stored (``*``, headers only) tells: if the server serves that, the
+        syntax is the cause. A refusal of the syntax itself (400/406/415 naming it) is the
+        endpoint's configuration (stop, exit 2); anything else is this instance (quarantine).
+        """
+        ts = self.config.transfer_syntax
+        if ts == "*" or status in (401, 403, 404, 408, 425, 429) or status < 400:
+            return None
+        self._count("wado")
+        try:
+            probe = self._send("GET", self.url(*segments), what, stream=True,
+                               headers={"Accept": self.accept("*"), "Accept-Encoding": "identity"})
+        except RetryableError:
+            return None
+        try:
+            served = probe.status_code < 300
+        finally:
+            probe.close()
+        if not served:
+            return None
+        if status in (400, 406, 415) and "transfer" in body.lower():
+            return ConfigError(f"endpoints.{self.name}.transfer_syntax: {what}: HTTP {status}: the server does not "
+                               f"serve transfer syntax {ts} (it serves instances as stored: transfer_syntax '*')")
+        return InvalidInstance(f"{what}: HTTP {status}: the server cannot send this instance in transfer syntax "
+                               f"{ts} (it can as stored: transfer_syntax '*')")
 
     @staticmethod
     def _reader(reply: requests.Response) -> Callable[[int], bytes]:
@@ -278,6 +319,12 @@ class DicomwebClient:
             status = reply.status_code
             if status in (401, 403):
                 raise ConfigError(f"{what}: HTTP {status} (check the credentials of this endpoint)")
+            if status in (404, 405):
+                # POST to the service's /studies has no instance-level 404 or 405 (PS3.18 10.5.3: failures
+                # are 400/409/415 with a Failure Reason): the url does not name a STOW-RS service. Without
+                # this every instance was quarantined as refused, instead of one clear stop at start.
+                raise ConfigError(f"endpoints.{self.name}.url: {what}: HTTP {status}: the url is not the base "
+                                  "of a DICOMweb service (for Orthanc: .../dicom-web)")
             if status in (408, 425, 429) or status >= 500:
                 raise self._retryable(f"{what}: HTTP {status}", retry_after=_retry_after(reply))
             try:

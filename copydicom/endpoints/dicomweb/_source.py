@@ -166,7 +166,7 @@ class DicomwebSource:
 
     def selected(self, identifiers: Iterable[str]) -> Iterator[list[InstanceRef]]:
         """Batches for Study Instance UIDs (``--study``); Series Instance UIDs are also accepted."""
-        for number, uid in enumerate(identifiers, 1):
+        for uid in identifiers:
             uid = uid.strip()
             found = False
             for study in self._studies({"StudyInstanceUID": uid}):
@@ -179,7 +179,7 @@ class DicomwebSource:
                     study_uid = J.first(series, J.STUDY_UID)
                     yield self._instances(series, series, J.first(series, J.PATIENT_ID), study_uid, uid)
             if not found:
-                log.warning("identifier number %d of the selection matched nothing on %s", number, self.name)
+                log.info("an identifier of the selection matched nothing on %s", self.name)
 
     def studies_between(self, first: _dt.date, last: _dt.date) -> Iterator[list[InstanceRef]]:
         """Batches of the studies whose StudyDate is in ``[first, last]`` (the polling trigger)."""

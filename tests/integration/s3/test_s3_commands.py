@@ -96,3 +96,25 @@ def test_import_a_folder_to_s3_and_orthanc(
     assert "skipped 2 non-DICOM file(s)" in captured.err
     assert len(seaweedfs.keys(bucket)) == 4
     assert len(orthanc.instance_ids()) == 4
+
+
+def test_restore_quarantines_a_deeply_nested_object_and_orthanc_survives(
+    seaweedfs: SeaweedFSServer, bucket: str, orthanc: OrthancServer, aws_env: None, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A 100-deep object from a non-Orthanc archive was forwarded to Orthanc, which crashes on it (leftovers 1)."""
+    from tests.unit.test_leftovers import deep_instance
+
+    client = seaweedfs.client()
+    client.put_object(Bucket=bucket, Key="deep/1/2/3.dcm", Body=deep_instance())
+    ds = ct_dataset(4, 0, 0, 1, rows=8, cols=8)
+    client.put_object(Bucket=bucket, Key="deep/1/2/4.dcm", Body=to_bytes(ds))
+    state = tmp_path / "s.db"
+    status = main(["restore", seaweedfs.url(bucket, "deep/"), "--dest", orthanc.url_with_credentials,
+                   "--state", str(state)])
+    assert status == 1
+    assert capsys.readouterr().out.strip().startswith("replicated=1 skipped_existing=0 quarantined=1 failed=0")
+    assert orthanc.process is not None and orthanc.process.poll() is None  # still running
+    assert set(orthanc.instance_ids()) == {Identity.from_dataset(ds).orthanc_id}
+    kept = list((tmp_path / "quarantine").rglob("*.dcm"))
+    assert [p.read_bytes() for p in kept] == [deep_instance()]

@@ -11,7 +11,6 @@ from pydicom import dcmread
 
 from copydicom.cli import main
 from copydicom.errors import InvalidInstance
-from copydicom.model import InstanceRef
 from copydicom.sources.folder import FolderSource
 from copydicom.stages.deid import keyed_uid
 from copydicom.stages.structure import MAX_DEPTH, check_structure, read_checked
@@ -81,10 +80,26 @@ def test_encapsulated_fragments_checked() -> None:
 
 
 def test_folder_source_never_forwards_deep_files(tmp_path: Path) -> None:
-    (tmp_path / "deep.dcm").write_bytes(_deep(1000))
-    source = FolderSource(tmp_path)
-    with pytest.raises(InvalidInstance, match="nested deeper"):
-        source.fetch(InstanceRef(str(tmp_path / "deep.dcm")))
+    """The check runs in every route's pipeline (copydicom.routes.fetched_check), bytes kept in quarantine."""
+    from copydicom.ledger import Ledger
+    from copydicom.pipeline import Pipeline
+    from copydicom.routes import fetched_check
+    from tests.unit.fakes import FakeDestination
+
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "deep.dcm").write_bytes(_deep(1000))
+    source = FolderSource(tmp_path / "in")
+    dest = FakeDestination()
+    ledger = Ledger(tmp_path / "state.db")
+    try:
+        pipe = Pipeline("r", source, [], [dest], ledger, quarantine_dir=tmp_path / "q", workers=1,
+                        check_fetched=fetched_check)
+        summary = pipe.run(source.batches())
+        (entry,) = ledger.quarantined()
+    finally:
+        ledger.close()
+    assert summary.counts["quarantined"] == 1 and dest.stored == []
+    assert "nested deeper" in entry.reason and Path(str(entry.path)).read_bytes() == _deep(1000)
 
 
 def test_deidentify_quarantines_deep_truncated_and_keeps_going(
