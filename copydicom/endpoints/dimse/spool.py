@@ -21,7 +21,7 @@ import os
 import threading
 import time
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,7 +41,10 @@ class SpoolEntry:
     mtime: float
 
 
-def _write_all(fd: int, data: bytes) -> None:
+Buffer = bytes | bytearray | memoryview
+
+
+def _write_all(fd: int, data: Buffer) -> None:
     view = memoryview(data)
     while view:
         written = os.write(fd, view)
@@ -61,7 +64,7 @@ class ReceiveSpool:
         Writes bytes to an open file descriptor (tests inject a failing one).
     """
 
-    def __init__(self, folder: Path, *, fsync: bool = True, writer: Callable[[int, bytes], None] = _write_all) -> None:
+    def __init__(self, folder: Path, *, fsync: bool = True, writer: Callable[[int, Buffer], None] = _write_all) -> None:
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         mode = self.folder.stat().st_mode
@@ -99,18 +102,22 @@ class ReceiveSpool:
         finally:
             os.close(fd)
 
-    def put(self, key: str, data: bytes) -> Path:
+    def put(self, key: str, data: Buffer | Sequence[Buffer]) -> Path:
         """Store one instance durably under ``key``; raise ``OSError`` if it could not be.
 
-        The entry exists (complete) only once this returns: a reader never sees
-        a partial file.
+        ``data`` is the file's bytes, or its parts in order (the listener passes
+        the file meta it built and the dataset as received, so that the
+        dataset is never copied into one joined string).  The entry exists
+        (complete) only once this returns: a reader never sees a partial file.
         """
+        parts = (data,) if isinstance(data, (bytes, bytearray, memoryview)) else data
         target = self.folder / f"{key}{SUFFIX}"
         tmp = self.folder / f"{_TMP}{key}-{os.getpid()}-{next(self._serial)}"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             try:
-                self.writer(fd, data)
+                for part in parts:
+                    self.writer(fd, part)
                 if self.fsync:
                     os.fsync(fd)
             finally:
