@@ -24,7 +24,6 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -61,25 +60,42 @@ def identity_of(data: bytes | Path) -> Identity:
     return Identity.from_dataset(ds)
 
 
-@dataclass
 class ListenerStats:
-    """Counters of one listener, for ``status`` and metrics (plain values, thread-safe updates)."""
+    """Counters of one listener, for ``status`` and metrics (thread-safe updates, attribute reads).
 
-    associations: int = 0
-    rejected_associations: int = 0
-    refused_addresses: int = 0
-    aborted_associations: int = 0
-    instances_received: int = 0
-    store_failures: int = 0
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+    The values live in a buffer of signed 64-bit integers: a private one, or
+    (receiver process) a shared memory mapping that the receiving child
+    writes and the parent reads.
+
+    Parameters
+    ----------
+    buffer
+        Writable buffer of at least :data:`SIZE` bytes (default: a new one).
+    """
+
+    FIELDS = ("associations", "rejected_associations", "refused_addresses", "aborted_associations",
+              "instances_received", "store_failures")
+    SIZE = 8 * len(FIELDS)
+    _INDEX = {name: i for i, name in enumerate(FIELDS)}
+
+    def __init__(self, buffer: Any = None) -> None:
+        self._buffer = buffer if buffer is not None else bytearray(self.SIZE)
+        self._values = memoryview(self._buffer).cast("B")[: self.SIZE].cast("q")
+        self._lock = threading.Lock()
 
     def bump(self, counter: str) -> None:
+        index = self._INDEX[counter]
         with self._lock:
-            setattr(self, counter, getattr(self, counter) + 1)
+            self._values[index] += 1
+
+    def __getattr__(self, name: str) -> int:
+        index = type(self)._INDEX.get(name)
+        if index is None:
+            raise AttributeError(name)
+        return int(self._values[index])
 
     def as_dict(self) -> dict[str, int]:
-        with self._lock:
-            return {f.name: getattr(self, f.name) for f in fields(self) if not f.name.startswith("_")}
+        return {name: int(self._values[i]) for i, name in enumerate(self.FIELDS)}
 
 
 def server_ssl_context(cfg: ListenerConfig) -> ssl.SSLContext | None:
@@ -166,7 +182,8 @@ def _server_class() -> type[ThreadedAssociationServer]:
 
 
 #: Listeners running in this process, by endpoint name (for ``status`` and metrics).
-RUNNING: dict[str, Listener] = {}
+#: A :class:`Listener` or a :class:`~.receiver.ReceiverProcess` (same surface: stats, spool, check).
+RUNNING: dict[str, Any] = {}
 
 
 class Listener:
@@ -354,7 +371,13 @@ class ListenerSource:
         self.config = config
         self.name = config.name
         self.spool = ReceiveSpool(config.spool, fsync=config.fsync)
-        self.listener = Listener(config, self.spool)
+        self.listener: Any
+        if config.receiver == "process":
+            from copydicom.endpoints.dimse.receiver import ReceiverProcess
+
+            self.listener = ReceiverProcess(config, self.spool)
+        else:
+            self.listener = Listener(config, self.spool)
         self._entries: dict[str, SpoolEntry] = {}
 
     def batches(self) -> Iterator[list[InstanceRef]]:
@@ -418,7 +441,11 @@ class ListenerSource:
         return listener_status(self.config, self.listener)
 
     def close(self) -> None:
-        self.listener.stop()
+        closing = getattr(self.listener, "close", None)
+        if closing is not None:
+            closing()
+        else:
+            self.listener.stop()
 
 
 def listener_status(config: ListenerConfig, listener: Listener | None = None) -> dict[str, Any]:
@@ -455,8 +482,11 @@ class SpoolRunner:
         from copydicom.pipeline import Summary
 
         summary = Summary()
+        ensure_running = getattr(self.source.listener, "ensure_running", None)
+        if ensure_running is not None:  # a receiver process that died is restarted here
+            ensure_running()
         while not self.pipeline.stop_event.is_set():
-            self.source.listener.arrived.clear()
+            self.source.listener.clear_arrivals()
             batches = list(self.source.batches())
             if not batches:
                 break
@@ -479,7 +509,7 @@ class SpoolRunner:
 
     def wait(self, seconds: float) -> bool:
         """Block until an instance arrives or ``seconds`` pass; ``True`` if one arrived."""
-        return self.source.listener.arrived.wait(seconds)
+        return bool(self.source.listener.wait_arrival(seconds))
 
 
 def wait_port(host: str, port: int, timeout: float = 10.0) -> None:
