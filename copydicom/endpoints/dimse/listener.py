@@ -111,15 +111,6 @@ def server_ssl_context(cfg: ListenerConfig) -> ssl.SSLContext | None:
     return ctx
 
 
-#: Seconds pynetdicom's DUL reactor sleeps when a loop found nothing to do (its default is 1 ms).
-#: Each C-STORE waits on that loop several times (command, dataset fragments, the response), so the
-#: default costs up to a few ms per instance: a bare pynetdicom SCP pushed by storescu (200 x 0.5 MB,
-#: one association) went from 267-286/s to 318-340/s at 0.1 ms.  The price is CPU while an
-#: association is open and idle (measured: see notes/dimse-recv.md).  ``_run_loop_delay`` is a
-#: private attribute of pynetdicom 3.0 (pinned in constraints.txt); a unit test fails if it is gone.
-DUL_LOOP_DELAY = 0.0001
-
-
 class SharedContexts(list[Any]):
     """The listener's supported presentation contexts, shared read-only by all its associations.
 
@@ -134,13 +125,6 @@ class SharedContexts(list[Any]):
 
     def __deepcopy__(self, memo: dict[int, Any]) -> SharedContexts:
         return self
-
-
-def _on_connection(event: Event) -> None:
-    """EVT_CONN_OPEN, before the association's reactors start: shorten the DUL loop's idle sleep."""
-    dul = event.assoc.dul
-    if hasattr(dul, "_run_loop_delay"):
-        dul._run_loop_delay = DUL_LOOP_DELAY
 
 
 def _server_class() -> type[ThreadedAssociationServer]:
@@ -239,7 +223,6 @@ class Listener:
             (evt.EVT_ESTABLISHED, self._on_established),
             (evt.EVT_REJECTED, self._on_rejected),
             (evt.EVT_ABORTED, self._on_aborted),
-            (evt.EVT_CONN_OPEN, _on_connection),
         ]
         server = ae.make_server(
             (self.config.host, self.config.port),
@@ -510,6 +493,46 @@ class SpoolRunner:
     def wait(self, seconds: float) -> bool:
         """Block until an instance arrives or ``seconds`` pass; ``True`` if one arrived."""
         return bool(self.source.listener.wait_arrival(seconds))
+
+
+def probe(config: ListenerConfig) -> None:
+    """Health of a listener (the registry ``probe``: ``/healthz`` and ``check-config``).
+
+    In the process that runs it (the daemon): its receiving process, or its
+    server thread, is alive and its socket bound (:meth:`Listener.check`,
+    :meth:`~.receiver.ReceiverProcess.check`).  Elsewhere (``check-config``):
+    the port is either free (the listener can start) or answers C-ECHO
+    (PS3.4 A.4) to the listener's AE title from its first allowed calling AE
+    title (it is running elsewhere); TLS listeners are only checked to
+    accept connections.  Raises :class:`~copydicom.errors.SourceUnavailable`
+    naming the listener, never patient data.
+    """
+    import socket
+
+    running = RUNNING.get(config.name)
+    if running is not None:
+        running.check()
+        return
+    host = "127.0.0.1" if config.host in ("0.0.0.0", "", "::") else config.host
+    try:
+        with socket.create_connection((host, config.port), timeout=5):
+            pass
+    except OSError:
+        return  # nothing listens: the port is free for the listener
+    if config.tls is not None:
+        return
+    from copydicom.endpoints.dimse._config import DimseConfig
+    from copydicom.endpoints.dimse.scu import echo
+
+    peer = DimseConfig(name=config.name, called_aet=config.ae_title, host=host, port=config.port,
+                       calling_aet=config.allowed_calling[0], timeout=5.0)
+    try:
+        status, _ = echo(peer)
+    except Exception as exc:  # noqa: BLE001 - any failure to answer is the finding
+        raise SourceUnavailable(f"listener {config.name}: {host}:{config.port} is in use and does not answer "
+                                f"C-ECHO as {config.ae_title} ({type(exc).__name__})") from None
+    if status != SUCCESS:
+        raise SourceUnavailable(f"listener {config.name}: C-ECHO answered 0x{status:04X}")
 
 
 def wait_port(host: str, port: int, timeout: float = 10.0) -> None:
