@@ -334,13 +334,17 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=512)
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--keep", action="store_true")
+    parser.add_argument("--orthanc-nagle", action="store_true",
+                        help="do not set TCP_NODELAY=1 for the Orthanc servers (figures of earlier runs)")
     parser.add_argument("--part", choices=("a", "b", "all"), default="all", help="(a) receiving, (b) sending, or both")
     parser.add_argument("--own-spool-fs", action="store_true",
                         help="also run with the spool on a loop-mounted ext4 of its own (needs root)")
     opts = parser.parse_args()
-    # Orthanc's DICOM side is DCMTK: without TCP_NODELAY its small responses wait for delayed ACKs
-    # (storescu -> Orthanc measured 20/s instead of hundreds).
-    os.environ["TCP_NODELAY"] = "1"
+    # Orthanc's DICOM side is DCMTK: without TCP_NODELAY its small PDUs wait for delayed ACKs (storescu ->
+    # Orthanc measured 20/s instead of 220/s, and Orthanc's own C-STORE job in (b) was 3-6x slower). Earlier
+    # runs of this script (before 2026-11-29 20:00) left it unset: --orthanc-nagle reproduces them.
+    if not opts.orthanc_nagle:
+        os.environ["TCP_NODELAY"] = "1"
     n = opts.n
     work = Path(tempfile.mkdtemp(prefix="copydicom-dimse-bench-"))
     files = []
