@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 SUFFIX = ".dcm"
 _TMP = ".tmp-"
+_ASIDE = ".del-"
 
 
 @dataclass(frozen=True)
@@ -82,10 +83,21 @@ class ReceiveSpool:
         self.removed_temporary = self._clean_temporary()
 
     def _clean_temporary(self) -> int:
-        """Remove half-written files of a previous process (never acknowledged)."""
+        """Remove half-written files of a previous process (never acknowledged).
+
+        An entry a previous process was removing (set aside, see :meth:`remove`) is put back if its
+        name is free: it may be delivered once more, which dedupe recognises, rather than lost.
+        """
         count = 0
         for entry in os.scandir(self.folder):
-            if entry.name.startswith(_TMP):
+            if entry.name.startswith(_ASIDE):
+                key = entry.name[len(_ASIDE):].rsplit("-", 2)[0]
+                try:
+                    os.link(entry.path, self.folder / f"{key}{SUFFIX}")
+                except FileExistsError:
+                    pass
+                os.unlink(entry.path)
+            elif entry.name.startswith(_TMP):
                 try:
                     os.unlink(entry.path)
                     count += 1
@@ -154,20 +166,28 @@ class ReceiveSpool:
     def remove(self, entry: SpoolEntry) -> bool:
         """Remove a delivered entry, unless a new copy of it arrived meanwhile (then keep that).
 
-        A new copy has a new inode (it was renamed over the old one); it stays
-        and is handled by the next poll (dedupe recognises it). The check and
-        the unlink are under one lock with nothing else in this process
-        renaming over entries being removed, other than :meth:`put`, whose
-        rename is atomic: at worst a new copy is delivered once more.
+        A new copy has a new inode (the receiver renamed it over the old
+        one, possibly from another process).  Checking the inode and then
+        unlinking the name would lose a copy renamed in between, so the name
+        is first renamed aside (atomic: whatever is there now is taken), and
+        only the listed inode is unlinked; a newer copy taken by mistake is
+        linked back (unless an even newer one has arrived since).
         """
+        aside = self.folder / f"{_ASIDE}{entry.key}-{os.getpid()}-{next(self._serial)}"
         with self._lock:
             try:
-                if os.stat(entry.path).st_ino != entry.inode:
-                    return False
-                os.unlink(entry.path)
+                os.rename(entry.path, aside)
             except FileNotFoundError:
                 return False
-        return True
+            if os.stat(aside).st_ino == entry.inode:
+                os.unlink(aside)
+                return True
+            try:
+                os.link(aside, entry.path)
+            except FileExistsError:  # an even newer copy arrived: it supersedes this one
+                pass
+            os.unlink(aside)
+        return False
 
     def depth(self) -> tuple[int, float | None]:
         """Number of waiting entries and the age in seconds of the oldest (``None`` when empty)."""
