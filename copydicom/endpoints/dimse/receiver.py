@@ -15,7 +15,8 @@ flushed and renamed, :mod:`.spool`), so nothing else crosses the boundary but:
   (the bound port, or why it could not bind).
 
 Lifetimes: the child asks the kernel to kill it when its parent dies
-(``PR_SET_PDEATHSIG``), and also stops when its stdin reaches end of file, so a
+(``PR_SET_PDEATHSIG``), and also stops when its stdin reaches end of file or
+its parent process changes, so a
 SIGKILLed ``copydicom listen`` leaves no receiver acknowledging into a spool that
 nobody drains, and its port is free for the restart.  The parent restarts a
 child that died (:meth:`ReceiverProcess.ensure_running`, called at each poll).
@@ -25,6 +26,7 @@ Only the parent drains and removes entries, so nothing is sent twice.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import ctypes
 import errno
 import json
@@ -52,6 +54,8 @@ BIND_RETRY_SECONDS = 5.0
 #: How long the parent waits for the child's first line (importing pynetdicom and binding).
 START_TIMEOUT = 60.0
 _PR_SET_PDEATHSIG = 1
+#: The one thread that starts receiver processes (its worker lives until the interpreter exits).
+_SPAWNER = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="receiver-spawner")
 
 
 def _log_args() -> list[str]:
@@ -100,11 +104,14 @@ class ReceiverProcess:
         if self._proc is not None:
             return self
         self._stopping = False
-        proc = subprocess.Popen(
+        # Started from one long-lived thread: the kernel's parent-death signal fires when the thread that
+        # started the child ends, not the process, and restarts come from whatever thread polls.
+        proc = _SPAWNER.submit(
+            subprocess.Popen,
             [sys.executable, "-m", "copydicom.endpoints.dimse.receiver", "--wake-fd", str(self._wake_w),
              "--stats-fd", str(self._stats_fd), "--parent", str(os.getpid()), *_log_args()],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, pass_fds=(self._wake_w, self._stats_fd),
-        )
+        ).result()
         assert proc.stdin is not None and proc.stdout is not None
         try:
             proc.stdin.write(self.config.model_dump_json().encode() + b"\n")
@@ -312,6 +319,8 @@ def main(argv: list[str] | None = None) -> int:
     threading.Thread(target=parent_gone, daemon=True, name="parent-watch").start()
     status = 0
     while not stop.wait(1.0):
+        if os.getppid() != args.parent:  # the parent is gone (should the death signal not have come)
+            break
         try:
             listener.check()
         except SourceUnavailable as exc:
