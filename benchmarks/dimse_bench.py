@@ -6,9 +6,16 @@ Everything runs on loopback in one run, on the same synthetic CT instances
 
 (a) receiving, pushed by dcmtk ``storescu`` (one association, ``TCP_NODELAY=1``):
     1. ``storescu`` -> ``storescp --fork`` writing files, no fsync: the receiving ceiling;
-    2. ``storescu`` -> ``copydicom listen`` (fsync per instance and directory) -> Orthanc:
-       the push time and the end-to-end time (until Orthanc holds all and the spool is empty);
-    3. the same with ``fsync: false``, so the cost of durability is visible.
+    2. the destination Orthanc's own ingest ceiling for the same files, on the same cores: HTTP
+       ``POST /instances`` from 4 keep-alive clients (how copydicom forwards), and ``storescu`` ->
+       its DICOM port.  End to end cannot be faster than the destination can store;
+    3. ``storescu`` -> ``copydicom listen`` (fsync per instance and directory) -> Orthanc:
+       the push rate (every instance received, made durable and acknowledged) and the end-to-end
+       rate (until Orthanc holds all and the spool is empty);
+    4. the same with ``fsync: false``, so the cost of durability is visible;
+    5. the same with ``receiver: thread`` (receiving and forwarding in one process).
+    End to end is printed against the storescp ceiling and against min(storescp ceiling,
+    destination ceiling), the destination ceiling being the faster of its two ingest paths.
 (b) sending the same instances, held by a source Orthanc, to the same peer:
     1. Orthanc's own job ``POST /modalities/{m}/store`` (synchronous);
     2. copydicom's C-STORE destination behind the pipeline (Orthanc source, 4 workers,
@@ -19,7 +26,7 @@ Peak RSS is each copydicom process's own ``VmHWM``.
 
 Usage::
 
-    python benchmarks/dimse_bench.py --n 200 [--rows 512] [--workers 4] [--own-spool-fs]
+    python benchmarks/dimse_bench.py --n 200 [--rows 512] [--workers 4] [--part a|b|all] [--own-spool-fs]
 
 ``--own-spool-fs`` (root) adds a run with the spool on a loop-mounted ext4 of its own: on one ext4 the
 spool's fsync also commits the data Orthanc is writing, which a real deployment (destination elsewhere)
@@ -30,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -59,6 +67,32 @@ def vm_hwm_kb(pid: int) -> int:
     return 0
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a live process, all its threads (``/proc/PID/stat``)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def children(pid: int) -> list[int]:
+    found: list[int] = []
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                found += [int(c) for c in f.read().split()]
+    except OSError:
+        pass
+    return found
+
+
 def push(port: int, files: list[Path], called: str) -> float:
     """Seconds for storescu to push ``files`` in one association."""
     args = [need("storescu"), "-aet", "STORESCU", "-aec", called, "-R", "127.0.0.1", str(port)]
@@ -76,6 +110,51 @@ def wait(condition, what: str, timeout: float = 900) -> None:  # type: ignore[no
         if time.monotonic() > deadline:
             raise SystemExit(f"timed out waiting for {what}")
         time.sleep(0.02)
+
+
+def orthanc_http_ingest(dest: OrthancServer, files: list[Path], clients: int = 4) -> float:
+    """Seconds for ``clients`` keep-alive HTTP clients to ``POST /instances`` every file into ``dest``."""
+    import queue
+    import threading
+
+    dest.clear()
+    todo: queue.Queue[bytes] = queue.Queue()
+    for f in files:
+        todo.put(f.read_bytes())
+    errors: list[str] = []
+
+    def client() -> None:
+        with requests.Session() as session:
+            session.auth = dest.auth
+            while True:
+                try:
+                    data = todo.get_nowait()
+                except queue.Empty:
+                    return
+                reply = session.post(f"{dest.url}/instances", data=data, timeout=120,
+                                     headers={"Content-Type": "application/dicom"})
+                if not reply.ok:
+                    errors.append(f"{reply.status_code}")
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    seconds = time.perf_counter() - started
+    if errors or int(dest.statistics()["CountInstances"]) != len(files):
+        raise SystemExit(f"Orthanc HTTP ingest failed: {errors[:5]}")
+    return seconds
+
+
+def orthanc_dicom_ingest(dest: OrthancServer, files: list[Path]) -> float:
+    """Seconds for ``storescu`` to push every file into ``dest``'s DICOM port (one association)."""
+    dest.clear()
+    seconds = push(dest.dicom_port, files, dest.name)
+    if int(dest.statistics()["CountInstances"]) != len(files):
+        raise SystemExit("Orthanc DICOM ingest: not every instance stored")
+    return seconds
 
 
 def receive_ceiling(files: list[Path], work: Path) -> float:
@@ -107,32 +186,51 @@ class OwnFilesystem:
 
 
 def receive_copydicom(files: list[Path], work: Path, dest: OrthancServer, *, fsync: bool,
-                      workers: int, spool: Path | None = None) -> tuple[float, float, int]:
-    """(push seconds, end-to-end seconds, listener peak RSS kB)."""
+                      workers: int, spool: Path | None = None, receiver: str = "process",
+                      cpu: dict[str, float] | None = None) -> tuple[float, float, int]:
+    """(push seconds, end-to-end seconds, peak RSS kB: the listener's plus its receiving child's).
+
+    ``cpu`` receives the CPU seconds of each process during the run: ``receiver`` (the receiving child,
+    or the one process with ``receiver: thread``), ``drain`` (the listener's own process when it has a
+    child), ``orthanc`` (the destination) and ``storescu``.
+    """
     dest.clear()
     port = free_port()
-    folder = work / f"listen-fsync-{fsync}-{'own' if spool else 'shared'}"
+    folder = work / f"listen-fsync-{fsync}-{receiver}-{'own' if spool else 'shared'}"
     spool = spool or folder / "spool"
     config = listener_config(folder, port=port, allowed_calling=["STORESCU"], fsync=fsync, spool=str(spool),
+                             receiver=receiver,
                              destinations={"dest": {"type": "orthanc", "url": dest.url, "user": dest.user,
                                                     "password": dest.password}})
     text = config.read_text().replace("workers: 4", f"workers: {workers}")
     config.write_text(text)
     listener = ListenProcess(config, port).start()
     assert listener.process is not None
-    pid = listener.process.pid
+    pids = [listener.process.pid, *children(listener.process.pid)]
+    assert dest.process is not None
+    before = {pid: cpu_seconds(pid) for pid in [*pids, dest.process.pid]}
+    sender_before = children_cpu()
     try:
         started = time.perf_counter()
         pushed = push(port, files, "COPYDICOM")
-        peak = vm_hwm_kb(pid)
+        peak = sum(vm_hwm_kb(pid) for pid in pids)
 
         def done() -> bool:
             nonlocal peak
-            peak = max(peak, vm_hwm_kb(pid))
+            peak = max(peak, sum(vm_hwm_kb(pid) for pid in pids))
             return int(dest.statistics()["CountInstances"]) == len(files) and not list(spool.glob("*.dcm"))
 
         wait(done, "delivery to Orthanc")
         end_to_end = time.perf_counter() - started
+        if cpu is not None:
+            used = {pid: cpu_seconds(pid) - before[pid] for pid in before}
+            cpu["orthanc"] = used[dest.process.pid]
+            cpu["storescu"] = children_cpu() - sender_before
+            if len(pids) > 1:
+                cpu["receiver"] = used[pids[1]]
+                cpu["drain"] = used[pids[0]]
+            else:
+                cpu["receiver"] = used[pids[0]]
     finally:
         listener.stop()
     return pushed, end_to_end, peak
@@ -192,15 +290,61 @@ def send_orthanc(src: OrthancServer, modality: str, ids: list[str]) -> float:
     return seconds
 
 
+def receiving(files: list[Path], work: Path, dest: OrthancServer, opts: argparse.Namespace) -> None:
+    n = len(files)
+    print("(a) receiving: storescu -> ...")
+    ceiling = receive_ceiling(files, work)
+    print(f"  storescp --fork (files, no fsync), ceiling:          {n / ceiling:7.1f} instances/s  ({ceiling:.2f} s)")
+    http = orthanc_http_ingest(dest, files)
+    dicom = orthanc_dicom_ingest(dest, files)
+    print(f"  destination Orthanc ingest, HTTP POST, 4 clients:    {n / http:7.1f} instances/s")
+    print(f"  destination Orthanc ingest, storescu -> DICOM port:  {n / dicom:7.1f} instances/s")
+    destination = min(http, dicom)  # the faster of its two ingest paths
+    bound = max(ceiling, destination)  # seconds: the slower of storescp and the destination
+    print(f"  bound for end to end = min(storescp, destination):   {n / bound:7.1f} instances/s")
+
+    def show(label: str, pushed: float, e2e: float, peak: int, cpu: dict[str, float]) -> None:
+        parts = ", ".join(f"{k} {v / n * 1000:.2f}" for k, v in cpu.items())
+        total = sum(cpu.values()) / n
+        cores = os.cpu_count() or 1
+        print(f"  copydicom listen -> Orthanc, {label}:\n"
+              f"    push (received, durable, acknowledged) {n / pushed:7.1f}/s = {ceiling / pushed:.2f}x storescp\n"
+              f"    end to end                             {n / e2e:7.1f}/s = {ceiling / e2e:.2f}x storescp, "
+              f"{bound / e2e:.2f}x min(storescp, destination); peak RSS {peak / 1024:.0f} MB (all its processes)\n"
+              f"    CPU ms per instance: {parts}; sum {total * 1000:.2f} ms, so {cores} cores allow at most "
+              f"{cores / total:.0f}/s")
+
+    for fsync in (True, False):
+        cpu: dict[str, float] = {}
+        show(f"fsync {'on' if fsync else 'off'}", *receive_copydicom(files, work, dest, fsync=fsync,
+                                                                    workers=opts.workers, cpu=cpu), cpu)
+    cpu = {}
+    show("fsync on, receiver: thread (one process)", *receive_copydicom(
+        files, work, dest, fsync=True, workers=opts.workers, receiver="thread", cpu=cpu), cpu)
+    if opts.own_spool_fs:
+        with OwnFilesystem(work) as mount:
+            cpu = {}
+            show("fsync on, spool on its own ext4", *receive_copydicom(
+                files, work, dest, fsync=True, workers=opts.workers, spool=mount / "spool", cpu=cpu), cpu)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=200)
     parser.add_argument("--rows", type=int, default=512)
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--keep", action="store_true")
+    parser.add_argument("--orthanc-nagle", action="store_true",
+                        help="do not set TCP_NODELAY=1 for the Orthanc servers (figures of earlier runs)")
+    parser.add_argument("--part", choices=("a", "b", "all"), default="all", help="(a) receiving, (b) sending, or both")
     parser.add_argument("--own-spool-fs", action="store_true",
                         help="also run with the spool on a loop-mounted ext4 of its own (needs root)")
     opts = parser.parse_args()
+    # Orthanc's DICOM side is DCMTK: without TCP_NODELAY its small PDUs wait for delayed ACKs (storescu ->
+    # Orthanc measured 20/s instead of 220/s, and Orthanc's own C-STORE job in (b) was 3-6x slower). Earlier
+    # runs of this script (before 2026-11-29 20:00) left it unset: --orthanc-nagle reproduces them.
+    if not opts.orthanc_nagle:
+        os.environ["TCP_NODELAY"] = "1"
     n = opts.n
     work = Path(tempfile.mkdtemp(prefix="copydicom-dimse-bench-"))
     files = []
@@ -221,21 +365,10 @@ def main() -> None:
     src.modalities["dest"] = ("DEST", "127.0.0.1", dest.dicom_port)
     src.start()
     try:
-        print("(a) receiving: storescu -> ...")
-        ceiling = receive_ceiling(files, work)
-        print(f"  storescp --fork (files, no fsync), ceiling: {n / ceiling:7.1f} instances/s  ({ceiling:.2f} s)")
-        def show(label: str, pushed: float, e2e: float, peak: int) -> None:
-            print(f"  copydicom listen -> Orthanc, {label}: push {n / pushed:7.1f}/s = {ceiling / pushed:.2f}x ceiling; "
-                  f"end to end {n / e2e:7.1f}/s = {ceiling / e2e:.2f}x ceiling; peak RSS {peak / 1024:.0f} MB")
-
-        for fsync in (True, False):
-            show(f"fsync {'on ' if fsync else 'off'}", *receive_copydicom(files, work, dest, fsync=fsync,
-                                                                         workers=opts.workers))
-        if opts.own_spool_fs:
-            with OwnFilesystem(work) as mount:
-                show("fsync on, spool on its own ext4", *receive_copydicom(
-                    files, work, dest, fsync=True, workers=opts.workers, spool=mount / "spool"))
-
+        if opts.part in ("a", "all"):
+            receiving(files, work, dest, opts)
+        if opts.part == "a":
+            return
         print("(b) sending the same instances from a source Orthanc")
         ids = [src.upload(f.read_bytes())["ID"] for f in files]
         dest.clear()

@@ -42,6 +42,12 @@ def _destination(config: DimseConfig, context: BuildContext) -> Destination:
     return DimseDestination(config)
 
 
+def _listener_probe(config: ListenerConfig) -> None:
+    from copydicom.endpoints.dimse.listener import probe
+
+    probe(config)
+
+
 LISTENER: EndpointType[ListenerConfig] = EndpointType(
     name="dimse_listener",
     description="C-STORE receiver: DICOM pushes into a durable spool (pynetdicom)",
@@ -51,6 +57,7 @@ LISTENER: EndpointType[ListenerConfig] = EndpointType(
     extra="dimse",
     requires=("pynetdicom",),
     drives=True,
+    probe=_listener_probe,
 )
 
 DIMSE: EndpointType[DimseConfig] = EndpointType(

@@ -121,6 +121,11 @@ class ListenerConfig(EndpointConfig):
         may stay silent before it is aborted.
     batch
         Spool entries handed to the pipeline per batch.
+    receiver
+        ``process`` (default): the network side runs in a child process of its
+        own, so receiving (pynetdicom, CPU-bound in Python) does not share the
+        interpreter lock with the forwarding pipeline; the fsync'ed spool is the
+        hand-off between them. ``thread``: both in one process.
     """
 
     ae_title: str = "COPYDICOM"
@@ -136,6 +141,7 @@ class ListenerConfig(EndpointConfig):
     tls: ListenerTls | None = None
     allow_plaintext: bool = False
     batch: int = Field(default=100, ge=1, le=10000)
+    receiver: Literal["process", "thread"] = "process"
 
     @field_validator("ae_title")
     @classmethod

@@ -23,13 +23,13 @@ import ssl
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Iterator
-from dataclasses import dataclass, field, fields
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from copydicom.endpoints.dimse._log import quiet_pynetdicom
 from copydicom.endpoints.dimse._config import ListenerConfig
+from copydicom.endpoints.dimse._part10 import dataset_identity, file_meta
 from copydicom.endpoints.dimse.spool import ReceiveSpool, SpoolEntry
 from copydicom.errors import ConfigError, InvalidInstance, SourceUnavailable
 from copydicom.model import Identity, InstanceRef
@@ -60,25 +60,42 @@ def identity_of(data: bytes | Path) -> Identity:
     return Identity.from_dataset(ds)
 
 
-@dataclass
 class ListenerStats:
-    """Counters of one listener, for ``status`` and metrics (plain values, thread-safe updates)."""
+    """Counters of one listener, for ``status`` and metrics (thread-safe updates, attribute reads).
 
-    associations: int = 0
-    rejected_associations: int = 0
-    refused_addresses: int = 0
-    aborted_associations: int = 0
-    instances_received: int = 0
-    store_failures: int = 0
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+    The values live in a buffer of signed 64-bit integers: a private one, or
+    (receiver process) a shared memory mapping that the receiving child
+    writes and the parent reads.
+
+    Parameters
+    ----------
+    buffer
+        Writable buffer of at least :data:`SIZE` bytes (default: a new one).
+    """
+
+    FIELDS = ("associations", "rejected_associations", "refused_addresses", "aborted_associations",
+              "instances_received", "store_failures")
+    SIZE = 8 * len(FIELDS)
+    _INDEX = {name: i for i, name in enumerate(FIELDS)}
+
+    def __init__(self, buffer: Any = None) -> None:
+        self._buffer = buffer if buffer is not None else bytearray(self.SIZE)
+        self._values = memoryview(self._buffer).cast("B")[: self.SIZE].cast("q")
+        self._lock = threading.Lock()
 
     def bump(self, counter: str) -> None:
+        index = self._INDEX[counter]
         with self._lock:
-            setattr(self, counter, getattr(self, counter) + 1)
+            self._values[index] += 1
+
+    def __getattr__(self, name: str) -> int:
+        index = type(self)._INDEX.get(name)
+        if index is None:
+            raise AttributeError(name)
+        return int(self._values[index])
 
     def as_dict(self) -> dict[str, int]:
-        with self._lock:
-            return {f.name: getattr(self, f.name) for f in fields(self) if not f.name.startswith("_")}
+        return {name: int(self._values[i]) for i, name in enumerate(self.FIELDS)}
 
 
 def server_ssl_context(cfg: ListenerConfig) -> ssl.SSLContext | None:
@@ -94,6 +111,22 @@ def server_ssl_context(cfg: ListenerConfig) -> ssl.SSLContext | None:
     return ctx
 
 
+class SharedContexts(list[Any]):
+    """The listener's supported presentation contexts, shared read-only by all its associations.
+
+    pynetdicom deep-copies the server's contexts for every association
+    (``RequestHandler._create_association``): with every storage SOP class x
+    every transfer syntax (170 contexts) that copy measured 50 ms of CPU per
+    association, the whole cost of an instance for a sender that opens one
+    association per instance.  The acceptor only reads them
+    (``presentation.negotiate_as_acceptor`` builds new result contexts), so
+    the copy returns the same list.
+    """
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> SharedContexts:
+        return self
+
+
 def _server_class() -> type[ThreadedAssociationServer]:
     from pynetdicom.transport import ThreadedAssociationServer
 
@@ -107,6 +140,10 @@ def _server_class() -> type[ThreadedAssociationServer]:
         """
 
         listener: Listener
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.contexts = SharedContexts(self.contexts)
 
         def verify_request(self, request: Any, client_address: Any) -> bool:
             address = client_address[0] if isinstance(client_address, tuple) else str(client_address)
@@ -129,7 +166,8 @@ def _server_class() -> type[ThreadedAssociationServer]:
 
 
 #: Listeners running in this process, by endpoint name (for ``status`` and metrics).
-RUNNING: dict[str, Listener] = {}
+#: A :class:`Listener` or a :class:`~.receiver.ReceiverProcess` (same surface: stats, spool, check).
+RUNNING: dict[str, Any] = {}
 
 
 class Listener:
@@ -143,11 +181,13 @@ class Listener:
         Where received instances go.
     """
 
-    def __init__(self, config: ListenerConfig, spool: ReceiveSpool) -> None:
+    def __init__(self, config: ListenerConfig, spool: ReceiveSpool, *,
+                 on_arrival: Callable[[], None] | None = None, stats: ListenerStats | None = None) -> None:
         self.config = config
         self.spool = spool
-        self.stats = ListenerStats()
+        self.stats = stats or ListenerStats()
         self.arrived = threading.Event()
+        self.on_arrival = on_arrival
         self._server: ThreadedAssociationServer | None = None
         self._thread: threading.Thread | None = None
         self._ae_obj: Any = None
@@ -227,6 +267,33 @@ class Listener:
         if RUNNING.get(self.config.name) is self:
             del RUNNING[self.config.name]
 
+    def notify(self) -> None:
+        """An instance was made durable: wake whatever drains the spool."""
+        self.arrived.set()
+        if self.on_arrival is not None:
+            self.on_arrival()
+
+    def clear_arrivals(self) -> None:
+        self.arrived.clear()
+
+    def wait_arrival(self, seconds: float) -> bool:
+        """Block until an instance arrives or ``seconds`` pass; ``True`` if one arrived."""
+        return self.arrived.wait(seconds)
+
+    def wake(self) -> None:
+        """Release a :meth:`wait_arrival` at once (stopping)."""
+        self.arrived.set()
+
+    def check(self) -> None:
+        """Raise :class:`~copydicom.errors.SourceUnavailable` unless the server thread runs and is bound."""
+        server, thread = self._server, self._thread
+        if server is None or thread is None or not thread.is_alive():
+            raise SourceUnavailable(f"listener {self.config.name}: not running")
+        try:
+            server.socket.getsockname()  # type: ignore[union-attr]
+        except (OSError, AttributeError):
+            raise SourceUnavailable(f"listener {self.config.name}: its socket is closed") from None
+
     # -- events (each association runs on its own thread) ---------------------------------
 
     def _on_established(self, event: Event) -> None:
@@ -242,10 +309,19 @@ class Listener:
         self.stats.bump("aborted_associations")
 
     def _on_store(self, event: Event) -> int:
-        """Make the instance durable, then answer; never Success before it is on disk."""
+        """Make the instance durable, then answer; never Success before it is on disk.
+
+        The dataset is stored as received: the file meta is built from the
+        request (:func:`._part10.file_meta`), the identity is read from the
+        dataset's header (:func:`._part10.dataset_identity`), and the two parts
+        are written without being joined.
+        """
         try:
-            data = event.encoded_dataset(include_meta=True)
-            identity = identity_of(data)
+            request: Any = event.request
+            dataset = request.DataSet.getvalue()
+            transfer_syntax = event.context.transfer_syntax
+            identity = dataset_identity(dataset, transfer_syntax)
+            meta = file_meta(request.AffectedSOPClassUID, request.AffectedSOPInstanceUID, transfer_syntax)
         except Exception as exc:  # a dataset pydicom cannot read: the sender keeps it
             self.stats.bump("store_failures")
             log.warning("listener %s: unreadable dataset (%s)", self.config.name, type(exc).__name__)
@@ -255,13 +331,13 @@ class Listener:
             return CANNOT_UNDERSTAND
         key = identity.orthanc_id
         try:
-            self.spool.put(key, data)
+            self.spool.put(key, (meta, dataset))
         except OSError as exc:
             self.stats.bump("store_failures")
             log.error("listener %s: cannot spool instance %s: %s", self.config.name, key, exc.strerror or exc)
             return OUT_OF_RESOURCES
         self.stats.bump("instances_received")
-        self.arrived.set()
+        self.notify()
         return SUCCESS
 
 
@@ -278,7 +354,13 @@ class ListenerSource:
         self.config = config
         self.name = config.name
         self.spool = ReceiveSpool(config.spool, fsync=config.fsync)
-        self.listener = Listener(config, self.spool)
+        self.listener: Any
+        if config.receiver == "process":
+            from copydicom.endpoints.dimse.receiver import ReceiverProcess
+
+            self.listener = ReceiverProcess(config, self.spool)
+        else:
+            self.listener = Listener(config, self.spool)
         self._entries: dict[str, SpoolEntry] = {}
 
     def batches(self) -> Iterator[list[InstanceRef]]:
@@ -342,7 +424,11 @@ class ListenerSource:
         return listener_status(self.config, self.listener)
 
     def close(self) -> None:
-        self.listener.stop()
+        closing = getattr(self.listener, "close", None)
+        if closing is not None:
+            closing()
+        else:
+            self.listener.stop()
 
 
 def listener_status(config: ListenerConfig, listener: Listener | None = None) -> dict[str, Any]:
@@ -379,8 +465,11 @@ class SpoolRunner:
         from copydicom.pipeline import Summary
 
         summary = Summary()
+        ensure_running = getattr(self.source.listener, "ensure_running", None)
+        if ensure_running is not None:  # a receiver process that died is restarted here
+            ensure_running()
         while not self.pipeline.stop_event.is_set():
-            self.source.listener.arrived.clear()
+            self.source.listener.clear_arrivals()
             batches = list(self.source.batches())
             if not batches:
                 break
@@ -403,7 +492,47 @@ class SpoolRunner:
 
     def wait(self, seconds: float) -> bool:
         """Block until an instance arrives or ``seconds`` pass; ``True`` if one arrived."""
-        return self.source.listener.arrived.wait(seconds)
+        return bool(self.source.listener.wait_arrival(seconds))
+
+
+def probe(config: ListenerConfig) -> None:
+    """Health of a listener (the registry ``probe``: ``/healthz`` and ``check-config``).
+
+    In the process that runs it (the daemon): its receiving process, or its
+    server thread, is alive and its socket bound (:meth:`Listener.check`,
+    :meth:`~.receiver.ReceiverProcess.check`).  Elsewhere (``check-config``):
+    the port is either free (the listener can start) or answers C-ECHO
+    (PS3.4 A.4) to the listener's AE title from its first allowed calling AE
+    title (it is running elsewhere); TLS listeners are only checked to
+    accept connections.  Raises :class:`~copydicom.errors.SourceUnavailable`
+    naming the listener, never patient data.
+    """
+    import socket
+
+    running = RUNNING.get(config.name)
+    if running is not None:
+        running.check()
+        return
+    host = "127.0.0.1" if config.host in ("0.0.0.0", "", "::") else config.host
+    try:
+        with socket.create_connection((host, config.port), timeout=5):
+            pass
+    except OSError:
+        return  # nothing listens: the port is free for the listener
+    if config.tls is not None:
+        return
+    from copydicom.endpoints.dimse._config import DimseConfig
+    from copydicom.endpoints.dimse.scu import echo
+
+    peer = DimseConfig(name=config.name, called_aet=config.ae_title, host=host, port=config.port,
+                       calling_aet=config.allowed_calling[0], timeout=5.0)
+    try:
+        status, _ = echo(peer)
+    except Exception as exc:  # noqa: BLE001 - any failure to answer is the finding
+        raise SourceUnavailable(f"listener {config.name}: {host}:{config.port} is in use and does not answer "
+                                f"C-ECHO as {config.ae_title} ({type(exc).__name__})") from None
+    if status != SUCCESS:
+        raise SourceUnavailable(f"listener {config.name}: C-ECHO answered 0x{status:04X}")
 
 
 def wait_port(host: str, port: int, timeout: float = 10.0) -> None:

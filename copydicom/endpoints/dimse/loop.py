@@ -94,7 +94,7 @@ class ListenLoop:
         for _, runtime in self.runtimes:
             runtime.pipeline.stop()
         for runner in self.runners:
-            runner.source.listener.arrived.set()
+            runner.source.listener.wake()
         for thread in self.threads:
             thread.join(10)
 

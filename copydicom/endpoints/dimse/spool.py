@@ -21,7 +21,7 @@ import os
 import threading
 import time
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 SUFFIX = ".dcm"
 _TMP = ".tmp-"
+_ASIDE = ".del-"
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,10 @@ class SpoolEntry:
     mtime: float
 
 
-def _write_all(fd: int, data: bytes) -> None:
+Buffer = bytes | bytearray | memoryview
+
+
+def _write_all(fd: int, data: Buffer) -> None:
     view = memoryview(data)
     while view:
         written = os.write(fd, view)
@@ -61,7 +65,7 @@ class ReceiveSpool:
         Writes bytes to an open file descriptor (tests inject a failing one).
     """
 
-    def __init__(self, folder: Path, *, fsync: bool = True, writer: Callable[[int, bytes], None] = _write_all) -> None:
+    def __init__(self, folder: Path, *, fsync: bool = True, writer: Callable[[int, Buffer], None] = _write_all) -> None:
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         mode = self.folder.stat().st_mode
@@ -79,10 +83,21 @@ class ReceiveSpool:
         self.removed_temporary = self._clean_temporary()
 
     def _clean_temporary(self) -> int:
-        """Remove half-written files of a previous process (never acknowledged)."""
+        """Remove half-written files of a previous process (never acknowledged).
+
+        An entry a previous process was removing (set aside, see :meth:`remove`) is put back if its
+        name is free: it may be delivered once more, which dedupe recognises, rather than lost.
+        """
         count = 0
         for entry in os.scandir(self.folder):
-            if entry.name.startswith(_TMP):
+            if entry.name.startswith(_ASIDE):
+                key = entry.name[len(_ASIDE):].rsplit("-", 2)[0]
+                try:
+                    os.link(entry.path, self.folder / f"{key}{SUFFIX}")
+                except FileExistsError:
+                    pass
+                os.unlink(entry.path)
+            elif entry.name.startswith(_TMP):
                 try:
                     os.unlink(entry.path)
                     count += 1
@@ -99,18 +114,22 @@ class ReceiveSpool:
         finally:
             os.close(fd)
 
-    def put(self, key: str, data: bytes) -> Path:
+    def put(self, key: str, data: Buffer | Sequence[Buffer]) -> Path:
         """Store one instance durably under ``key``; raise ``OSError`` if it could not be.
 
-        The entry exists (complete) only once this returns: a reader never sees
-        a partial file.
+        ``data`` is the file's bytes, or its parts in order (the listener passes
+        the file meta it built and the dataset as received, so that the
+        dataset is never copied into one joined string).  The entry exists
+        (complete) only once this returns: a reader never sees a partial file.
         """
+        parts = (data,) if isinstance(data, (bytes, bytearray, memoryview)) else data
         target = self.folder / f"{key}{SUFFIX}"
         tmp = self.folder / f"{_TMP}{key}-{os.getpid()}-{next(self._serial)}"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             try:
-                self.writer(fd, data)
+                for part in parts:
+                    self.writer(fd, part)
                 if self.fsync:
                     os.fsync(fd)
             finally:
@@ -147,20 +166,28 @@ class ReceiveSpool:
     def remove(self, entry: SpoolEntry) -> bool:
         """Remove a delivered entry, unless a new copy of it arrived meanwhile (then keep that).
 
-        A new copy has a new inode (it was renamed over the old one); it stays
-        and is handled by the next poll (dedupe recognises it). The check and
-        the unlink are under one lock with nothing else in this process
-        renaming over entries being removed, other than :meth:`put`, whose
-        rename is atomic: at worst a new copy is delivered once more.
+        A new copy has a new inode (the receiver renamed it over the old
+        one, possibly from another process).  Checking the inode and then
+        unlinking the name would lose a copy renamed in between, so the name
+        is first renamed aside (atomic: whatever is there now is taken), and
+        only the listed inode is unlinked; a newer copy taken by mistake is
+        linked back (unless an even newer one has arrived since).
         """
+        aside = self.folder / f"{_ASIDE}{entry.key}-{os.getpid()}-{next(self._serial)}"
         with self._lock:
             try:
-                if os.stat(entry.path).st_ino != entry.inode:
-                    return False
-                os.unlink(entry.path)
+                os.rename(entry.path, aside)
             except FileNotFoundError:
                 return False
-        return True
+            if os.stat(aside).st_ino == entry.inode:
+                os.unlink(aside)
+                return True
+            try:
+                os.link(aside, entry.path)
+            except FileExistsError:  # an even newer copy arrived: it supersedes this one
+                pass
+            os.unlink(aside)
+        return False
 
     def depth(self) -> tuple[int, float | None]:
         """Number of waiting entries and the age in seconds of the oldest (``None`` when empty)."""

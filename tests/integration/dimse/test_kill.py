@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import re
+import signal
+import socket
 import subprocess
 from pathlib import Path
 
@@ -32,10 +34,46 @@ def acknowledged(output: str) -> set[str]:
     return done
 
 
-@pytest.mark.parametrize("destination_up", [True, False], ids=["destination-up", "destination-down"])
+def receiver_pid(listen_pid: int) -> int:
+    """The receiving child of a ``copydicom listen`` process (``receiver: process``)."""
+    children: list[int] = []
+    for task in os.listdir(f"/proc/{listen_pid}/task"):
+        with open(f"/proc/{listen_pid}/task/{task}/children") as f:
+            children += [int(c) for c in f.read().split()]
+    (child,) = children
+    return child
+
+
+def gone(pid: int) -> bool:
+    """Exited (absent, or a zombie waiting to be reaped)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def _listening(listen_pid: int, old_child: int, port: int) -> bool:
+    """A new receiving child runs and the port accepts connections again."""
+    try:
+        if receiver_pid(listen_pid) == old_child:
+            return False
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except (ValueError, OSError):  # no child right now, or not bound yet
+        return False
+
+
+@pytest.mark.parametrize(("destination_up", "killed"),
+                         [(True, "listen"), (False, "listen"), (True, "receiver")],
+                         ids=["destination-up", "destination-down", "receiver-process"])
 def test_sigkill_while_pushing_loses_nothing_acknowledged(tmp_path: Path, dest: OrthancServer,
-                                                          destination_up: bool) -> None:
-    """With the destination down, every acknowledged instance is still in the spool when the listener dies."""
+                                                          destination_up: bool, killed: str) -> None:
+    """With the destination down, every acknowledged instance is still in the spool when the listener dies.
+
+    ``listen``: the whole ``copydicom listen`` (its receiving child dies with it); ``receiver``: only the
+    receiving child, which the draining parent restarts.
+    """
     files = write_files(tmp_path / "in", N, rows=128)
     if not destination_up:
         dest.stop()
@@ -53,7 +91,13 @@ def test_sigkill_while_pushing_loses_nothing_acknowledged(tmp_path: Path, dest: 
 
         wait_until(lambda: len(list(spool.glob("*.dcm"))) + delivered() >= N // 4 or pusher.poll() is not None,
                    what="a quarter of the push")
-        listener.kill()
+        assert listener.process is not None
+        child = receiver_pid(listener.process.pid)
+        if killed == "listen":
+            listener.kill()
+            wait_until(lambda: gone(child), what="the receiving child to die with its parent")
+        else:
+            os.kill(child, signal.SIGKILL)
         in_spool = {p.name[: -len(".dcm")] for p in spool.glob("*.dcm")}
         left_in_spool = len(in_spool)
         output, _ = pusher.communicate(timeout=120)
@@ -69,7 +113,12 @@ def test_sigkill_while_pushing_loses_nothing_acknowledged(tmp_path: Path, dest: 
         # Every acknowledged instance is on disk (one more may be, whose answer the kill cut off).
         assert expected_ids([Path(a) for a in acked]) <= in_spool
         dest.start()
-    listener = ListenProcess(config, port).start()  # restart: the spool is resumed
+    if killed == "listen":
+        listener = ListenProcess(config, port).start()  # restart: the spool is resumed
+    else:  # the parent restarts its receiver
+        assert listener.process is not None
+        pid = listener.process.pid
+        wait_until(lambda: gone(child) and _listening(pid, child, port), what="a new receiver")
     try:
         missing = [f for f in files if str(f) not in acked]
         for _ in range(3):  # the sender retries what was not acknowledged

@@ -49,6 +49,8 @@ def test_daemon_runs_a_listener_route(tmp_path: Path, dest: OrthancServer) -> No
         assert 'copydicom_dimse_instances_received_total{listener="rx"} 16.0' in scraped
         assert 'copydicom_dimse_associations_total{listener="rx"} 1.0' in scraped
         assert 'copydicom_dimse_spool_depth{listener="rx"} 0.0' in scraped
+        health = requests.get(f"http://127.0.0.1:{metrics_port}/healthz", timeout=30).json()
+        assert health["sources"]["rx"] == {"ok": True}  # the listener's probe: its receiver runs
     finally:
         os.kill(daemon.pid, signal.SIGTERM)
         _, err = daemon.communicate(timeout=30)

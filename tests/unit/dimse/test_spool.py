@@ -55,3 +55,35 @@ def test_a_new_copy_arriving_during_delivery_is_kept(tmp_path: Path) -> None:
     (again,) = spool.entries()
     assert again.path.read_bytes() == b"new"
     assert spool.remove(again) and spool.depth() == (0, None)
+
+
+def test_a_copy_renamed_in_between_the_check_and_the_removal_is_kept(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The receiver (another process) renames a new copy over the entry just as the drain removes it."""
+    spool = ReceiveSpool(tmp_path / "s")
+    spool.put("k", b"old")
+    (listed,) = spool.entries()
+    real_rename = os.rename
+
+    def rename_after_new_copy(src: object, dst: object) -> None:
+        if str(dst).startswith(str(tmp_path / "s" / ".del-")):
+            spool.put("k", b"new")  # lands between the listing and the removal
+        real_rename(src, dst)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "rename", rename_after_new_copy)
+    assert not spool.remove(listed)
+    monkeypatch.undo()
+    (again,) = spool.entries()
+    assert again.path.read_bytes() == b"new"
+    assert not [p for p in os.listdir(tmp_path / "s") if p.startswith(".")]
+
+
+def test_an_entry_set_aside_by_a_dead_process_is_put_back(tmp_path: Path) -> None:
+    folder = tmp_path / "s"
+    folder.mkdir(mode=0o700)
+    (folder / ".del-abc-123-4").write_bytes(b"was being removed")
+    (folder / ".del-def-123-5").write_bytes(b"older")
+    (folder / "def.dcm").write_bytes(b"newer")
+    spool = ReceiveSpool(folder)
+    assert {e.key: e.path.read_bytes() for e in spool.entries()} == {"abc": b"was being removed", "def": b"newer"}
+    assert not [p for p in os.listdir(folder) if p.startswith(".")]
