@@ -139,7 +139,7 @@ def receive_copydicom(files: list[Path], work: Path, dest: OrthancServer, *, fsy
 
 
 _CHILD = """
-import sys, time, json
+import sys, time, json, resource
 from pathlib import Path
 sys.path.insert(0, {root!r})
 from copydicom.clients.orthanc import OrthancClient, OrthancConfig
@@ -155,22 +155,30 @@ dest = DimseDestination(DimseConfig.from_url({dest!r}, name="peer"))
 ledger = Ledger({state!r})
 pipeline = Pipeline("bench", source, [], [dest], ledger, quarantine_dir=Path({state!r}).parent / "q", workers={workers})
 started = time.perf_counter()
+cpu0 = resource.getrusage(resource.RUSAGE_SELF)
 summary = pipeline.run(source.all_instances())
 seconds = time.perf_counter() - started
+cpu1 = resource.getrusage(resource.RUSAGE_SELF)
 pipeline.close(); dest.close()
 print(json.dumps({{"seconds": seconds, "stored": summary.counts["stored"], "associations": dest.associations,
+                  "cpu": cpu1.ru_utime - cpu0.ru_utime + cpu1.ru_stime - cpu0.ru_stime,
                   "line": summary.line()}}))
 """
 
 
-def send_copydicom(src: OrthancServer, dest_url: str, work: Path, workers: int, tag: str) -> tuple[float, int, dict]:  # type: ignore[type-arg]
+def send_copydicom(src: OrthancServer, dest_url: str, work: Path, workers: int, tag: str,
+                   profile: Path | None = None) -> tuple[float, int, dict]:  # type: ignore[type-arg]
     import json
 
     state = work / f"send-{tag}" / "state.db"
     state.parent.mkdir(parents=True, exist_ok=True)
     code = _CHILD.format(root=str(ROOT), src=src.url, user=src.user, password=src.password, dest=dest_url,
                          state=str(state), workers=workers)
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    args = [sys.executable, "-c", code]
+    if profile is not None:  # py-spy (in the venv) samples every thread of the child; raw = collapsed stacks
+        spy = Path(sys.executable).with_name("py-spy")
+        args = [str(spy), "record", "-r", "500", "-f", "raw", "--threads", "-o", f"{profile}-{tag}.txt", "--"] + args
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     peak = 0
     while proc.poll() is None:
         peak = max(peak, vm_hwm_kb(proc.pid))
@@ -178,7 +186,7 @@ def send_copydicom(src: OrthancServer, dest_url: str, work: Path, workers: int, 
     out, err = proc.communicate()
     if proc.returncode != 0:
         raise SystemExit(f"copydicom send failed: {err[-800:]}")
-    result = json.loads(out.strip().splitlines()[-1])
+    result = json.loads([line for line in out.splitlines() if line.startswith("{")][-1])  # py-spy prints too
     return float(result["seconds"]), peak, result
 
 
@@ -198,10 +206,15 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=512)
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--keep", action="store_true")
+    parser.add_argument("--parts", default="receive,send",
+                        help="comma-separated parts to run: receive (a), send (b)")
+    parser.add_argument("--profile", type=Path, default=None,
+                        help="record the send child with py-spy into PROFILE-<peer>.txt (figures then include py-spy)")
     parser.add_argument("--own-spool-fs", action="store_true",
                         help="also run with the spool on a loop-mounted ext4 of its own (needs root)")
     opts = parser.parse_args()
     n = opts.n
+    parts = set(opts.parts.split(","))
     work = Path(tempfile.mkdtemp(prefix="copydicom-dimse-bench-"))
     files = []
     (work / "in").mkdir()
@@ -221,45 +234,60 @@ def main() -> None:
     src.modalities["dest"] = ("DEST", "127.0.0.1", dest.dicom_port)
     src.start()
     try:
-        print("(a) receiving: storescu -> ...")
-        ceiling = receive_ceiling(files, work)
-        print(f"  storescp --fork (files, no fsync), ceiling: {n / ceiling:7.1f} instances/s  ({ceiling:.2f} s)")
-        def show(label: str, pushed: float, e2e: float, peak: int) -> None:
-            print(f"  copydicom listen -> Orthanc, {label}: push {n / pushed:7.1f}/s = {ceiling / pushed:.2f}x ceiling; "
-                  f"end to end {n / e2e:7.1f}/s = {ceiling / e2e:.2f}x ceiling; peak RSS {peak / 1024:.0f} MB")
-
-        for fsync in (True, False):
-            show(f"fsync {'on ' if fsync else 'off'}", *receive_copydicom(files, work, dest, fsync=fsync,
-                                                                         workers=opts.workers))
-        if opts.own_spool_fs:
-            with OwnFilesystem(work) as mount:
-                show("fsync on, spool on its own ext4", *receive_copydicom(
-                    files, work, dest, fsync=True, workers=opts.workers, spool=mount / "spool"))
-
-        print("(b) sending the same instances from a source Orthanc")
-        ids = [src.upload(f.read_bytes())["ID"] for f in files]
-        dest.clear()
-        orthanc_s = send_orthanc(src, "dest", ids)
-        assert int(dest.statistics()["CountInstances"]) == n
-        dest.clear()
-        ours_s, peak, result = send_copydicom(src, f"dicom://DEST@127.0.0.1:{dest.dicom_port}", work, opts.workers,
-                                              "orthanc")
-        assert int(dest.statistics()["CountInstances"]) == n, result
-        print(f"  -> Orthanc DICOM port: Orthanc's job {n / orthanc_s:7.1f}/s; copydicom {n / ours_s:7.1f}/s "
-              f"= {orthanc_s / ours_s:.2f}x, {result['associations']} associations, peak RSS {peak / 1024:.0f} MB")
-        with StoreSCP(aet="SCP", fork=True, port=scp_port, folder=work / "scp-orthanc") as scp:
-            orthanc_s = send_orthanc(src, "scp", ids)
-            wait(lambda: len(scp.files()) == n, "storescp files")
-        with StoreSCP(aet="SCP", fork=True, port=scp_port, folder=work / "scp-copydicom") as scp:
-            ours_s, peak, result = send_copydicom(src, f"dicom://SCP@127.0.0.1:{scp_port}", work, opts.workers, "scp")
-            wait(lambda: len(scp.files()) == n, "storescp files")
-        print(f"  -> storescp --fork:     Orthanc's job {n / orthanc_s:7.1f}/s; copydicom {n / ours_s:7.1f}/s "
-              f"= {orthanc_s / ours_s:.2f}x, {result['associations']} associations, peak RSS {peak / 1024:.0f} MB")
+        if "receive" in parts:
+            receive_part(opts, files, work, dest)
+        if "send" in parts:
+            send_part(opts, files, work, src, dest, scp_port)
     finally:
         src.stop()
         dest.stop()
         if not opts.keep:
             shutil.rmtree(work, ignore_errors=True)
+
+
+def receive_part(opts: argparse.Namespace, files: list[Path], work: Path, dest: OrthancServer) -> None:
+    n = len(files)
+    print("(a) receiving: storescu -> ...")
+    ceiling = receive_ceiling(files, work)
+    print(f"  storescp --fork (files, no fsync), ceiling: {n / ceiling:7.1f} instances/s  ({ceiling:.2f} s)")
+    def show(label: str, pushed: float, e2e: float, peak: int) -> None:
+        print(f"  copydicom listen -> Orthanc, {label}: push {n / pushed:7.1f}/s = {ceiling / pushed:.2f}x ceiling; "
+              f"end to end {n / e2e:7.1f}/s = {ceiling / e2e:.2f}x ceiling; peak RSS {peak / 1024:.0f} MB")
+
+    for fsync in (True, False):
+        show(f"fsync {'on ' if fsync else 'off'}", *receive_copydicom(files, work, dest, fsync=fsync,
+                                                                     workers=opts.workers))
+    if opts.own_spool_fs:
+        with OwnFilesystem(work) as mount:
+            show("fsync on, spool on its own ext4", *receive_copydicom(
+                files, work, dest, fsync=True, workers=opts.workers, spool=mount / "spool"))
+
+
+def send_part(opts: argparse.Namespace, files: list[Path], work: Path, src: OrthancServer, dest: OrthancServer,
+              scp_port: int) -> None:
+    n = len(files)
+    print("(b) sending the same instances from a source Orthanc")
+    ids = [src.upload(f.read_bytes())["ID"] for f in files]
+    dest.clear()
+    orthanc_s = send_orthanc(src, "dest", ids)
+    assert int(dest.statistics()["CountInstances"]) == n
+    dest.clear()
+    ours_s, peak, result = send_copydicom(src, f"dicom://DEST@127.0.0.1:{dest.dicom_port}", work, opts.workers,
+                                          "orthanc", opts.profile)
+    assert int(dest.statistics()["CountInstances"]) == n, result
+    print(f"  -> Orthanc DICOM port: Orthanc's job {n / orthanc_s:7.1f}/s; copydicom {n / ours_s:7.1f}/s "
+          f"= {orthanc_s / ours_s:.2f}x, {result['associations']} associations, peak RSS {peak / 1024:.0f} MB, "
+          f"sender CPU {1000 * result['cpu'] / n:.1f} ms/instance")
+    with StoreSCP(aet="SCP", fork=True, port=scp_port, folder=work / "scp-orthanc") as scp:
+        orthanc_s = send_orthanc(src, "scp", ids)
+        wait(lambda: len(scp.files()) == n, "storescp files")
+    with StoreSCP(aet="SCP", fork=True, port=scp_port, folder=work / "scp-copydicom") as scp:
+        ours_s, peak, result = send_copydicom(src, f"dicom://SCP@127.0.0.1:{scp_port}", work, opts.workers, "scp",
+                                              opts.profile)
+        wait(lambda: len(scp.files()) == n, "storescp files")
+    print(f"  -> storescp --fork:     Orthanc's job {n / orthanc_s:7.1f}/s; copydicom {n / ours_s:7.1f}/s "
+          f"= {orthanc_s / ours_s:.2f}x, {result['associations']} associations, peak RSS {peak / 1024:.0f} MB, "
+          f"sender CPU {1000 * result['cpu'] / n:.1f} ms/instance")
 
 
 if __name__ == "__main__":

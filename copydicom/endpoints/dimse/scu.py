@@ -11,6 +11,16 @@ original transfer syntax (nor, for uncompressed data, a convertible one):
 only then is the dataset decompressed with pydicom, and what pydicom cannot
 decompress is quarantined with that reason.
 
+Sending does not decode the instance when the peer accepted its own
+transfer syntax: only the File Meta Information (group 0002, PS3.10 7.1) is
+parsed, for the SOP class, SOP instance and transfer syntax, and pynetdicom
+sends the data set's bytes as they are, from a per-thread in-memory file
+(``memfd``) through its supported file path mode
+(``_config.STORE_SEND_CHUNKED_DATASET``).  A full ``dcmread`` followed by
+pynetdicom's re-encoding cost about a third of the sender's CPU per instance
+(see notes/dimse-send.md).  pydicom decodes only when pynetdicom must convert
+the encoding (explicit to implicit VR) or when transcoding.
+
 C-STORE statuses (PS3.4 Table B.2-1, PS3.7 Annex C) map to the error tree:
 warnings (0xB000 coercion, 0xB006 elements discarded, 0xB007 data set does
 not match SOP class) are deliveries with a warning counted; 0xA7xx "out of
@@ -23,6 +33,7 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import ssl
 import threading
 import time
@@ -61,6 +72,45 @@ WARNING_MEANINGS = {0xB000: "coercion of data elements", 0xB006: "elements disca
                     "not supported", 0x0107: "attribute list error", 0x0116: "attribute value out of range"}
 #: PS3.7 Annex C general failures that may heal: processing failure, duplicate invocation, resource limitation.
 TRANSIENT_STATUSES = frozenset({0x0110, 0x0210, 0x0213})
+#: Whether original bytes can be handed to pynetdicom as a file without a disk write (Linux ``memfd``).
+RAW_SEND = hasattr(os, "memfd_create") and os.path.isdir("/proc/self/fd")
+
+
+@dataclass(frozen=True)
+class FileMeta:
+    """What a C-STORE needs from a Part 10 file, read from its File Meta Information alone (PS3.10 7.1)."""
+
+    sop_class: str
+    sop_instance: str
+    transfer_syntax: str
+    offset: int  # where the data set starts
+
+
+def read_file_meta(data: bytes) -> FileMeta:
+    """The File Meta Information of a Part 10 file: a bounded parse (the 128-byte preamble, ``DICM``, group 0002).
+
+    The SOP class and instance are ``""`` when the meta lacks them (the caller then decodes).
+
+    Raises
+    ------
+    InvalidInstance
+        Not a Part 10 file, or its meta has no transfer syntax.
+    """
+    from pydicom.filereader import read_dataset, read_preamble
+
+    fp = io.BytesIO(data)
+    try:
+        read_preamble(fp, False)
+        meta = read_dataset(fp, is_implicit_VR=False, is_little_endian=True,
+                            stop_when=lambda tag, vr, length: tag.group != 2)
+        found = FileMeta(str(meta.get("MediaStorageSOPClassUID", "") or ""),
+                         str(meta.get("MediaStorageSOPInstanceUID", "") or ""),
+                         str(meta.TransferSyntaxUID), fp.tell())
+    except Exception as exc:
+        raise InvalidInstance(f"not a DICOM file with file meta information ({type(exc).__name__})") from None
+    if not found.transfer_syntax:
+        raise InvalidInstance("not a DICOM file with a transfer syntax in its file meta information")
+    return found
 
 
 def classify_store_status(status: int, *, what: str) -> str | CopyDicomError:
@@ -180,6 +230,7 @@ class DimseDestination:
         self.transcoded = 0
         self.associations = 0
         self._find_refused = False
+        self._memfds: list[int] = []
 
     # -- associations --------------------------------------------------------------------
 
@@ -294,23 +345,29 @@ class DimseDestination:
     # -- C-STORE -------------------------------------------------------------------------
 
     def store(self, instance: Instance) -> StoreOutcome:
-        from pydicom import Dataset, dcmread
         from pydicom.uid import UID
 
-        try:
-            ds: Dataset = dcmread(io.BytesIO(instance.data))
-            sop = UID(str(ds.file_meta.get("MediaStorageSOPClassUID") or ds.SOPClassUID))
-            ts = UID(str(ds.file_meta.TransferSyntaxUID))
-        except Exception as exc:
-            raise InvalidInstance(f"not a DICOM file with file meta information ({type(exc).__name__})") from None
+        meta = read_file_meta(instance.data)
+        ds: Dataset | None = None
+        if not (meta.sop_class and meta.sop_instance):  # incomplete meta: the data set says
+            ds = self._decode(instance.data)
+            sop = UID(str(ds.get("SOPClassUID", "") or ""))
+        else:
+            sop = UID(meta.sop_class)
+        ts = UID(meta.transfer_syntax)
         link = self._link((str(sop), str(ts)))
-        accepted = [cx for cx in link.assoc.accepted_contexts if cx.abstract_syntax == sop]
+        accepted = [UID(str(cx.transfer_syntax[0])) for cx in link.assoc.accepted_contexts
+                    if cx.abstract_syntax == sop]
         if not accepted:
             raise RejectedByDestination(f"{self.config.display_url}: the peer accepts no context for {sop.name}")
-        if not self._sendable(ts, [UID(str(cx.transfer_syntax[0])) for cx in accepted]):
-            ds = self._transcode(ds, ts, sop)
         try:
-            status = link.assoc.send_c_store(ds, msg_id=link.next_id())
+            if RAW_SEND and ds is None and ts in accepted:
+                status = self._send_raw(link, instance.data)
+            else:
+                ds = ds if ds is not None else self._decode(instance.data)
+                if not self._sendable(ts, accepted):
+                    ds = self._transcode(ds, ts, sop)
+                status = link.assoc.send_c_store(ds, msg_id=link.next_id())
         except (RuntimeError, OSError) as exc:
             self._drop(link, release=False)
             raise DestinationUnavailable(f"{self.config.display_url}: C-STORE failed: {type(exc).__name__}") from None
@@ -331,6 +388,41 @@ class DimseDestination:
             log.info("%s: C-STORE warning 0x%04X for instance %s", self.name, code, instance.target_id)
             instance.warn(self.name, f"C-STORE warning 0x{code:04X} ({WARNING_MEANINGS.get(code, 'warning')})")
         return "stored"
+
+    def _send_raw(self, link: _Link, data: bytes) -> Dataset:
+        """C-STORE of the original bytes, unparsed: pynetdicom's file mode reading this thread's memfd.
+
+        pynetdicom encodes the whole message into P-DATA PDUs before
+        :meth:`send_c_store` waits for the response, so the memfd is free
+        again when it returns; it is emptied then to hold no instance idle.
+        """
+        from pynetdicom import _config
+
+        # Process-wide, but it changes only send_c_store given a path, which nothing else in copydicom does.
+        _config.STORE_SEND_CHUNKED_DATASET = True
+        fd: int | None = getattr(self._local, "memfd", None)
+        if fd is None:
+            fd = os.memfd_create("copydicom-cstore", os.MFD_CLOEXEC)
+            self._local.memfd = fd
+            with self._lock:
+                self._memfds.append(fd)
+        try:
+            view = memoryview(data)
+            written = 0
+            while written < len(view):
+                written += os.pwrite(fd, view[written:], written)
+            return link.assoc.send_c_store(f"/proc/self/fd/{fd}", msg_id=link.next_id())
+        finally:
+            os.ftruncate(fd, 0)
+
+    @staticmethod
+    def _decode(data: bytes) -> Dataset:
+        from pydicom import dcmread
+
+        try:
+            return dcmread(io.BytesIO(data))
+        except Exception as exc:
+            raise InvalidInstance(f"not a decodable DICOM data set ({type(exc).__name__})") from None
 
     @staticmethod
     def _sendable(ts: Any, accepted: list[Any]) -> bool:
@@ -362,5 +454,9 @@ class DimseDestination:
     def close(self) -> None:
         with self._lock:
             links = list(self._links)
+            memfds, self._memfds = self._memfds, []
         for link in links:
             self._drop(link, release=True)
+        for fd in memfds:
+            os.close(fd)
+        self._local = threading.local()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import subprocess
 import sys
 import threading
@@ -10,14 +11,17 @@ from pathlib import Path
 
 import pytest
 from pydicom import dcmread
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_data_element, write_file_meta_info
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, JPEG2000Lossless, RLELossless
 from pynetdicom import AE, evt
+from pynetdicom.dsutils import decode
 from pynetdicom.events import Event
 from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
 
 from copydicom.endpoints.dimse import DimseConfig
 from copydicom.endpoints.dimse.listener import identity_of
-from copydicom.endpoints.dimse.scu import DimseDestination
+from copydicom.endpoints.dimse.scu import DimseDestination, read_file_meta
 from copydicom.errors import DestinationUnavailable, RejectedByDestination
 from copydicom.ledger import Ledger
 from copydicom.model import Instance, InstanceRef
@@ -168,12 +172,14 @@ def test_what_pydicom_cannot_decompress_is_quarantined_with_the_reason(tmp_path:
 class ScriptedSCP:
     """A pynetdicom C-STORE SCP answering statuses from a script, or aborting the association."""
 
-    def __init__(self, script: list[int | str], *, calling: list[str] | None = None) -> None:
+    def __init__(self, script: list[int | str], *, calling: list[str] | None = None,
+                 syntaxes: tuple[str, ...] = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)) -> None:
         self.script = list(script)
         self.received = 0
+        self.datasets: list[tuple[str, bytes]] = []  # (transfer syntax, data set bytes as received)
         self.port = free_port()
         self.ae = AE(ae_title="SCRIPTED")
-        self.ae.add_supported_context(CTImageStorage, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+        self.ae.add_supported_context(CTImageStorage, list(syntaxes))
         if calling:
             self.ae.require_calling_aet = calling
         self._lock = threading.Lock()
@@ -182,6 +188,7 @@ class ScriptedSCP:
         with self._lock:
             step = self.script.pop(0) if self.script else 0
             self.received += 1
+            self.datasets.append((str(event.context.transfer_syntax), event.request.DataSet.getvalue()))
         if step == "abort":
             event.assoc.abort()
             return 0
@@ -193,6 +200,52 @@ class ScriptedSCP:
 
     def __exit__(self, *exc: object) -> None:
         self.ae.shutdown()
+
+
+def out_of_order(path: Path) -> bytes:
+    """Rewrite the file with Manufacturer after the pixel data (explicit VR LE), which any decode and
+    re-encode would put back in tag order: only a send of the original bytes keeps them."""
+    ds = dcmread(path)
+    ds.Manufacturer = "ACME"
+    body = DicomBytesIO()
+    body.is_little_endian, body.is_implicit_VR = True, False
+    for elem in sorted(ds, key=lambda e: (e.tag == 0x00080070, e.tag)):
+        write_data_element(body, elem)
+    head = DicomBytesIO()
+    head.write(b"\0" * 128 + b"DICM")
+    write_file_meta_info(head, ds.file_meta, enforce_standard=True)
+    path.write_bytes(head.getvalue() + body.getvalue())
+    return path.read_bytes()
+
+
+def test_the_original_bytes_are_sent_when_the_peer_accepts_their_syntax(tmp_path: Path) -> None:
+    files = write_files(tmp_path / "in", 2)
+    raws = [out_of_order(f) for f in files]
+    with ScriptedSCP([]) as scp:
+        destination = DimseDestination(node(scp.port, "SCRIPTED"))
+        try:
+            for f in files:
+                assert destination.store(instance(f)) == "stored"
+        finally:
+            destination.close()
+    assert [data for _, data in scp.datasets] == [raw[read_file_meta(raw).offset:] for raw in raws]
+    assert {syntax for syntax, _ in scp.datasets} == {ExplicitVRLittleEndian}
+
+
+def test_a_peer_accepting_only_implicit_vr_gets_a_converted_data_set(tmp_path: Path) -> None:
+    (f,) = write_files(tmp_path / "in", 1)
+    out_of_order(f)
+    with ScriptedSCP([], syntaxes=(ImplicitVRLittleEndian,)) as scp:
+        destination = DimseDestination(node(scp.port, "SCRIPTED"))
+        try:
+            assert destination.store(instance(f)) == "stored"
+        finally:
+            destination.close()
+    ((syntax, data),) = scp.datasets
+    assert syntax == ImplicitVRLittleEndian
+    got = decode(io.BytesIO(data), True, True)  # a bare implicit VR little endian data set
+    assert got.Manufacturer == "ACME" and got.SOPInstanceUID == dcmread(f).SOPInstanceUID
+    assert destination.transcoded == 0
 
 
 def test_status_codes_at_a_real_peer(tmp_path: Path) -> None:
