@@ -37,6 +37,7 @@ import os
 import ssl
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -72,6 +73,9 @@ WARNING_MEANINGS = {0xB000: "coercion of data elements", 0xB006: "elements disca
                     "not supported", 0x0107: "attribute list error", 0x0116: "attribute value out of range"}
 #: PS3.7 Annex C general failures that may heal: processing failure, duplicate invocation, resource limitation.
 TRANSIENT_STATUSES = frozenset({0x0110, 0x0210, 0x0213})
+#: How many instances answered by C-FIND are remembered, so that a C-STORE does not ask about them again.
+ASKED_MEMORY = 50_000
+_IDENTITY_TAGS = ["PatientID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"]
 #: Whether original bytes can be handed to pynetdicom as a file without a disk write (Linux ``memfd``).
 RAW_SEND = hasattr(os, "memfd_create") and os.path.isdir("/proc/self/fd")
 
@@ -84,6 +88,17 @@ class FileMeta:
     sop_instance: str
     transfer_syntax: str
     offset: int  # where the data set starts
+
+
+def identity_of(data: bytes) -> Identity:
+    """The identity of a Part 10 byte string, reading only the header elements it needs."""
+    from pydicom import dcmread
+
+    try:
+        ds = dcmread(io.BytesIO(data), stop_before_pixels=True, specific_tags=_IDENTITY_TAGS)
+    except Exception as exc:
+        raise InvalidInstance(f"not a DICOM file ({type(exc).__name__})") from None
+    return Identity.from_dataset(ds)
 
 
 def read_file_meta(data: bytes) -> FileMeta:
@@ -231,6 +246,7 @@ class DimseDestination:
         self.associations = 0
         self._find_refused = False
         self._memfds: list[int] = []
+        self._asked: OrderedDict[str, None] = OrderedDict()  # Orthanc IDs the peer was asked about
 
     # -- associations --------------------------------------------------------------------
 
@@ -307,40 +323,74 @@ class DimseDestination:
         wanted = list(identities)
         if self.config.dedupe != "cfind" or self._find_refused or not wanted:
             return set()
-        from pydicom import Dataset
-
         link = self._link(None)
         found: set[str] = set()
         for identity in wanted:
-            query = Dataset()
-            query.QueryRetrieveLevel = "IMAGE"
-            query.StudyInstanceUID = identity.study_uid
-            query.SeriesInstanceUID = identity.series_uid
-            query.SOPInstanceUID = identity.sop_uid
-            try:
-                responses = list(link.assoc.send_c_find(query, STUDY_ROOT_FIND, msg_id=link.next_id()))
-            except ValueError:  # no accepted C-FIND context
-                return self._no_find("the peer accepts no C-FIND context")
-            except RuntimeError:
-                self._drop(link, release=False)
-                return self._no_find("the association ended")
-            for status, ident in responses:
-                if not status or "Status" not in status:
-                    # Orthanc, for one, aborts a C-FIND from a calling AE it does not know.
-                    self._drop(link, release=False)
-                    return self._no_find("no C-FIND answer (aborted)")
-                code = int(status.Status)
-                if code in (0xFF00, 0xFF01) and ident is not None:
-                    found.add(identity.orthanc_id)
-                elif code not in (0x0000, 0xFF00, 0xFF01):
-                    return self._no_find(f"C-FIND status 0x{code:04X}")
+            held = self._find_one(link, identity)
+            if held is None:
+                return set()
+            if held:
+                found.add(identity.orthanc_id)
         return found
 
-    def _no_find(self, why: str) -> set[str]:
+    def _find_one(self, link: _Link, identity: Identity) -> bool | None:
+        """Whether the peer holds ``identity`` (C-FIND IMAGE); ``None`` once the peer refused C-FIND."""
+        from pydicom import Dataset
+
+        query = Dataset()
+        query.QueryRetrieveLevel = "IMAGE"
+        query.StudyInstanceUID = identity.study_uid
+        query.SeriesInstanceUID = identity.series_uid
+        query.SOPInstanceUID = identity.sop_uid
+        try:
+            responses = list(link.assoc.send_c_find(query, STUDY_ROOT_FIND, msg_id=link.next_id()))
+        except ValueError:  # no accepted C-FIND context
+            self._no_find("the peer accepts no C-FIND context")
+            return None
+        except RuntimeError:
+            self._drop(link, release=False)
+            self._no_find("the association ended")
+            return None
+        held = False
+        for status, ident in responses:
+            if not status or "Status" not in status:
+                # Orthanc, for one, aborts a C-FIND from a calling AE it does not know or may not query.
+                self._drop(link, release=False)
+                self._no_find("no C-FIND answer (aborted)")
+                return None
+            code = int(status.Status)
+            if code in (0xFF00, 0xFF01) and ident is not None:
+                held = True
+            elif code not in (0x0000, 0xFF00, 0xFF01):
+                self._no_find(f"C-FIND status 0x{code:04X}")
+                return None
+        with self._lock:
+            self._asked[identity.orthanc_id] = None
+            while len(self._asked) > ASKED_MEMORY:
+                self._asked.popitem(last=False)
+        return held
+
+    def _held_at_peer(self, instance: Instance, pair: tuple[str, str]) -> bool:
+        """The C-FIND of :meth:`has_identities` for an instance the pipeline could not ask about before
+        the download (a source that lists no UIDs, such as Orthanc by ID): asked on this worker's
+        association just before the C-STORE, so that ``dedupe: cfind`` holds for every source."""
+        if self.config.dedupe != "cfind" or self._find_refused:
+            return False
+        with self._lock:
+            if instance.target_id in self._asked:
+                return False  # asked when the batch was planned
+        identity = instance.identity or identity_of(instance.data)
+        if not (identity.study_uid and identity.series_uid and identity.sop_uid):
+            return False
+        return bool(self._find_one(self._link(pair), identity))
+
+    def _no_find(self, why: str) -> None:
         """Fall back to the ledger alone (safe: dedupe only avoids re-sending; a C-STORE is idempotent)."""
-        self._find_refused = True
-        log.warning("%s: dedupe by C-FIND unavailable (%s); the ledger alone decides what was sent", self.name, why)
-        return set()
+        with self._lock:
+            first, self._find_refused = not self._find_refused, True
+        if first:
+            log.warning("%s: dedupe by C-FIND unavailable (%s); the ledger alone decides what was sent",
+                        self.name, why)
 
     # -- C-STORE -------------------------------------------------------------------------
 
@@ -348,6 +398,8 @@ class DimseDestination:
         from pydicom.uid import UID
 
         meta = read_file_meta(instance.data)
+        if self._held_at_peer(instance, (meta.sop_class, meta.transfer_syntax)):
+            return "existing"
         ds: Dataset | None = None
         if not (meta.sop_class and meta.sop_instance):  # incomplete meta: the data set says
             ds = self._decode(instance.data)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 import subprocess
 import sys
 import threading
@@ -26,7 +27,7 @@ from copydicom.errors import DestinationUnavailable, RejectedByDestination
 from copydicom.ledger import Ledger
 from copydicom.model import Instance, InstanceRef
 from copydicom.pipeline import Pipeline
-from tests.integration.dimse.conftest import write_files
+from tests.integration.dimse.conftest import new_instance_changes, write_files
 from tests.support.dcmtk import StoreSCP
 from tests.support.listen import REPO_ROOT
 from tests.support.orthanc import OrthancServer, free_port
@@ -106,6 +107,57 @@ def compressed(tmp_path: Path, syntax: str, name: str) -> Path:
     out = tmp_path / f"{name}.dcm"
     ds.save_as(out, enforce_file_format=True)
     return out
+
+
+class IdlessSource(MemorySource):
+    """A source that lists instances by ID only, without UIDs (as Orthanc does unless asked for identities)."""
+
+    def refs(self) -> list[InstanceRef]:
+        return [InstanceRef(k) for k in self.data]
+
+
+def run_once(tmp_path: Path, source: MemorySource, destination: DimseDestination, ledger_name: str) -> dict[str, int]:
+    ledger = Ledger(tmp_path / ledger_name)
+    pipeline = Pipeline("to-dicom", source, [], [destination], ledger, quarantine_dir=tmp_path / "q", workers=2)
+    try:
+        return dict(pipeline.run([source.refs()]).counts)
+    finally:
+        pipeline.close()
+        destination.close()
+        ledger.close()
+
+
+def test_cfind_dedupe_holds_for_a_source_that_lists_no_uids(tmp_path: Path, dest: OrthancServer) -> None:
+    """Review finding: with refs lacking UIDs the plan cannot ask, so each worker asks before its C-STORE."""
+    source = IdlessSource(write_files(tmp_path / "in", 12))
+    first = run_once(tmp_path, source, DimseDestination(node(dest.dicom_port, "DEST", dedupe="cfind")), "a.db")
+    assert first["stored"] == 12
+    changes = new_instance_changes(dest)
+    again = run_once(tmp_path, source, DimseDestination(node(dest.dicom_port, "DEST", dedupe="cfind")), "b.db")
+    assert again.get("existing") == 12 and again.get("stored", 0) == 0
+    assert new_instance_changes(dest) == changes  # nothing was sent again
+
+
+def test_a_peer_refusing_cfind_logs_the_fallback_once_and_the_ledger_decides(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Orthanc with AllowFind false for our AE aborts the C-FIND: one warning, then C-STORE as usual."""
+    refusing = OrthancServer(name="DEST", workdir=tmp_path / "orthanc", extra={"DicomModalities": {
+        "copydicom": {"AET": "COPYDICOM", "Host": "127.0.0.1", "Port": 104, "AllowFind": False}}})
+    refusing.start()
+    try:
+        for label, source in (("idless", IdlessSource(write_files(tmp_path / "a", 6, seed="a"))),
+                              ("with-uids", MemorySource(write_files(tmp_path / "b", 6, seed="b")))):
+            caplog.clear()
+            with caplog.at_level(logging.WARNING, logger="copydicom.endpoints.dimse.scu"):
+                counts = run_once(tmp_path, source, DimseDestination(
+                    node(refusing.dicom_port, "DEST", dedupe="cfind")), f"{label}.db")
+            assert counts.get("stored") == 6
+            fallbacks = [r for r in caplog.records if "dedupe by C-FIND unavailable" in r.getMessage()]
+            assert len(fallbacks) == 1
+        assert int(refusing.statistics()["CountInstances"]) == 12
+    finally:
+        refusing.stop()
 
 
 def test_storescp_receives_uncompressed_as_sent(tmp_path: Path, storescp: StoreSCP) -> None:
