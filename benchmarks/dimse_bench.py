@@ -15,11 +15,15 @@ Everything runs on loopback in one run, on the same synthetic CT instances
        one association per worker), in a child process;
     each to Orthanc's DICOM port and to ``storescp --fork``.
 
+(c) pulling the same instances back with the query/retrieve source (C-FIND, then C-GET from the
+    source Orthanc's DICOM port, 4 workers, a null destination), one C-GET per instance
+    (``retrieve_level=image``) against one per series (``retrieve_level=series``, the default).
+
 Peak RSS is each copydicom process's own ``VmHWM``.
 
 Usage::
 
-    python benchmarks/dimse_bench.py --n 200 [--rows 512] [--workers 4] [--own-spool-fs]
+    python benchmarks/dimse_bench.py --n 200 [--rows 512] [--workers 4] [--parts receive,send,qr] [--own-spool-fs]
 
 ``--own-spool-fs`` (root) adds a run with the spool on a loop-mounted ext4 of its own: on one ext4 the
 spool's fsync also commits the data Orthanc is writing, which a real deployment (destination elsewhere)
@@ -166,6 +170,72 @@ print(json.dumps({{"seconds": seconds, "stored": summary.counts["stored"], "asso
 """
 
 
+_QR_CHILD = """
+import sys, time, json, resource
+from pathlib import Path
+sys.path.insert(0, {root!r})
+from copydicom.endpoints.dimse import DimseConfig
+from copydicom.endpoints.dimse.qr import QueryRetrieveSource
+from copydicom.ledger import Ledger
+from copydicom.pipeline import Pipeline
+
+
+class Null:
+    name = "null"
+    def has(self, ids, *, series_hint=None): return set()
+    def store(self, instance): return "stored"
+    def close(self): pass
+
+
+cfg = DimseConfig.from_url({url!r}, name="pacs")
+source = QueryRetrieveSource(cfg, since="1900-01-01")
+pipeline = Pipeline("pull", source, [], [Null()], Ledger({state!r}), quarantine_dir=Path({state!r}).parent / "q",
+                    workers={workers})
+started = time.perf_counter()
+summary = pipeline.run(source.batches())
+seconds = time.perf_counter() - started
+pipeline.close(); source.close()
+print(json.dumps({{"seconds": seconds, "stored": summary.counts.get("stored", 0), "line": summary.line(),
+                  "series": source.series_retrievals, "single": source.instance_retrievals,
+                  "spool_peak": source.spool_peak}}))
+"""
+
+
+def pull_copydicom(url: str, work: Path, workers: int, tag: str) -> tuple[float, int, dict]:  # type: ignore[type-arg]
+    """Seconds, peak RSS (kB) and the child's report of a Q/R pull of everything into a null destination."""
+    import json
+
+    state = work / f"pull-{tag}" / "state.db"
+    state.parent.mkdir(parents=True, exist_ok=True)
+    code = _QR_CHILD.format(root=str(ROOT), url=url, state=str(state), workers=workers)
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    peak = 0
+    while proc.poll() is None:
+        peak = max(peak, vm_hwm_kb(proc.pid))
+        time.sleep(0.02)
+    out, err = proc.communicate()
+    if proc.returncode != 0:
+        raise SystemExit(f"copydicom pull failed: {err[-800:]}")
+    result = json.loads([line for line in out.splitlines() if line.startswith("{")][-1])
+    return float(result["seconds"]), peak, result
+
+
+def qr_part(opts: argparse.Namespace, files: list[Path], work: Path, src: OrthancServer) -> None:
+    """(c) Q/R pull from Orthanc's DICOM port: one C-GET per instance against one per series, same run."""
+    n = len(files)
+    if not int(src.statistics()["CountInstances"]):
+        for f in files:
+            src.upload(f.read_bytes())
+    print(f"(c) Q/R pull (C-FIND + C-GET) of {n} instances from Orthanc's DICOM port, {opts.workers} workers")
+    for level in ("image", "series"):
+        url = f"dicom://SRC@127.0.0.1:{src.dicom_port}?calling=COPYDICOM&retrieve_level={level}"
+        seconds, peak, result = pull_copydicom(url, work, opts.workers, level)
+        assert result["stored"] == n, result
+        print(f"  retrieve_level={level:6}: {n / seconds:7.1f}/s ({result['series']} series retrievals, "
+              f"{result['single']} single), peak RSS {peak / 1024:.0f} MB, spool peak "
+              f"{result['spool_peak'] / 1e6:.0f} MB")
+
+
 def send_copydicom(src: OrthancServer, dest_url: str, work: Path, workers: int, tag: str,
                    profile: Path | None = None) -> tuple[float, int, dict]:  # type: ignore[type-arg]
     import json
@@ -206,8 +276,8 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=512)
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--keep", action="store_true")
-    parser.add_argument("--parts", default="receive,send",
-                        help="comma-separated parts to run: receive (a), send (b)")
+    parser.add_argument("--parts", default="receive,send,qr",
+                        help="comma-separated parts to run: receive (a), send (b), qr (c)")
     parser.add_argument("--profile", type=Path, default=None,
                         help="record the send child with py-spy into PROFILE-<peer>.txt (figures then include py-spy)")
     parser.add_argument("--own-spool-fs", action="store_true",
@@ -229,7 +299,8 @@ def main() -> None:
     scp_port = free_port()
     dest = OrthancServer(name="DEST", workdir=work / "dest")
     src = OrthancServer(name="SRC", workdir=work / "src",
-                        modalities={"dest": ("DEST", "127.0.0.1", 0), "scp": ("SCP", "127.0.0.1", scp_port)})
+                        modalities={"dest": ("DEST", "127.0.0.1", 0), "scp": ("SCP", "127.0.0.1", scp_port),
+                                    "copydicom": ("COPYDICOM", "127.0.0.1", 104)})  # may C-FIND and C-GET
     dest.start()
     src.modalities["dest"] = ("DEST", "127.0.0.1", dest.dicom_port)
     src.start()
@@ -238,6 +309,8 @@ def main() -> None:
             receive_part(opts, files, work, dest)
         if "send" in parts:
             send_part(opts, files, work, src, dest, scp_port)
+        if "qr" in parts:
+            qr_part(opts, files, work, src)
     finally:
         src.stop()
         dest.stop()
