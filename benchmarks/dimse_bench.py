@@ -155,6 +155,8 @@ from copydicom.sources.orthanc import OrthancSource
 cfg = OrthancConfig.from_url({src!r})
 cfg = cfg.model_copy(update={{'user': {user!r}, 'password': {password!r}}})
 source = OrthancSource(OrthancClient(cfg, pool_size={workers} + 2, side="source"))
+import copydicom.endpoints.dimse.scu as scu
+scu.RAW_SEND = {raw!r}  # False: decode with pydicom and let pynetdicom re-encode (the path before raw sends)
 dest = DimseDestination(DimseConfig.from_url({dest!r}, name="peer"))
 ledger = Ledger({state!r})
 pipeline = Pipeline("bench", source, [], [dest], ledger, quarantine_dir=Path({state!r}).parent / "q", workers={workers})
@@ -237,17 +239,18 @@ def qr_part(opts: argparse.Namespace, files: list[Path], work: Path, src: Orthan
 
 
 def send_copydicom(src: OrthancServer, dest_url: str, work: Path, workers: int, tag: str,
-                   profile: Path | None = None) -> tuple[float, int, dict]:  # type: ignore[type-arg]
+                   profile: Path | None = None, raw: bool = True) -> tuple[float, int, dict]:  # type: ignore[type-arg]
     import json
 
     state = work / f"send-{tag}" / "state.db"
     state.parent.mkdir(parents=True, exist_ok=True)
     code = _CHILD.format(root=str(ROOT), src=src.url, user=src.user, password=src.password, dest=dest_url,
-                         state=str(state), workers=workers)
+                         state=str(state), workers=workers, raw=raw)
     args = [sys.executable, "-c", code]
     if profile is not None:  # py-spy (in the venv) samples every thread of the child; raw = collapsed stacks
         spy = Path(sys.executable).with_name("py-spy")
-        args = [str(spy), "record", "-r", "500", "-f", "raw", "--threads", "-o", f"{profile}-{tag}.txt", "--"] + args
+        args = [str(spy), "record", "-r", "500", "-f", "raw", "--threads", "--idle", "-o", f"{profile}-{tag}.txt",
+                "--"] + args
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     peak = 0
     while proc.poll() is None:
@@ -278,6 +281,8 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true")
     parser.add_argument("--parts", default="receive,send,qr",
                         help="comma-separated parts to run: receive (a), send (b), qr (c)")
+    parser.add_argument("--decoded", action="store_true",
+                        help="also send to storescp with the original bytes decoded and re-encoded (the former path)")
     parser.add_argument("--profile", type=Path, default=None,
                         help="record the send child with py-spy into PROFILE-<peer>.txt (figures then include py-spy)")
     parser.add_argument("--own-spool-fs", action="store_true",
@@ -361,6 +366,13 @@ def send_part(opts: argparse.Namespace, files: list[Path], work: Path, src: Orth
     print(f"  -> storescp --fork:     Orthanc's job {n / orthanc_s:7.1f}/s; copydicom {n / ours_s:7.1f}/s "
           f"= {orthanc_s / ours_s:.2f}x, {result['associations']} associations, peak RSS {peak / 1024:.0f} MB, "
           f"sender CPU {1000 * result['cpu'] / n:.1f} ms/instance")
+    if opts.decoded:
+        with StoreSCP(aet="SCP", fork=True, port=scp_port, folder=work / "scp-decoded") as scp:
+            ours_s, peak, result = send_copydicom(src, f"dicom://SCP@127.0.0.1:{scp_port}", work, opts.workers,
+                                                  "scp-decoded", raw=False)
+            wait(lambda: len(scp.files()) == n, "storescp files")
+        print(f"  -> storescp --fork, decoded and re-encoded (former path): copydicom {n / ours_s:7.1f}/s "
+              f"= {orthanc_s / ours_s:.2f}x Orthanc's job, sender CPU {1000 * result['cpu'] / n:.1f} ms/instance")
 
 
 if __name__ == "__main__":

@@ -55,7 +55,7 @@ from typing import TYPE_CHECKING, Any
 
 from copydicom.endpoints.dimse._log import quiet_pynetdicom
 from copydicom.endpoints.dimse._config import DimseConfig
-from copydicom.endpoints.dimse.scu import EXPLICIT_LE, IMPLICIT_LE, associate, make_ae
+from copydicom.endpoints.dimse.scu import EXPLICIT_LE, IMPLICIT_LE, associate, make_ae, no_delay
 from copydicom.errors import ConfigError, InvalidInstance, SourceUnavailable
 from copydicom.model import Identity, InstanceRef
 
@@ -431,7 +431,8 @@ class QueryRetrieveSource:
             ae.maximum_pdu_size = cfg.max_pdu
             assert cfg.move_port is not None
             ae.start_server((cfg.move_host, cfg.move_port), block=False,
-                            evt_handlers=[(evt.EVT_C_STORE, self._on_store)])
+                            evt_handlers=[(evt.EVT_C_STORE, self._on_store),
+                                          (evt.EVT_CONN_OPEN, lambda event: no_delay(event.assoc))])
             self._receiver = ae
 
     def _move_assoc(self) -> Any:
