@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
+import socket
 import subprocess
 import sys
 import threading
@@ -22,7 +23,7 @@ from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
 
 from copydicom.endpoints.dimse import DimseConfig
 from copydicom.endpoints.dimse.listener import identity_of
-from copydicom.endpoints.dimse.scu import DimseDestination, read_file_meta
+from copydicom.endpoints.dimse.scu import DimseDestination, associate, make_ae, read_file_meta
 from copydicom.errors import DestinationUnavailable, RejectedByDestination
 from copydicom.ledger import Ledger
 from copydicom.model import Instance, InstanceRef
@@ -298,6 +299,19 @@ def test_a_peer_accepting_only_implicit_vr_gets_a_converted_data_set(tmp_path: P
     got = decode(io.BytesIO(data), True, True)  # a bare implicit VR little endian data set
     assert got.Manufacturer == "ACME" and got.SOPInstanceUID == dcmread(f).SOPInstanceUID
     assert destination.transcoded == 0
+
+
+def test_associations_turn_off_nagle(tmp_path: Path) -> None:
+    """Nagle plus the peer's delayed ACK stalled each C-STORE's last short PDU (up to 40 ms)."""
+    with ScriptedSCP([]) as scp:
+        ae = make_ae(node(scp.port, "SCRIPTED"))
+        ae.add_requested_context(CTImageStorage, [ExplicitVRLittleEndian])
+        assoc = associate(ae, node(scp.port, "SCRIPTED"))
+        try:
+            sock = assoc.dul.socket.socket
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+        finally:
+            assoc.release()
 
 
 def test_status_codes_at_a_real_peer(tmp_path: Path) -> None:
