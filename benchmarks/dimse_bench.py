@@ -22,11 +22,16 @@ Everything runs on loopback in one run, on the same synthetic CT instances
        one association per worker), in a child process;
     each to Orthanc's DICOM port and to ``storescp --fork``.
 
+(c) pulling the same instances back with the query/retrieve source (C-FIND, then C-GET from the
+    source Orthanc's DICOM port, 4 workers, a null destination), one C-GET per instance
+    (``retrieve_level=image``) against one per series (``retrieve_level=series``, the default).
+
 Peak RSS is each copydicom process's own ``VmHWM``.
 
 Usage::
 
-    python benchmarks/dimse_bench.py --n 200 [--rows 512] [--workers 4] [--part a|b|all] [--own-spool-fs]
+    python benchmarks/dimse_bench.py --n 200 [--rows 512] [--workers 4] [--parts receive,send,qr] [--decoded]
+        [--orthanc-nagle] [--own-spool-fs]
 
 ``--own-spool-fs`` (root) adds a run with the spool on a loop-mounted ext4 of its own: on one ext4 the
 spool's fsync also commits the data Orthanc is writing, which a real deployment (destination elsewhere)
@@ -237,7 +242,7 @@ def receive_copydicom(files: list[Path], work: Path, dest: OrthancServer, *, fsy
 
 
 _CHILD = """
-import sys, time, json
+import sys, time, json, resource
 from pathlib import Path
 sys.path.insert(0, {root!r})
 from copydicom.clients.orthanc import OrthancClient, OrthancConfig
@@ -249,25 +254,61 @@ from copydicom.sources.orthanc import OrthancSource
 cfg = OrthancConfig.from_url({src!r})
 cfg = cfg.model_copy(update={{'user': {user!r}, 'password': {password!r}}})
 source = OrthancSource(OrthancClient(cfg, pool_size={workers} + 2, side="source"))
+import copydicom.endpoints.dimse.scu as scu
+scu.RAW_SEND = {raw!r}  # False: decode with pydicom and let pynetdicom re-encode (the path before raw sends)
 dest = DimseDestination(DimseConfig.from_url({dest!r}, name="peer"))
 ledger = Ledger({state!r})
 pipeline = Pipeline("bench", source, [], [dest], ledger, quarantine_dir=Path({state!r}).parent / "q", workers={workers})
 started = time.perf_counter()
+cpu0 = resource.getrusage(resource.RUSAGE_SELF)
 summary = pipeline.run(source.all_instances())
 seconds = time.perf_counter() - started
+cpu1 = resource.getrusage(resource.RUSAGE_SELF)
 pipeline.close(); dest.close()
 print(json.dumps({{"seconds": seconds, "stored": summary.counts["stored"], "associations": dest.associations,
+                  "cpu": cpu1.ru_utime - cpu0.ru_utime + cpu1.ru_stime - cpu0.ru_stime,
                   "line": summary.line()}}))
 """
 
 
-def send_copydicom(src: OrthancServer, dest_url: str, work: Path, workers: int, tag: str) -> tuple[float, int, dict]:  # type: ignore[type-arg]
+_QR_CHILD = """
+import sys, time, json, resource
+from pathlib import Path
+sys.path.insert(0, {root!r})
+from copydicom.endpoints.dimse import DimseConfig
+from copydicom.endpoints.dimse.qr import QueryRetrieveSource
+from copydicom.ledger import Ledger
+from copydicom.pipeline import Pipeline
+
+
+class Null:
+    name = "null"
+    def has(self, ids, *, series_hint=None): return set()
+    def store(self, instance): return "stored"
+    def close(self): pass
+
+
+cfg = DimseConfig.from_url({url!r}, name="pacs")
+source = QueryRetrieveSource(cfg, since="1900-01-01")
+pipeline = Pipeline("pull", source, [], [Null()], Ledger({state!r}), quarantine_dir=Path({state!r}).parent / "q",
+                    workers={workers})
+started = time.perf_counter()
+summary = pipeline.run(source.batches())
+seconds = time.perf_counter() - started
+pipeline.close(); source.close()
+print(json.dumps({{"seconds": seconds, "stored": summary.counts.get("stored", 0), "line": summary.line(),
+                  "series": source.series_retrievals, "single": source.instance_retrievals,
+                  "spool_peak": source.spool_peak}}))
+"""
+
+
+def pull_copydicom(url: str, work: Path, workers: int, tag: str) -> tuple[float, int, dict]:  # type: ignore[type-arg]
+    """Seconds, peak RSS (kB) and the child's report of a Q/R pull of everything into a null destination."""
     import json
 
-    state = work / f"send-{tag}" / "state.db"
+    state = work / f"pull-{tag}" / "state.db"
     state.parent.mkdir(parents=True, exist_ok=True)
-    code = _CHILD.format(root=str(ROOT), src=src.url, user=src.user, password=src.password, dest=dest_url,
-                         state=str(state), workers=workers)
+    code = _QR_CHILD.format(root=str(ROOT), url=url, state=str(state), workers=workers)
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     peak = 0
     while proc.poll() is None:
@@ -275,8 +316,49 @@ def send_copydicom(src: OrthancServer, dest_url: str, work: Path, workers: int, 
         time.sleep(0.02)
     out, err = proc.communicate()
     if proc.returncode != 0:
+        raise SystemExit(f"copydicom pull failed: {err[-800:]}")
+    result = json.loads([line for line in out.splitlines() if line.startswith("{")][-1])
+    return float(result["seconds"]), peak, result
+
+
+def qr_part(opts: argparse.Namespace, files: list[Path], work: Path, src: OrthancServer) -> None:
+    """(c) Q/R pull from Orthanc's DICOM port: one C-GET per instance against one per series, same run."""
+    n = len(files)
+    if not int(src.statistics()["CountInstances"]):
+        for f in files:
+            src.upload(f.read_bytes())
+    print(f"(c) Q/R pull (C-FIND + C-GET) of {n} instances from Orthanc's DICOM port, {opts.workers} workers")
+    for level in ("image", "series"):
+        url = f"dicom://SRC@127.0.0.1:{src.dicom_port}?calling=COPYDICOM&retrieve_level={level}"
+        seconds, peak, result = pull_copydicom(url, work, opts.workers, level)
+        assert result["stored"] == n, result
+        print(f"  retrieve_level={level:6}: {n / seconds:7.1f}/s ({result['series']} series retrievals, "
+              f"{result['single']} single), peak RSS {peak / 1024:.0f} MB, spool peak "
+              f"{result['spool_peak'] / 1e6:.0f} MB")
+
+
+def send_copydicom(src: OrthancServer, dest_url: str, work: Path, workers: int, tag: str,
+                   profile: Path | None = None, raw: bool = True) -> tuple[float, int, dict]:  # type: ignore[type-arg]
+    import json
+
+    state = work / f"send-{tag}" / "state.db"
+    state.parent.mkdir(parents=True, exist_ok=True)
+    code = _CHILD.format(root=str(ROOT), src=src.url, user=src.user, password=src.password, dest=dest_url,
+                         state=str(state), workers=workers, raw=raw)
+    args = [sys.executable, "-c", code]
+    if profile is not None:  # py-spy (in the venv) samples every thread of the child; raw = collapsed stacks
+        spy = Path(sys.executable).with_name("py-spy")
+        args = [str(spy), "record", "-r", "500", "-f", "raw", "--threads", "--idle", "-o", f"{profile}-{tag}.txt",
+                "--"] + args
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    peak = 0
+    while proc.poll() is None:
+        peak = max(peak, vm_hwm_kb(proc.pid))
+        time.sleep(0.02)
+    out, err = proc.communicate()
+    if proc.returncode != 0:
         raise SystemExit(f"copydicom send failed: {err[-800:]}")
-    result = json.loads(out.strip().splitlines()[-1])
+    result = json.loads([line for line in out.splitlines() if line.startswith("{")][-1])  # py-spy prints too
     return float(result["seconds"]), peak, result
 
 
@@ -336,7 +418,12 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true")
     parser.add_argument("--orthanc-nagle", action="store_true",
                         help="do not set TCP_NODELAY=1 for the Orthanc servers (figures of earlier runs)")
-    parser.add_argument("--part", choices=("a", "b", "all"), default="all", help="(a) receiving, (b) sending, or both")
+    parser.add_argument("--parts", default="receive,send,qr",
+                        help="comma-separated parts to run: receive (a), send (b), qr (c)")
+    parser.add_argument("--decoded", action="store_true",
+                        help="also send to storescp with the original bytes decoded and re-encoded (the former path)")
+    parser.add_argument("--profile", type=Path, default=None,
+                        help="record the send child with py-spy into PROFILE-<peer>.txt (figures then include py-spy)")
     parser.add_argument("--own-spool-fs", action="store_true",
                         help="also run with the spool on a loop-mounted ext4 of its own (needs root)")
     opts = parser.parse_args()
@@ -346,6 +433,7 @@ def main() -> None:
     if not opts.orthanc_nagle:
         os.environ["TCP_NODELAY"] = "1"
     n = opts.n
+    parts = set(opts.parts.split(","))
     work = Path(tempfile.mkdtemp(prefix="copydicom-dimse-bench-"))
     files = []
     (work / "in").mkdir()
@@ -360,39 +448,61 @@ def main() -> None:
     scp_port = free_port()
     dest = OrthancServer(name="DEST", workdir=work / "dest")
     src = OrthancServer(name="SRC", workdir=work / "src",
-                        modalities={"dest": ("DEST", "127.0.0.1", 0), "scp": ("SCP", "127.0.0.1", scp_port)})
+                        modalities={"dest": ("DEST", "127.0.0.1", 0), "scp": ("SCP", "127.0.0.1", scp_port),
+                                    "copydicom": ("COPYDICOM", "127.0.0.1", 104)})  # may C-FIND and C-GET
     dest.start()
     src.modalities["dest"] = ("DEST", "127.0.0.1", dest.dicom_port)
     src.start()
     try:
-        if opts.part in ("a", "all"):
-            receiving(files, work, dest, opts)
-        if opts.part == "a":
-            return
-        print("(b) sending the same instances from a source Orthanc")
-        ids = [src.upload(f.read_bytes())["ID"] for f in files]
-        dest.clear()
-        orthanc_s = send_orthanc(src, "dest", ids)
-        assert int(dest.statistics()["CountInstances"]) == n
-        dest.clear()
-        ours_s, peak, result = send_copydicom(src, f"dicom://DEST@127.0.0.1:{dest.dicom_port}", work, opts.workers,
-                                              "orthanc")
-        assert int(dest.statistics()["CountInstances"]) == n, result
-        print(f"  -> Orthanc DICOM port: Orthanc's job {n / orthanc_s:7.1f}/s; copydicom {n / ours_s:7.1f}/s "
-              f"= {orthanc_s / ours_s:.2f}x, {result['associations']} associations, peak RSS {peak / 1024:.0f} MB")
-        with StoreSCP(aet="SCP", fork=True, port=scp_port, folder=work / "scp-orthanc") as scp:
-            orthanc_s = send_orthanc(src, "scp", ids)
-            wait(lambda: len(scp.files()) == n, "storescp files")
-        with StoreSCP(aet="SCP", fork=True, port=scp_port, folder=work / "scp-copydicom") as scp:
-            ours_s, peak, result = send_copydicom(src, f"dicom://SCP@127.0.0.1:{scp_port}", work, opts.workers, "scp")
-            wait(lambda: len(scp.files()) == n, "storescp files")
-        print(f"  -> storescp --fork:     Orthanc's job {n / orthanc_s:7.1f}/s; copydicom {n / ours_s:7.1f}/s "
-              f"= {orthanc_s / ours_s:.2f}x, {result['associations']} associations, peak RSS {peak / 1024:.0f} MB")
+        if "receive" in parts:
+            receive_part(opts, files, work, dest)
+        if "send" in parts:
+            send_part(opts, files, work, src, dest, scp_port)
+        if "qr" in parts:
+            qr_part(opts, files, work, src)
     finally:
         src.stop()
         dest.stop()
         if not opts.keep:
             shutil.rmtree(work, ignore_errors=True)
+
+
+def receive_part(opts: argparse.Namespace, files: list[Path], work: Path, dest: OrthancServer) -> None:
+    receiving(files, work, dest, opts)
+
+
+def send_part(opts: argparse.Namespace, files: list[Path], work: Path, src: OrthancServer, dest: OrthancServer,
+              scp_port: int) -> None:
+    n = len(files)
+    print("(b) sending the same instances from a source Orthanc")
+    ids = [src.upload(f.read_bytes())["ID"] for f in files]
+    dest.clear()
+    orthanc_s = send_orthanc(src, "dest", ids)
+    assert int(dest.statistics()["CountInstances"]) == n
+    dest.clear()
+    ours_s, peak, result = send_copydicom(src, f"dicom://DEST@127.0.0.1:{dest.dicom_port}", work, opts.workers,
+                                          "orthanc", opts.profile)
+    assert int(dest.statistics()["CountInstances"]) == n, result
+    print(f"  -> Orthanc DICOM port: Orthanc's job {n / orthanc_s:7.1f}/s; copydicom {n / ours_s:7.1f}/s "
+          f"= {orthanc_s / ours_s:.2f}x, {result['associations']} associations, peak RSS {peak / 1024:.0f} MB, "
+          f"sender CPU {1000 * result['cpu'] / n:.1f} ms/instance")
+    with StoreSCP(aet="SCP", fork=True, port=scp_port, folder=work / "scp-orthanc") as scp:
+        orthanc_s = send_orthanc(src, "scp", ids)
+        wait(lambda: len(scp.files()) == n, "storescp files")
+    with StoreSCP(aet="SCP", fork=True, port=scp_port, folder=work / "scp-copydicom") as scp:
+        ours_s, peak, result = send_copydicom(src, f"dicom://SCP@127.0.0.1:{scp_port}", work, opts.workers, "scp",
+                                              opts.profile)
+        wait(lambda: len(scp.files()) == n, "storescp files")
+    print(f"  -> storescp --fork:     Orthanc's job {n / orthanc_s:7.1f}/s; copydicom {n / ours_s:7.1f}/s "
+          f"= {orthanc_s / ours_s:.2f}x, {result['associations']} associations, peak RSS {peak / 1024:.0f} MB, "
+          f"sender CPU {1000 * result['cpu'] / n:.1f} ms/instance")
+    if opts.decoded:
+        with StoreSCP(aet="SCP", fork=True, port=scp_port, folder=work / "scp-decoded") as scp:
+            ours_s, peak, result = send_copydicom(src, f"dicom://SCP@127.0.0.1:{scp_port}", work, opts.workers,
+                                                  "scp-decoded", raw=False)
+            wait(lambda: len(scp.files()) == n, "storescp files")
+        print(f"  -> storescp --fork, decoded and re-encoded (former path): copydicom {n / ours_s:7.1f}/s "
+              f"= {orthanc_s / ours_s:.2f}x Orthanc's job, sender CPU {1000 * result['cpu'] / n:.1f} ms/instance")
 
 
 if __name__ == "__main__":

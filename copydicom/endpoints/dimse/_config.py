@@ -213,6 +213,13 @@ class DimseConfig(EndpointConfig):
     retrieve
         As a source: ``get`` (C-GET, PS3.4 C.4.3) or ``move`` (C-MOVE to
         ``move_destination``, copydicom's own listener, which the peer must know).
+    retrieve_level
+        ``series`` (default): one C-GET/C-MOVE per series into a temporary spool
+        on disk, instances handed on as they arrive; ``image``: one per instance.
+    retrieve_spool, retrieve_spool_limit
+        Parent folder of that temporary spool (the system's temporary folder by
+        default) and the most bytes it holds at once (sub-operations beyond wait,
+        then fail with 0xA702 and those instances are retrieved one by one).
     max_contexts
         Presentation contexts proposed per association (PS3.8 allows 128).
     tls
@@ -227,6 +234,9 @@ class DimseConfig(EndpointConfig):
     timeout: float = 30.0
     max_pdu: int = Field(default=131072, ge=0)
     retrieve: Literal["get", "move"] = "get"
+    retrieve_level: Literal["series", "image"] = "series"
+    retrieve_spool: Path | None = None
+    retrieve_spool_limit: int = Field(default=1 << 30, ge=1)
     move_destination: str | None = None
     move_port: int | None = Field(default=None, ge=1, le=65535)
     move_host: str = "127.0.0.1"
@@ -271,6 +281,7 @@ class DimseConfig(EndpointConfig):
             "port": port,
         }
         names = {"calling": "calling_aet", "dedupe": "dedupe", "timeout": "timeout", "retrieve": "retrieve",
+                 "retrieve_level": "retrieve_level",
                  "move_destination": "move_destination", "move_port": "move_port", "max_pdu": "max_pdu"}
         for key, values in parse_qs(parts.query, keep_blank_values=True).items():
             if key not in names:

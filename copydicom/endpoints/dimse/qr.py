@@ -13,6 +13,23 @@ D.3.3.4, role selection); the peer's C-STORE sub-operation delivers the
 instance on the same association and its bytes are kept as received
 (``encoded_dataset``), never re-encoded.
 
+By default (``retrieve_level: series``) retrieval is per series: the
+pipeline tells the source which instances of a batch (one series) it will
+fetch (``will_fetch``); the first fetch starts one C-GET (or C-MOVE) at
+SERIES level on a retriever thread, whose C-STORE sub-operations are written
+to a temporary spool on disk (private folder, deleted on close) and handed
+to the waiting fetches as they arrive, each file removed once read.  The
+spool is bounded (``retrieve_spool_limit`` bytes): a sub-operation that
+finds it full waits for the workers to drain it, then fails with 0xA702
+(out of resources) rather than hold the peer.  Nothing is silently missed:
+an instance listed by C-FIND but not received by the series retrieval
+(failed sub-operations, final status 0xB000 warning or a failure, with the
+peer's counts logged) is retrieved again on its own with an IMAGE-level
+request, and what that does not return either is quarantined with the
+reason (or retried later when the peer is out of resources or away).
+Series of one planned instance, or ``retrieve_level: image``, use the
+IMAGE-level request directly.
+
 With ``retrieve: move`` (PS3.4 C.4.2) the source runs its own C-STORE SCP
 on ``move_host:move_port`` (loopback), accepting only the peer's AE title;
 each fetch sends a C-MOVE at IMAGE level naming ``move_destination``, and
@@ -24,14 +41,21 @@ peer must know ``move_destination`` at that address (Orthanc's
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import logging
+import shutil
+import tempfile
 import threading
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from copydicom.endpoints.dimse._log import quiet_pynetdicom
 from copydicom.endpoints.dimse._config import DimseConfig
-from copydicom.endpoints.dimse.scu import EXPLICIT_LE, IMPLICIT_LE, associate, make_ae
+from copydicom.endpoints.dimse.scu import EXPLICIT_LE, IMPLICIT_LE, associate, make_ae, no_delay
 from copydicom.errors import ConfigError, InvalidInstance, SourceUnavailable
 from copydicom.model import Identity, InstanceRef
 
@@ -44,7 +68,28 @@ quiet_pynetdicom()
 STUDY_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.2.1"
 STUDY_ROOT_GET = "1.2.840.10008.5.1.4.1.2.2.3"
 STUDY_ROOT_MOVE = "1.2.840.10008.5.1.4.1.2.2.2"
+CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2"  # the storage class proposed when the listing gave none
 _PENDING = (0xFF00, 0xFF01)
+#: How long a C-STORE sub-operation waits for room in a full spool before it fails with 0xA702.
+SPACE_WAIT_SECONDS = 10.0
+#: Finished series whose never-fetched leftovers are kept (newest first) before they are removed.
+KEEP_FINISHED_SERIES = 4
+
+
+@dataclass
+class _SeriesJob:
+    """One series retrieval: what the pipeline will fetch, what arrived (spool files), how it ended."""
+
+    study_uid: str
+    series_uid: str
+    expected: set[str]  # SOP Instance UIDs the pipeline will fetch
+    classes: set[str]
+    arrived: dict[str, tuple[Path, int]] = field(default_factory=dict)  # SOP UID -> (file, size)
+    taken: set[str] = field(default_factory=set)
+    started: bool = False
+    done: bool = False
+    outcome: str = ""  # final status and counts, for the log (no UIDs)
+    full: bool = False
 
 
 def _day(value: str | dt.date) -> dt.date:
@@ -87,6 +132,17 @@ class QueryRetrieveSource:
         self._receiver: Any = None
         self.finds = 0
         self.splits = 0
+        # Series retrieval (see the module docstring): jobs by SOP Instance UID, one retriever thread.
+        self._cond = threading.Condition(self._lock)
+        self._jobs: dict[str, _SeriesJob] = {}
+        self._finished: deque[_SeriesJob] = deque()
+        self._spool: Path | None = None
+        self._spool_bytes = 0
+        self._retriever: ThreadPoolExecutor | None = None
+        self.series_retrievals = 0
+        self.spool_peak = 0  # most bytes the spool held at once
+        self.instance_retrievals = 0
+        self.retried = 0
 
     # -- C-FIND --------------------------------------------------------------------------
 
@@ -183,15 +239,15 @@ class QueryRetrieveSource:
 
     # -- C-GET ---------------------------------------------------------------------------
 
-    def _get_assoc(self, sop_class: str) -> Any:
-        """This thread's C-GET association, proposing ``sop_class`` with the SCP role."""
+    def _get_assoc(self, sop_classes: set[str]) -> Any:
+        """This thread's C-GET association, proposing ``sop_classes`` with the SCP role."""
         from pynetdicom import ALL_TRANSFER_SYNTAXES, build_role, evt
 
         link = getattr(self._local, "get", None)
-        if link is not None and link[0].is_established and sop_class in link[1]:
+        if link is not None and link[0].is_established and sop_classes <= link[1]:
             return link[0]
         classes = set(link[1]) if link is not None else set()
-        classes.add(sop_class)
+        classes |= sop_classes
         if link is not None and link[0].is_established:
             link[0].release()
         ae = make_ae(self.config)
@@ -207,11 +263,154 @@ class QueryRetrieveSource:
         return assoc
 
     def _on_store(self, event: Any) -> int:
-        """The C-STORE sub-operation (on the association's own thread): keep the bytes by SOP Instance UID."""
-        data = event.encoded_dataset(include_meta=True)
+        """A C-STORE sub-operation (on the association's own thread).
+
+        An instance of a running series retrieval goes to the spool on disk;
+        one asked for alone is kept in memory until its fetch takes it.
+        """
+        sop = str(event.request.AffectedSOPInstanceUID)
         with self._lock:
-            self._received[str(event.request.AffectedSOPInstanceUID)] = data
+            job = self._jobs.get(sop)
+            if job is not None and not (job.started and not job.done and sop not in job.taken):
+                job = None
+        if job is None:
+            data = event.encoded_dataset(include_meta=True)
+            with self._lock:
+                self._received[sop] = data
+            return 0x0000
+        return self._spool_store(job, sop, event.encoded_dataset(include_meta=True))
+
+    def _spool_store(self, job: _SeriesJob, sop: str, data: bytes) -> int:
+        """Write one sub-operation's instance to the spool (waiting for room), or 0xA702 if it stays full."""
+        limit = self.config.retrieve_spool_limit
+        with self._cond:
+            while self._spool_bytes > 0 and self._spool_bytes + len(data) > limit:
+                if job.full or not self._cond.wait(SPACE_WAIT_SECONDS):
+                    job.full = True  # later sub-operations of this series fail at once while it stays full
+                    return 0xA702
+            self._spool_bytes += len(data)  # reserved before the write, so that writers cannot overshoot
+            self.spool_peak = max(self.spool_peak, self._spool_bytes)
+            spool = self._spool_dir()
+        path = spool / hashlib.sha256(sop.encode()).hexdigest()
+        try:
+            path.write_bytes(data)
+        except OSError:
+            with self._cond:
+                self._spool_bytes -= len(data)
+                self._cond.notify_all()
+            return 0xA700  # out of resources: the instance is then retrieved on its own
+        with self._cond:
+            job.arrived[sop] = (path, len(data))
+            self._cond.notify_all()
         return 0x0000
+
+    @property
+    def spool_folder(self) -> Path | None:
+        """The temporary spool of series retrievals, once created (removed by :meth:`close`)."""
+        return self._spool
+
+    def _spool_dir(self) -> Path:
+        """The private temporary spool (created 0700 on first use; called with the lock held)."""
+        if self._spool is None:
+            parent = self.config.retrieve_spool
+            if parent is not None:
+                parent.mkdir(parents=True, exist_ok=True)
+            self._spool = Path(tempfile.mkdtemp(prefix="copydicom-qr-", dir=parent))
+        return self._spool
+
+    # -- series retrieval ----------------------------------------------------------------
+
+    def will_fetch(self, refs: list[InstanceRef]) -> None:
+        """The instances of a batch the pipeline is about to fetch: plan one retrieval per series."""
+        if self.config.retrieve_level != "series":
+            return
+        by_series: dict[tuple[str, str], list[str]] = {}
+        for ref in refs:
+            if ref.identity is not None and ref.identity.sop_uid:
+                key = (ref.identity.study_uid, ref.identity.series_uid)
+                by_series.setdefault(key, []).append(ref.identity.sop_uid)
+        with self._lock:
+            for (study, series), sops in by_series.items():
+                if len(sops) < 2 or not series:
+                    continue  # one instance: the IMAGE-level request is as good
+                classes = {self._classes.get(sop) or CT_IMAGE for sop in sops}
+                job = _SeriesJob(study, series, set(sops), classes)
+                for sop in sops:
+                    self._jobs[sop] = job
+
+    def _take(self, sop: str) -> bytes | None:
+        """The instance from its series retrieval (starting it, waiting for it), or ``None`` to ask alone."""
+        with self._cond:
+            job = self._jobs.get(sop)
+            if job is None:
+                return None
+            if not job.started:
+                job.started = True
+                if self._retriever is None:
+                    self._retriever = ThreadPoolExecutor(1, thread_name_prefix=f"copydicom-qr-{self.name}")
+                self._retriever.submit(self._run_series, job)
+            while sop not in job.arrived and not job.done:
+                self._cond.wait(1.0)
+            found = job.arrived.pop(sop, None)
+            job.taken.add(sop)
+            if self._jobs.get(sop) is job:
+                del self._jobs[sop]
+        if found is None:
+            return None
+        path, size = found
+        try:
+            return path.read_bytes()
+        finally:
+            path.unlink(missing_ok=True)
+            with self._cond:
+                self._spool_bytes -= size
+                self._cond.notify_all()
+
+    def _run_series(self, job: _SeriesJob) -> None:
+        """The retriever thread: one SERIES-level C-GET/C-MOVE; fetches wait on its arrivals."""
+        from pydicom import Dataset
+
+        query = Dataset()
+        query.QueryRetrieveLevel = "SERIES"
+        query.StudyInstanceUID = job.study_uid
+        query.SeriesInstanceUID = job.series_uid
+        status: Any = None
+        try:
+            self.series_retrievals += 1
+            status = self._retrieve(query, job.classes)
+        except Exception as exc:  # fetches fall back to one request per instance, which reports the error
+            job.outcome = f"failed: {type(exc).__name__}"
+        finally:
+            with self._cond:
+                job.done = True
+                missing = len(job.expected - job.taken - set(job.arrived))
+                self._cond.notify_all()
+                self._finished.append(job)
+                stale = list(self._finished)[:-KEEP_FINISHED_SERIES]
+                for old in stale:
+                    self._finished.remove(old)
+            if status is not None:
+                job.outcome = _counts(status)
+            if missing or (status is not None and int(status.get("Status", 0)) != 0):
+                log.warning("source %s: series retrieval %s; %d of %d planned instances missing: each is "
+                            "asked for again on its own", self.name, job.outcome or "ended", missing,
+                            len(job.expected))
+            for old in stale:
+                self._forget(old)
+
+    def _forget(self, job: _SeriesJob) -> None:
+        """Remove a finished series' spool files that no fetch took (their batch no longer needs them)."""
+        with self._cond:
+            left = list(job.arrived.values())
+            job.arrived.clear()
+            for sop in job.expected:
+                if self._jobs.get(sop) is job:
+                    del self._jobs[sop]
+        for path, size in left:
+            path.unlink(missing_ok=True)
+            with self._cond:
+                self._spool_bytes -= size
+                self._cond.notify_all()
 
     # -- C-MOVE --------------------------------------------------------------------------
 
@@ -232,7 +431,8 @@ class QueryRetrieveSource:
             ae.maximum_pdu_size = cfg.max_pdu
             assert cfg.move_port is not None
             ae.start_server((cfg.move_host, cfg.move_port), block=False,
-                            evt_handlers=[(evt.EVT_C_STORE, self._on_store)])
+                            evt_handlers=[(evt.EVT_C_STORE, self._on_store),
+                                          (evt.EVT_CONN_OPEN, lambda event: no_delay(event.assoc))])
             self._receiver = ae
 
     def _move_assoc(self) -> Any:
@@ -246,17 +446,15 @@ class QueryRetrieveSource:
                 self._assocs.append(assoc)
         return assoc
 
-    def _retrieve(self, ref: InstanceRef, query: Dataset) -> int | None:
-        """Send the C-GET or C-MOVE; return the final status."""
-        assert ref.identity is not None
+    def _retrieve(self, query: Dataset, classes: set[str]) -> Dataset | None:
+        """Send the C-GET or C-MOVE; return the final response's status dataset (status and counts)."""
         final = None
         if self.config.retrieve == "move":
             self._move_receiver()
             assoc = self._move_assoc()
             responses = assoc.send_c_move(query, self.config.move_destination, STUDY_ROOT_MOVE)
         else:
-            sop_class = self._classes.get(ref.identity.sop_uid) or "1.2.840.10008.5.1.4.1.1.2"
-            assoc = self._get_assoc(sop_class)
+            assoc = self._get_assoc(classes)
             responses = assoc.send_c_get(query, STUDY_ROOT_GET)
         what = "C-MOVE" if self.config.retrieve == "move" else "C-GET"
         try:
@@ -264,7 +462,7 @@ class QueryRetrieveSource:
                 if not status or "Status" not in status:
                     assoc.abort()
                     raise SourceUnavailable(f"{self.config.display_url}: {what} got no answer")
-                final = int(status.Status)
+                final = status
         except (RuntimeError, ValueError) as exc:
             raise SourceUnavailable(f"{self.config.display_url}: {what} failed: {exc}") from None
         return final
@@ -275,12 +473,23 @@ class QueryRetrieveSource:
         identity = ref.identity
         if identity is None:
             raise InvalidInstance(f"instance {ref.source_id}: no identity to retrieve it by")
+        with self._lock:
+            in_series = identity.sop_uid in self._jobs
+        if in_series:
+            data = self._take(identity.sop_uid)
+            if data is not None:
+                return data
+            with self._lock:
+                self.retried += 1  # listed, planned, not received by its series retrieval: ask for it alone
         query = Dataset()
         query.QueryRetrieveLevel = "IMAGE"
         query.StudyInstanceUID = identity.study_uid
         query.SeriesInstanceUID = identity.series_uid
         query.SOPInstanceUID = identity.sop_uid
-        final = self._retrieve(ref, query)
+        with self._lock:
+            self.instance_retrievals += 1
+        status = self._retrieve(query, {self._classes.get(identity.sop_uid) or CT_IMAGE})
+        final = None if status is None else int(status.Status)
         with self._lock:
             data = self._received.pop(identity.sop_uid, None)
         if data is None:
@@ -293,13 +502,35 @@ class QueryRetrieveSource:
 
     def close(self) -> None:
         with self._lock:
+            retriever, self._retriever = self._retriever, None
+        if retriever is not None:
+            retriever.shutdown(wait=True)
+        with self._lock:
             assocs, self._assocs = self._assocs, []
             receiver, self._receiver = self._receiver, None
+            spool, self._spool = self._spool, None
+            self._jobs.clear()
+            self._finished.clear()
+            self._spool_bytes = 0
         if receiver is not None:
             receiver.shutdown()
+        if spool is not None:
+            shutil.rmtree(spool, ignore_errors=True)
         for assoc in assocs:
             try:
                 if assoc.is_established:
                     assoc.release()
             except Exception:
                 pass
+
+
+def _counts(status: Dataset) -> str:
+    """A final C-GET/C-MOVE response as text: status and sub-operation counts (PS3.7 C.4.2/C.4.3)."""
+    parts = [f"status 0x{int(status.Status):04X}"]
+    for keyword, label in (("NumberOfCompletedSuboperations", "completed"),
+                           ("NumberOfFailedSuboperations", "failed"),
+                           ("NumberOfWarningSuboperations", "warning")):
+        value = status.get(keyword)
+        if value is not None:
+            parts.append(f"{label} {int(value)}")
+    return ", ".join(parts)

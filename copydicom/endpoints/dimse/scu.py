@@ -11,6 +11,16 @@ original transfer syntax (nor, for uncompressed data, a convertible one):
 only then is the dataset decompressed with pydicom, and what pydicom cannot
 decompress is quarantined with that reason.
 
+Sending does not decode the instance when the peer accepted its own
+transfer syntax: only the File Meta Information (group 0002, PS3.10 7.1) is
+parsed, for the SOP class, SOP instance and transfer syntax, and pynetdicom
+sends the data set's bytes as they are, from a per-thread in-memory file
+(``memfd``) through its supported file path mode
+(``_config.STORE_SEND_CHUNKED_DATASET``).  A full ``dcmread`` followed by
+pynetdicom's re-encoding cost about a third of the sender's CPU per instance
+(see notes/dimse-send.md).  pydicom decodes only when pynetdicom must convert
+the encoding (explicit to implicit VR) or when transcoding.
+
 C-STORE statuses (PS3.4 Table B.2-1, PS3.7 Annex C) map to the error tree:
 warnings (0xB000 coercion, 0xB006 elements discarded, 0xB007 data set does
 not match SOP class) are deliveries with a warning counted; 0xA7xx "out of
@@ -23,9 +33,12 @@ from __future__ import annotations
 
 import io
 import logging
+import os
+import socket
 import ssl
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -61,6 +74,59 @@ WARNING_MEANINGS = {0xB000: "coercion of data elements", 0xB006: "elements disca
                     "not supported", 0x0107: "attribute list error", 0x0116: "attribute value out of range"}
 #: PS3.7 Annex C general failures that may heal: processing failure, duplicate invocation, resource limitation.
 TRANSIENT_STATUSES = frozenset({0x0110, 0x0210, 0x0213})
+#: How many instances answered by C-FIND are remembered, so that a C-STORE does not ask about them again.
+ASKED_MEMORY = 50_000
+_IDENTITY_TAGS = ["PatientID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"]
+#: Whether original bytes can be handed to pynetdicom as a file without a disk write (Linux ``memfd``).
+RAW_SEND = hasattr(os, "memfd_create") and os.path.isdir("/proc/self/fd")
+
+
+@dataclass(frozen=True)
+class FileMeta:
+    """What a C-STORE needs from a Part 10 file, read from its File Meta Information alone (PS3.10 7.1)."""
+
+    sop_class: str
+    sop_instance: str
+    transfer_syntax: str
+    offset: int  # where the data set starts
+
+
+def identity_of(data: bytes) -> Identity:
+    """The identity of a Part 10 byte string, reading only the header elements it needs."""
+    from pydicom import dcmread
+
+    try:
+        ds = dcmread(io.BytesIO(data), stop_before_pixels=True, specific_tags=_IDENTITY_TAGS)
+    except Exception as exc:
+        raise InvalidInstance(f"not a DICOM file ({type(exc).__name__})") from None
+    return Identity.from_dataset(ds)
+
+
+def read_file_meta(data: bytes) -> FileMeta:
+    """The File Meta Information of a Part 10 file: a bounded parse (the 128-byte preamble, ``DICM``, group 0002).
+
+    The SOP class and instance are ``""`` when the meta lacks them (the caller then decodes).
+
+    Raises
+    ------
+    InvalidInstance
+        Not a Part 10 file, or its meta has no transfer syntax.
+    """
+    from pydicom.filereader import read_dataset, read_preamble
+
+    fp = io.BytesIO(data)
+    try:
+        read_preamble(fp, False)
+        meta = read_dataset(fp, is_implicit_VR=False, is_little_endian=True,
+                            stop_when=lambda tag, vr, length: tag.group != 2)
+        found = FileMeta(str(meta.get("MediaStorageSOPClassUID", "") or ""),
+                         str(meta.get("MediaStorageSOPInstanceUID", "") or ""),
+                         str(meta.TransferSyntaxUID), fp.tell())
+    except Exception as exc:
+        raise InvalidInstance(f"not a DICOM file with file meta information ({type(exc).__name__})") from None
+    if not found.transfer_syntax:
+        raise InvalidInstance("not a DICOM file with a transfer syntax in its file meta information")
+    return found
 
 
 def classify_store_status(status: int, *, what: str) -> str | CopyDicomError:
@@ -113,6 +179,24 @@ def make_ae(cfg: DimseConfig) -> Any:
     return ae
 
 
+def no_delay(assoc: Association) -> None:
+    """Turn off Nagle's algorithm on the association's socket (pynetdicom leaves it on).
+
+    A C-STORE request ends with a PDU shorter than the others: with Nagle on, it
+    waits until the peer acknowledges what precedes it, and the peer delays its
+    ACK (up to 40 ms on Linux), so each instance paid up to 40 ms per round trip
+    while both ends sat idle.  dcmtk does the same with ``TCP_NODELAY=1``.  See
+    notes/dimse-send.md for the figures.
+    """
+    transport = getattr(getattr(assoc, "dul", None), "socket", None)
+    sock = getattr(transport, "socket", None)
+    if sock is not None:
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:  # not TCP (or already closed): nothing to tune
+            pass
+
+
 def associate(ae: Any, cfg: DimseConfig, **kwargs: Any) -> Association:
     """Open an association or raise :class:`DestinationUnavailable` (refused, aborted, unreachable)."""
     ctx = client_ssl_context(cfg)
@@ -120,6 +204,7 @@ def associate(ae: Any, cfg: DimseConfig, **kwargs: Any) -> Association:
     assoc = ae.associate(cfg.host, cfg.port, ae_title=cfg.called_aet, max_pdu=cfg.max_pdu, tls_args=tls_args,
                          **kwargs)
     if assoc.is_established:
+        no_delay(assoc)
         return assoc
     if assoc.is_rejected:
         rj = assoc.acceptor.primitive
@@ -180,6 +265,8 @@ class DimseDestination:
         self.transcoded = 0
         self.associations = 0
         self._find_refused = False
+        self._memfds: list[int] = []
+        self._asked: OrderedDict[str, None] = OrderedDict()  # Orthanc IDs the peer was asked about
 
     # -- associations --------------------------------------------------------------------
 
@@ -256,61 +343,103 @@ class DimseDestination:
         wanted = list(identities)
         if self.config.dedupe != "cfind" or self._find_refused or not wanted:
             return set()
-        from pydicom import Dataset
-
         link = self._link(None)
         found: set[str] = set()
         for identity in wanted:
-            query = Dataset()
-            query.QueryRetrieveLevel = "IMAGE"
-            query.StudyInstanceUID = identity.study_uid
-            query.SeriesInstanceUID = identity.series_uid
-            query.SOPInstanceUID = identity.sop_uid
-            try:
-                responses = list(link.assoc.send_c_find(query, STUDY_ROOT_FIND, msg_id=link.next_id()))
-            except ValueError:  # no accepted C-FIND context
-                return self._no_find("the peer accepts no C-FIND context")
-            except RuntimeError:
-                self._drop(link, release=False)
-                return self._no_find("the association ended")
-            for status, ident in responses:
-                if not status or "Status" not in status:
-                    # Orthanc, for one, aborts a C-FIND from a calling AE it does not know.
-                    self._drop(link, release=False)
-                    return self._no_find("no C-FIND answer (aborted)")
-                code = int(status.Status)
-                if code in (0xFF00, 0xFF01) and ident is not None:
-                    found.add(identity.orthanc_id)
-                elif code not in (0x0000, 0xFF00, 0xFF01):
-                    return self._no_find(f"C-FIND status 0x{code:04X}")
+            held = self._find_one(link, identity)
+            if held is None:
+                return set()
+            if held:
+                found.add(identity.orthanc_id)
         return found
 
-    def _no_find(self, why: str) -> set[str]:
+    def _find_one(self, link: _Link, identity: Identity) -> bool | None:
+        """Whether the peer holds ``identity`` (C-FIND IMAGE); ``None`` once the peer refused C-FIND."""
+        from pydicom import Dataset
+
+        query = Dataset()
+        query.QueryRetrieveLevel = "IMAGE"
+        query.StudyInstanceUID = identity.study_uid
+        query.SeriesInstanceUID = identity.series_uid
+        query.SOPInstanceUID = identity.sop_uid
+        try:
+            responses = list(link.assoc.send_c_find(query, STUDY_ROOT_FIND, msg_id=link.next_id()))
+        except ValueError:  # no accepted C-FIND context
+            self._no_find("the peer accepts no C-FIND context")
+            return None
+        except RuntimeError:
+            self._drop(link, release=False)
+            self._no_find("the association ended")
+            return None
+        held = False
+        for status, ident in responses:
+            if not status or "Status" not in status:
+                # Orthanc, for one, aborts a C-FIND from a calling AE it does not know or may not query.
+                self._drop(link, release=False)
+                self._no_find("no C-FIND answer (aborted)")
+                return None
+            code = int(status.Status)
+            if code in (0xFF00, 0xFF01) and ident is not None:
+                held = True
+            elif code not in (0x0000, 0xFF00, 0xFF01):
+                self._no_find(f"C-FIND status 0x{code:04X}")
+                return None
+        with self._lock:
+            self._asked[identity.orthanc_id] = None
+            while len(self._asked) > ASKED_MEMORY:
+                self._asked.popitem(last=False)
+        return held
+
+    def _held_at_peer(self, instance: Instance, pair: tuple[str, str]) -> bool:
+        """The C-FIND of :meth:`has_identities` for an instance the pipeline could not ask about before
+        the download (a source that lists no UIDs, such as Orthanc by ID): asked on this worker's
+        association just before the C-STORE, so that ``dedupe: cfind`` holds for every source."""
+        if self.config.dedupe != "cfind" or self._find_refused:
+            return False
+        with self._lock:
+            if instance.target_id in self._asked:
+                return False  # asked when the batch was planned
+        identity = instance.identity or identity_of(instance.data)
+        if not (identity.study_uid and identity.series_uid and identity.sop_uid):
+            return False
+        return bool(self._find_one(self._link(pair), identity))
+
+    def _no_find(self, why: str) -> None:
         """Fall back to the ledger alone (safe: dedupe only avoids re-sending; a C-STORE is idempotent)."""
-        self._find_refused = True
-        log.warning("%s: dedupe by C-FIND unavailable (%s); the ledger alone decides what was sent", self.name, why)
-        return set()
+        with self._lock:
+            first, self._find_refused = not self._find_refused, True
+        if first:
+            log.warning("%s: dedupe by C-FIND unavailable (%s); the ledger alone decides what was sent",
+                        self.name, why)
 
     # -- C-STORE -------------------------------------------------------------------------
 
     def store(self, instance: Instance) -> StoreOutcome:
-        from pydicom import Dataset, dcmread
         from pydicom.uid import UID
 
-        try:
-            ds: Dataset = dcmread(io.BytesIO(instance.data))
-            sop = UID(str(ds.file_meta.get("MediaStorageSOPClassUID") or ds.SOPClassUID))
-            ts = UID(str(ds.file_meta.TransferSyntaxUID))
-        except Exception as exc:
-            raise InvalidInstance(f"not a DICOM file with file meta information ({type(exc).__name__})") from None
+        meta = read_file_meta(instance.data)
+        if self._held_at_peer(instance, (meta.sop_class, meta.transfer_syntax)):
+            return "existing"
+        ds: Dataset | None = None
+        if not (meta.sop_class and meta.sop_instance):  # incomplete meta: the data set says
+            ds = self._decode(instance.data)
+            sop = UID(str(ds.get("SOPClassUID", "") or ""))
+        else:
+            sop = UID(meta.sop_class)
+        ts = UID(meta.transfer_syntax)
         link = self._link((str(sop), str(ts)))
-        accepted = [cx for cx in link.assoc.accepted_contexts if cx.abstract_syntax == sop]
+        accepted = [UID(str(cx.transfer_syntax[0])) for cx in link.assoc.accepted_contexts
+                    if cx.abstract_syntax == sop]
         if not accepted:
             raise RejectedByDestination(f"{self.config.display_url}: the peer accepts no context for {sop.name}")
-        if not self._sendable(ts, [UID(str(cx.transfer_syntax[0])) for cx in accepted]):
-            ds = self._transcode(ds, ts, sop)
         try:
-            status = link.assoc.send_c_store(ds, msg_id=link.next_id())
+            if RAW_SEND and ds is None and ts in accepted:
+                status = self._send_raw(link, instance.data)
+            else:
+                ds = ds if ds is not None else self._decode(instance.data)
+                if not self._sendable(ts, accepted):
+                    ds = self._transcode(ds, ts, sop)
+                status = link.assoc.send_c_store(ds, msg_id=link.next_id())
         except (RuntimeError, OSError) as exc:
             self._drop(link, release=False)
             raise DestinationUnavailable(f"{self.config.display_url}: C-STORE failed: {type(exc).__name__}") from None
@@ -331,6 +460,41 @@ class DimseDestination:
             log.info("%s: C-STORE warning 0x%04X for instance %s", self.name, code, instance.target_id)
             instance.warn(self.name, f"C-STORE warning 0x{code:04X} ({WARNING_MEANINGS.get(code, 'warning')})")
         return "stored"
+
+    def _send_raw(self, link: _Link, data: bytes) -> Dataset:
+        """C-STORE of the original bytes, unparsed: pynetdicom's file mode reading this thread's memfd.
+
+        pynetdicom encodes the whole message into P-DATA PDUs before
+        :meth:`send_c_store` waits for the response, so the memfd is free
+        again when it returns; it is emptied then to hold no instance idle.
+        """
+        from pynetdicom import _config
+
+        # Process-wide, but it changes only send_c_store given a path, which nothing else in copydicom does.
+        _config.STORE_SEND_CHUNKED_DATASET = True
+        fd: int | None = getattr(self._local, "memfd", None)
+        if fd is None:
+            fd = os.memfd_create("copydicom-cstore", os.MFD_CLOEXEC)
+            self._local.memfd = fd
+            with self._lock:
+                self._memfds.append(fd)
+        try:
+            view = memoryview(data)
+            written = 0
+            while written < len(view):
+                written += os.pwrite(fd, view[written:], written)
+            return link.assoc.send_c_store(f"/proc/self/fd/{fd}", msg_id=link.next_id())
+        finally:
+            os.ftruncate(fd, 0)
+
+    @staticmethod
+    def _decode(data: bytes) -> Dataset:
+        from pydicom import dcmread
+
+        try:
+            return dcmread(io.BytesIO(data))
+        except Exception as exc:
+            raise InvalidInstance(f"not a decodable DICOM data set ({type(exc).__name__})") from None
 
     @staticmethod
     def _sendable(ts: Any, accepted: list[Any]) -> bool:
@@ -362,5 +526,9 @@ class DimseDestination:
     def close(self) -> None:
         with self._lock:
             links = list(self._links)
+            memfds, self._memfds = self._memfds, []
         for link in links:
             self._drop(link, release=True)
+        for fd in memfds:
+            os.close(fd)
+        self._local = threading.local()

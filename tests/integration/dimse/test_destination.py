@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import io
+import logging
+import socket
 import subprocess
 import sys
 import threading
@@ -10,19 +13,22 @@ from pathlib import Path
 
 import pytest
 from pydicom import dcmread
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_data_element, write_file_meta_info
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, JPEG2000Lossless, RLELossless
 from pynetdicom import AE, evt
+from pynetdicom.dsutils import decode
 from pynetdicom.events import Event
 from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
 
 from copydicom.endpoints.dimse import DimseConfig
 from copydicom.endpoints.dimse.listener import identity_of
-from copydicom.endpoints.dimse.scu import DimseDestination
+from copydicom.endpoints.dimse.scu import DimseDestination, associate, make_ae, read_file_meta
 from copydicom.errors import DestinationUnavailable, RejectedByDestination
 from copydicom.ledger import Ledger
 from copydicom.model import Instance, InstanceRef
 from copydicom.pipeline import Pipeline
-from tests.integration.dimse.conftest import write_files
+from tests.integration.dimse.conftest import new_instance_changes, write_files
 from tests.support.dcmtk import StoreSCP
 from tests.support.listen import REPO_ROOT
 from tests.support.orthanc import OrthancServer, free_port
@@ -104,6 +110,57 @@ def compressed(tmp_path: Path, syntax: str, name: str) -> Path:
     return out
 
 
+class IdlessSource(MemorySource):
+    """A source that lists instances by ID only, without UIDs (as Orthanc does unless asked for identities)."""
+
+    def refs(self) -> list[InstanceRef]:
+        return [InstanceRef(k) for k in self.data]
+
+
+def run_once(tmp_path: Path, source: MemorySource, destination: DimseDestination, ledger_name: str) -> dict[str, int]:
+    ledger = Ledger(tmp_path / ledger_name)
+    pipeline = Pipeline("to-dicom", source, [], [destination], ledger, quarantine_dir=tmp_path / "q", workers=2)
+    try:
+        return dict(pipeline.run([source.refs()]).counts)
+    finally:
+        pipeline.close()
+        destination.close()
+        ledger.close()
+
+
+def test_cfind_dedupe_holds_for_a_source_that_lists_no_uids(tmp_path: Path, dest: OrthancServer) -> None:
+    """Review finding: with refs lacking UIDs the plan cannot ask, so each worker asks before its C-STORE."""
+    source = IdlessSource(write_files(tmp_path / "in", 12))
+    first = run_once(tmp_path, source, DimseDestination(node(dest.dicom_port, "DEST", dedupe="cfind")), "a.db")
+    assert first["stored"] == 12
+    changes = new_instance_changes(dest)
+    again = run_once(tmp_path, source, DimseDestination(node(dest.dicom_port, "DEST", dedupe="cfind")), "b.db")
+    assert again.get("existing") == 12 and again.get("stored", 0) == 0
+    assert new_instance_changes(dest) == changes  # nothing was sent again
+
+
+def test_a_peer_refusing_cfind_logs_the_fallback_once_and_the_ledger_decides(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Orthanc with AllowFind false for our AE aborts the C-FIND: one warning, then C-STORE as usual."""
+    refusing = OrthancServer(name="DEST", workdir=tmp_path / "orthanc", extra={"DicomModalities": {
+        "copydicom": {"AET": "COPYDICOM", "Host": "127.0.0.1", "Port": 104, "AllowFind": False}}})
+    refusing.start()
+    try:
+        for label, source in (("idless", IdlessSource(write_files(tmp_path / "a", 6, seed="a"))),
+                              ("with-uids", MemorySource(write_files(tmp_path / "b", 6, seed="b")))):
+            caplog.clear()
+            with caplog.at_level(logging.WARNING, logger="copydicom.endpoints.dimse.scu"):
+                counts = run_once(tmp_path, source, DimseDestination(
+                    node(refusing.dicom_port, "DEST", dedupe="cfind")), f"{label}.db")
+            assert counts.get("stored") == 6
+            fallbacks = [r for r in caplog.records if "dedupe by C-FIND unavailable" in r.getMessage()]
+            assert len(fallbacks) == 1
+        assert int(refusing.statistics()["CountInstances"]) == 12
+    finally:
+        refusing.stop()
+
+
 def test_storescp_receives_uncompressed_as_sent(tmp_path: Path, storescp: StoreSCP) -> None:
     files = write_files(tmp_path / "in", 8)
     destination = DimseDestination(node(storescp.port, "STORESCP", dedupe="cfind"))
@@ -168,12 +225,14 @@ def test_what_pydicom_cannot_decompress_is_quarantined_with_the_reason(tmp_path:
 class ScriptedSCP:
     """A pynetdicom C-STORE SCP answering statuses from a script, or aborting the association."""
 
-    def __init__(self, script: list[int | str], *, calling: list[str] | None = None) -> None:
+    def __init__(self, script: list[int | str], *, calling: list[str] | None = None,
+                 syntaxes: tuple[str, ...] = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)) -> None:
         self.script = list(script)
         self.received = 0
+        self.datasets: list[tuple[str, bytes]] = []  # (transfer syntax, data set bytes as received)
         self.port = free_port()
         self.ae = AE(ae_title="SCRIPTED")
-        self.ae.add_supported_context(CTImageStorage, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+        self.ae.add_supported_context(CTImageStorage, list(syntaxes))
         if calling:
             self.ae.require_calling_aet = calling
         self._lock = threading.Lock()
@@ -182,6 +241,7 @@ class ScriptedSCP:
         with self._lock:
             step = self.script.pop(0) if self.script else 0
             self.received += 1
+            self.datasets.append((str(event.context.transfer_syntax), event.request.DataSet.getvalue()))
         if step == "abort":
             event.assoc.abort()
             return 0
@@ -193,6 +253,65 @@ class ScriptedSCP:
 
     def __exit__(self, *exc: object) -> None:
         self.ae.shutdown()
+
+
+def out_of_order(path: Path) -> bytes:
+    """Rewrite the file with Manufacturer after the pixel data (explicit VR LE), which any decode and
+    re-encode would put back in tag order: only a send of the original bytes keeps them."""
+    ds = dcmread(path)
+    ds.Manufacturer = "ACME"
+    body = DicomBytesIO()
+    body.is_little_endian, body.is_implicit_VR = True, False
+    for elem in sorted(ds, key=lambda e: (e.tag == 0x00080070, e.tag)):
+        write_data_element(body, elem)
+    head = DicomBytesIO()
+    head.write(b"\0" * 128 + b"DICM")
+    write_file_meta_info(head, ds.file_meta, enforce_standard=True)
+    path.write_bytes(head.getvalue() + body.getvalue())
+    return path.read_bytes()
+
+
+def test_the_original_bytes_are_sent_when_the_peer_accepts_their_syntax(tmp_path: Path) -> None:
+    files = write_files(tmp_path / "in", 2)
+    raws = [out_of_order(f) for f in files]
+    with ScriptedSCP([]) as scp:
+        destination = DimseDestination(node(scp.port, "SCRIPTED"))
+        try:
+            for f in files:
+                assert destination.store(instance(f)) == "stored"
+        finally:
+            destination.close()
+    assert [data for _, data in scp.datasets] == [raw[read_file_meta(raw).offset:] for raw in raws]
+    assert {syntax for syntax, _ in scp.datasets} == {ExplicitVRLittleEndian}
+
+
+def test_a_peer_accepting_only_implicit_vr_gets_a_converted_data_set(tmp_path: Path) -> None:
+    (f,) = write_files(tmp_path / "in", 1)
+    out_of_order(f)
+    with ScriptedSCP([], syntaxes=(ImplicitVRLittleEndian,)) as scp:
+        destination = DimseDestination(node(scp.port, "SCRIPTED"))
+        try:
+            assert destination.store(instance(f)) == "stored"
+        finally:
+            destination.close()
+    ((syntax, data),) = scp.datasets
+    assert syntax == ImplicitVRLittleEndian
+    got = decode(io.BytesIO(data), True, True)  # a bare implicit VR little endian data set
+    assert got.Manufacturer == "ACME" and got.SOPInstanceUID == dcmread(f).SOPInstanceUID
+    assert destination.transcoded == 0
+
+
+def test_associations_turn_off_nagle(tmp_path: Path) -> None:
+    """Nagle plus the peer's delayed ACK stalled each C-STORE's last short PDU (up to 40 ms)."""
+    with ScriptedSCP([]) as scp:
+        ae = make_ae(node(scp.port, "SCRIPTED"))
+        ae.add_requested_context(CTImageStorage, [ExplicitVRLittleEndian])
+        assoc = associate(ae, node(scp.port, "SCRIPTED"))
+        try:
+            sock = assoc.dul.socket.socket
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+        finally:
+            assoc.release()
 
 
 def test_status_codes_at_a_real_peer(tmp_path: Path) -> None:
