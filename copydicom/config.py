@@ -252,7 +252,7 @@ def _load_profiles(data: Any, where: str) -> dict[str, Any]:
 
 
 #: Keys whose values are file paths: relative ones are taken relative to the config file.
-_PATH_KEYS = ("ca_bundle", "path", "csv", "spool", "cert", "key", "ca")
+_PATH_KEYS = ("ca_bundle", "path", "csv", "spool", "cert", "key", "ca", "retrieve_spool")
 
 
 def _anchor_paths(value: Any, base: Path) -> Any:

@@ -210,3 +210,12 @@ def test_mask_secrets() -> None:
     assert mask_secrets("url?token=abc123 done") == "url?token=*** done"
     assert mask_secrets("Password=xyz") == "Password=***"
     assert mask_secrets("http://127.0.0.1:8042/instances") == "http://127.0.0.1:8042/instances"
+
+
+def test_relative_retrieve_spool_is_anchored_to_the_config_folder(tmp_path: Path) -> None:
+    """A Q/R source's ``retrieve_spool`` given relative resolves against the config's folder, like ``spool``."""
+    data = config()
+    data["endpoints"]["qr"] = {"type": "dimse", "called_aet": "PACS", "host": "127.0.0.1", "port": 11112,
+                               "retrieve_spool": "qr-spool"}
+    cfg = parse_config(data, base_dir=tmp_path)
+    assert cfg.endpoints["qr"].retrieve_spool == tmp_path / "qr-spool"
