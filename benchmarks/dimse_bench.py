@@ -48,6 +48,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from typing import Any
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -96,6 +97,22 @@ def children(pid: int) -> list[int]:
     except OSError:
         pass
     return found
+
+
+def run_child(args: list[str], what: str) -> tuple[float, int, dict[str, Any]]:
+    """Run a copydicom child to its end: (its own seconds, peak RSS in kB, its JSON result line)."""
+    import json
+
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    peak = 0
+    while proc.poll() is None:
+        peak = max(peak, vm_hwm_kb(proc.pid))
+        time.sleep(0.02)
+    out, err = proc.communicate()
+    if proc.returncode != 0:
+        raise SystemExit(f"copydicom {what} failed: {err[-800:]}")
+    result = json.loads([line for line in out.splitlines() if line.startswith("{")][-1])  # py-spy prints too
+    return float(result["seconds"]), peak, result
 
 
 def settle() -> None:
@@ -314,23 +331,12 @@ print(json.dumps({{"seconds": seconds, "stored": summary.counts.get("stored", 0)
 """
 
 
-def pull_copydicom(url: str, work: Path, workers: int, tag: str) -> tuple[float, int, dict]:  # type: ignore[type-arg]
+def pull_copydicom(url: str, work: Path, workers: int, tag: str) -> tuple[float, int, dict[str, Any]]:
     """Seconds, peak RSS (kB) and the child's report of a Q/R pull of everything into a null destination."""
-    import json
-
     state = work / f"pull-{tag}" / "state.db"
     state.parent.mkdir(parents=True, exist_ok=True)
     code = _QR_CHILD.format(root=str(ROOT), url=url, state=str(state), workers=workers)
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    peak = 0
-    while proc.poll() is None:
-        peak = max(peak, vm_hwm_kb(proc.pid))
-        time.sleep(0.02)
-    out, err = proc.communicate()
-    if proc.returncode != 0:
-        raise SystemExit(f"copydicom pull failed: {err[-800:]}")
-    result = json.loads([line for line in out.splitlines() if line.startswith("{")][-1])
-    return float(result["seconds"]), peak, result
+    return run_child([sys.executable, "-c", code], "pull")
 
 
 def qr_part(opts: argparse.Namespace, files: list[Path], work: Path, src: OrthancServer) -> None:
@@ -350,9 +356,7 @@ def qr_part(opts: argparse.Namespace, files: list[Path], work: Path, src: Orthan
 
 
 def send_copydicom(src: OrthancServer, dest_url: str, work: Path, workers: int, tag: str,
-                   profile: Path | None = None, raw: bool = True) -> tuple[float, int, dict]:  # type: ignore[type-arg]
-    import json
-
+                   profile: Path | None = None, raw: bool = True) -> tuple[float, int, dict[str, Any]]:
     state = work / f"send-{tag}" / "state.db"
     state.parent.mkdir(parents=True, exist_ok=True)
     code = _CHILD.format(root=str(ROOT), src=src.url, user=src.user, password=src.password, dest=dest_url,
@@ -363,16 +367,7 @@ def send_copydicom(src: OrthancServer, dest_url: str, work: Path, workers: int, 
         spy = Path(sys.executable).with_name("py-spy")
         args = [str(spy), "record", "-r", "500", "-f", "raw", "--threads", "--idle", "-o", f"{profile}-{tag}.txt",
                 "--"] + args
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    peak = 0
-    while proc.poll() is None:
-        peak = max(peak, vm_hwm_kb(proc.pid))
-        time.sleep(0.02)
-    out, err = proc.communicate()
-    if proc.returncode != 0:
-        raise SystemExit(f"copydicom send failed: {err[-800:]}")
-    result = json.loads([line for line in out.splitlines() if line.startswith("{")][-1])  # py-spy prints too
-    return float(result["seconds"]), peak, result
+    return run_child(args, "send")
 
 
 def send_orthanc(src: OrthancServer, modality: str, ids: list[str]) -> float:

@@ -126,6 +126,15 @@ class Planner:
             except Exception:  # noqa: BLE001 - it is being dropped
                 pass
 
+    def _republish_open(self, route: str) -> None:
+        """Publish again the batches an earlier planner published but that are not finished (at-least-once:
+        workers dedupe, so a batch delivered twice has one effect)."""
+        stale = self.store.run("open batches", lambda c: work.open_batches(c, route))
+        if stale:
+            log.info("planner: route %s: publishing %d open batch(es) of an earlier planner again", route, len(stale))
+            self._publish(stale)
+            self.metrics.published(route, len(stale), sum(len(b.refs) for b in stale))
+
     def _publish(self, batches: list[work.Batch]) -> None:
         for b in batches:
             broker.publish(self.app, self.cluster, b.route, b.batch_id, b.refs)
@@ -218,12 +227,7 @@ class Planner:
                 self.store.write_batch(checkpoint=(route.name, FeedPosition(start)))
             checkpoint = self.store.checkpoint(route.name)
             assert checkpoint is not None
-            stale = self.store.run("open batches", lambda c: work.open_batches(c, route.name))
-            if stale:
-                log.info("planner: route %s: publishing %d open batch(es) of an earlier planner again",
-                         route.name, len(stale))
-                self._publish(stale)
-                self.metrics.published(route.name, len(stale), sum(len(b.refs) for b in stale))
+            self._republish_open(route.name)
             since = max(checkpoint.seq, self.store.run("progress", lambda c: work.published_upto(c, route.name))
                         or checkpoint.seq)
             resources: dict[int, str] = {}
@@ -274,12 +278,7 @@ class Planner:
                 raise ConfigError(f"route {route.name}: the source {route.source} cannot select instances by "
                                   "identifier, so a cron (index query) trigger cannot use it")
             origin = self.store.run("schedule", lambda c: cron.schedule_from(c, lease, route.name, self.clock()))
-            stale = self.store.run("open batches", lambda c: work.open_batches(c, route.name))
-            if stale:
-                log.info("planner: route %s: publishing %d open batch(es) of an earlier planner again",
-                         route.name, len(stale))
-                self._publish(stale)
-                self.metrics.published(route.name, len(stale), sum(len(b.refs) for b in stale))
+            self._republish_open(route.name)
             while not self.stop.is_set():
                 if lease.lost.is_set():
                     raise FencedOff(f"planner {route.name}: lock session lost")
