@@ -173,6 +173,11 @@ class EndpointType(Generic[_C]):
         The pip extra it needs (``copydicom[s3]``), or ``None``.
     requires
         Import names of that extra's packages, checked by :meth:`installed`.
+    probe
+        A quick check of reachability and credentials (``check-config``, ``/healthz``): raises
+        :class:`~copydicom.errors.ConfigError` (wrong settings) or
+        :class:`~copydicom.errors.RetryableError` (unreachable); may return a short note
+        (no secrets) when the endpoint answered but could not be fully verified.
     drives
         Its source drives its route itself (:class:`~copydicom.model.RouteDriver`,
         e.g. a DIMSE listener): a route from it takes no trigger, and the daemon
@@ -190,7 +195,7 @@ class EndpointType(Generic[_C]):
     extra: str | None = None
     requires: tuple[str, ...] = ()
     feeds: bool = False
-    probe: Callable[[_C], None] | None = None
+    probe: Callable[[_C], str | None] | None = None
     drives: bool = False
 
     def from_mapping(self, name: str, data: Mapping[str, Any], *, where: str) -> _C:

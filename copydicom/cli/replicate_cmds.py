@@ -214,14 +214,16 @@ def _check_startup(config: AppConfig, *, offline: bool) -> int:
         if endpoint_type.probe is None:
             continue
         try:
-            endpoint_type.probe(config.endpoints[name])
+            note = endpoint_type.probe(config.endpoints[name])
         except ConfigError as exc:
-            raise ConfigError(f"endpoints.{name}: {exc}") from None
+            message = str(exc)
+            raise ConfigError(message if message.startswith("endpoints.") else f"endpoints.{name}: {message}") from None
         except RetryableError as exc:
             print(f"  endpoint {name}: unreachable: {mask_secrets(str(exc))}")
             unreachable += 1
         else:
-            print(f"  endpoint {name}: credentials accepted")
+            shown = f"reachable, {mask_secrets(note)}" if note else "credentials accepted"
+            print(f"  endpoint {name}: {shown}")
     return 1 if unreachable else 0
 
 

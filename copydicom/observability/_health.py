@@ -24,7 +24,7 @@ from typing import Any, Protocol
 from copydicom.logsetup import mask_secrets
 from copydicom.observability._config import MetricsConfig
 
-Probe = Callable[[], None]
+Probe = Callable[[], object]
 
 
 class RouteView(Protocol):

@@ -16,6 +16,7 @@ from copydicom.endpoints.dicomweb._config import SCHEMES, DicomwebConfig
 from copydicom.registry import BuildContext, EndpointType
 
 if TYPE_CHECKING:
+    from copydicom.endpoints.dicomweb._client import DicomwebClient
     from copydicom.endpoints.dicomweb._destination import StowDestination
     from copydicom.endpoints.dicomweb._source import DicomwebSource
 
@@ -81,25 +82,58 @@ def make_source(config: DicomwebConfig, ctx: BuildContext) -> DicomwebSource:
 
 
 def make_destination(config: DicomwebConfig, ctx: BuildContext) -> StowDestination:
+    """The STOW-RS destination, after :func:`check_url` (a wrong url stops here, before any work)."""
     from copydicom.endpoints.dicomweb._client import DicomwebClient
     from copydicom.endpoints.dicomweb._destination import StowDestination
 
+    check_url(config)
     client = DicomwebClient(config, pool_size=ctx.pool_size, side="destination")
     return StowDestination(client, concurrency=max(1, ctx.pool_size - 2))
 
 
-def probe(config: DicomwebConfig) -> None:
-    """One QIDO-RS study search (``limit=1``), short timeouts, no retries (health checks, ``check-config``)."""
+def _quick_client(config: DicomwebConfig) -> DicomwebClient:
     from copydicom.endpoints.dicomweb._client import DicomwebClient
 
     quick = config.model_copy(
         update={"retries": 0, "connect_timeout": min(config.connect_timeout, 2.0), "read_timeout": 5.0}
     )
-    client = DicomwebClient(quick, pool_size=1)
+    return DicomwebClient(quick, pool_size=1, side="destination")
+
+
+def probe(config: DicomwebConfig) -> str | None:
+    """Reachability, credentials and base URL (health checks, ``check-config``): short timeouts, no retries.
+
+    Returns ``None`` when a DICOMweb service answered, or a note ("could not verify the url: ...")
+    when the server answered but not in a way that proves the url (see
+    :meth:`~copydicom.endpoints.dicomweb._client.DicomwebClient.check_base`); raises
+    :class:`~copydicom.errors.ConfigError` for a wrong url or refused credentials and
+    :class:`~copydicom.errors.RetryableError` when it cannot be reached.
+    """
+    client = _quick_client(config)
     try:
-        client.ping()
+        return client.check_base()
     finally:
         client.close()
+
+
+def check_url(config: DicomwebConfig) -> None:
+    """The start-up check of a destination: stop on a wrong url or refused credentials (ConfigError).
+
+    An outage is not a configuration error (the run's own retries deal with it) and a server
+    that cannot be verified may still be right: both are logged (endpoint name only) and pass.
+    """
+    import logging
+
+    from copydicom.errors import RetryableError
+
+    log = logging.getLogger(__name__)
+    try:
+        note = probe(config)
+    except RetryableError as exc:
+        log.info("endpoint %s: url not checked at start-up (%s)", config.name, type(exc).__name__)
+        return
+    if note is not None:
+        log.info("endpoint %s: %s", config.name, note)
 
 
 ENDPOINT: EndpointType[DicomwebConfig] = EndpointType(
@@ -113,4 +147,4 @@ ENDPOINT: EndpointType[DicomwebConfig] = EndpointType(
     probe=probe,
 )
 
-__all__ = ["ENDPOINT", "DicomwebConfig", "make_destination", "make_source", "parse_duration", "probe"]
+__all__ = ["ENDPOINT", "DicomwebConfig", "make_destination", "make_source", "check_url", "parse_duration", "probe"]

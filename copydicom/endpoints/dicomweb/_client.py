@@ -187,6 +187,75 @@ class DicomwebClient:
         reply = self._send("GET", self.url("studies"), what, params={"limit": 1}, headers={"Accept": _DICOM_JSON})
         self._check(reply, what)
 
+    def check_base(self) -> str | None:
+        """Tell a wrong base URL from a right one without writing anything (``check-config``, start-up).
+
+        Returns
+        -------
+        str or None
+            ``None`` when a DICOMweb service answered at the base URL; a short note when the
+            server answered but could not be verified (it refuses QIDO-RS but serves STOW-RS).
+
+        Raises
+        ------
+        ConfigError
+            Credentials refused (401/403), or nothing DICOMweb at the url: QIDO-RS
+            (PS3.18 10.6) and STOW-RS (PS3.18 10.5) both answer 404/405, or the
+            search answers a JSON array of IDs (Orthanc's own REST API, not ``/dicom-web``).
+        RetryableError
+            The server cannot be reached or answers 408/425/429/5xx.
+
+        Notes
+        -----
+        First ``GET {base}/studies?limit=1``: a DICOM JSON array (PS3.18 F.2) or 204 is a
+        DICOMweb service. Only when that is not conclusive (404/405, another 4xx, or an
+        empty array without ``application/dicom+json``), one STOW-RS request with zero parts
+        (an empty multipart/related body): it stores nothing, and Orthanc's plugin answers it
+        200 at the right base, 404 at a wrong path and 405 at Orthanc's root. A server that
+        refuses both in another way is reported as "could not verify", never as wrong.
+        Messages carry the endpoint's name and status codes only (no URL, no credentials).
+        """
+        where = f"endpoints.{self.name}.url"
+        wrong = f"{where}: not the base of a DICOMweb service (for Orthanc: .../dicom-web)"
+        what = f"QIDO-RS probe of {self.name}"
+        reply = self._send("GET", self.url("studies"), what, params={"limit": 1}, headers={"Accept": _DICOM_JSON})
+        qido = reply.status_code
+        if qido in (401, 403):
+            raise ConfigError(f"{what}: HTTP {qido} (check the credentials of this endpoint)")
+        if qido in (408, 425, 429) or qido >= 500:
+            raise self._retryable(f"{what}: HTTP {qido}", retry_after=_retry_after(reply))
+        if qido == 204:
+            return None
+        if 200 <= qido < 300:
+            try:
+                page = reply.json() if reply.content.strip() else []
+            except ValueError:
+                page = None
+            if isinstance(page, list) and page and all(isinstance(item, dict) for item in page):
+                return None
+            if isinstance(page, list) and page:  # ["<orthanc id>", ...]: Orthanc's REST API
+                raise ConfigError(f"{wrong}: the study search answers a list of IDs, not DICOM JSON")
+            if page == [] and "dicom+json" in reply.headers.get("Content-Type", "").lower():
+                return None
+        return self._check_stow(qido, wrong)
+
+    def _check_stow(self, qido: int, wrong: str) -> str | None:
+        """The second half of :meth:`check_base`: one STOW-RS POST with no instance in it."""
+        what = f"STOW-RS probe of {self.name}"
+        body = MultipartBody([])
+        reply = self._send("POST", self.url("studies"), what, data=body,
+                           headers={"Content-Type": body.content_type, "Accept": _DICOM_JSON})
+        stow = reply.status_code
+        reply.close()
+        if stow in (401, 403):
+            raise ConfigError(f"{what}: HTTP {stow} (check the credentials of this endpoint)")
+        if stow in (408, 425, 429) or stow >= 500:
+            raise self._retryable(f"{what}: HTTP {stow}", retry_after=_retry_after(reply))
+        if stow in (404, 405) and qido in (400, 404, 405):
+            raise ConfigError(f"{wrong}: QIDO-RS answered HTTP {qido} and STOW-RS HTTP {stow}")
+        return (f"could not verify the url: QIDO-RS answered HTTP {qido}, "
+                f"{'STOW-RS answers' if stow < 300 else f'STOW-RS HTTP {stow}'}")
+
     def metadata(self, study: str, series: str) -> list[dict[str, Any]]:
         """``GET .../studies/{s}/series/{se}/metadata``: every instance's header as DICOM JSON."""
         what = f"WADO-RS series metadata on {self.name}"
