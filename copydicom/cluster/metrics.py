@@ -19,6 +19,16 @@ own registry. Labels carry route names only (no PHI).
     (given back by a worker's configuration error).
 ``copydicom_planner_cron_runs_total{route}``
     Cron runs completed (every batch of the run finished).
+``copydicom_planner_reconcile_runs_total{route}``
+    Scheduled reconciles (``reconcile: {cron, on_start}``) this planner ran as the route's leader (the
+    standard ``copydicom_reconcile_*`` gauges beside it show what the last one found).
+
+A worker adds, to its standard metrics (:class:`WorkerMetrics`):
+
+``copydicom_worker_staged_delete_failures_total{route}``
+    Staged listener copies a worker could not delete from the staging Orthanc after their batch was done
+    (left staged: never a loss, but the staging store grows; delete them by hand or look at the staging
+    Orthanc's health).
 """
 
 from __future__ import annotations
@@ -55,6 +65,8 @@ class PlannerMetrics:
         self._dead = prom.Counter("copydicom_planner_dead_letters", "Dead-lettered batches drained",
                                   ["action"], registry=r)
         self._cron = prom.Counter("copydicom_planner_cron_runs", "Cron runs completed", ["route"], registry=r)
+        self._reconciled = prom.Counter("copydicom_planner_reconcile_runs", "Scheduled reconciles run as leader",
+                                        ["route"], registry=r)
 
     def published(self, route: str, batches: int, instances: int) -> None:
         if self.enabled:
@@ -87,3 +99,25 @@ class PlannerMetrics:
     def cron_done(self, route: str) -> None:
         if self.enabled:
             self._cron.labels(route).inc()
+
+    def reconciled(self, route: str) -> None:
+        if self.enabled:
+            self._reconciled.labels(route).inc()
+
+
+class WorkerMetrics:
+    """The cluster-only counters of a worker (beside its standard metrics); no-ops without a registry."""
+
+    def __init__(self, registry: Any = None) -> None:
+        self.enabled = registry is not None
+        if registry is None:
+            return
+        import prometheus_client as prom
+
+        self._unstage_failed = prom.Counter(
+            "copydicom_worker_staged_delete_failures",
+            "Staged listener copies not deleted from the staging store after delivery", ["route"], registry=registry)
+
+    def unstage_failed(self, route: str, n: int = 1) -> None:
+        if self.enabled:
+            self._unstage_failed.labels(route).inc(n)

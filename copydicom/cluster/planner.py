@@ -27,6 +27,10 @@ query when a fire time has passed and publishes the matches as the same work
 units, with the run's progress in PostgreSQL so that a failover neither loses nor
 doubles a run (:mod:`.cron`).
 
+A changes route's ``reconcile: {cron, on_start}`` schedule is run by the planner
+that leads the route, in its lead loop before the feed is read, like the daemon
+(:mod:`.reconciling`).
+
 Not planned here: routes whose source is a DIMSE listener (bound to its host and
 its local spool: ``copydicom listen`` runs them there, outside planner failover)
 and QIDO-polling routes (refused: run them with ``--role all``). The feed-reset
@@ -45,7 +49,7 @@ from collections.abc import Callable
 from typing import Any
 
 from copydicom import retry
-from copydicom.cluster import broker, cron, work
+from copydicom.cluster import broker, cron, reconciling, work
 from copydicom.cluster.config import ClusterConfig
 from copydicom.cluster.election import FencedOff, PlannerLease
 from copydicom.cluster.metrics import PlannerMetrics
@@ -99,6 +103,10 @@ class Planner:
         self.clock: Callable[[], float] = time.time
         #: Prometheus metrics (served by :func:`run_planner` when ``metrics:`` is configured).
         self.metrics = PlannerMetrics(None)
+        #: The process's standard metrics (reconcile gauges), when ``metrics:`` is configured.
+        self.app_metrics: Any = None
+        #: Each route's reconcile schedule (kept across leads: ``on_start`` is due once per lease taken).
+        self.reconcile_schedules: dict[str, reconciling.Schedule] = {}
 
     # -- broker ----------------------------------------------------------------------------
 
@@ -237,9 +245,13 @@ class Planner:
             # nothing published) until the route is repaired.
             checker = ChangesRunner(route.name, feed, runtime.pipeline, self.ledger)
             check = True
+            schedule = self.reconcile_schedules.setdefault(route.name, reconciling.Schedule(route))
+            schedule.lead(lease.generation, self.clock())
             while not self.stop.is_set():
                 if lease.lost.is_set():
                     raise FencedOff(f"planner {route.name}: lock session lost")
+                if schedule.active:
+                    self._reconcile(route, lease, runtime, schedule)
                 self._wait_for_room(route, lease, resources)
                 page = feed.changes_page(since)
                 if check:
@@ -261,6 +273,28 @@ class Planner:
                     check = True
         finally:
             runtime.close()
+
+    def _reconcile(self, route: Route, lease: PlannerLease, runtime: Any, schedule: reconciling.Schedule) -> None:
+        """Run the route's due reconcile (leader only: called from the lead loop), recorded for ``status``."""
+        from copydicom.reconcile import Options, run_reconcile
+        from copydicom.reconcile._daemon import FULL
+
+        due = schedule.take(self.clock())
+        if due is None:
+            return
+        if lease.lost.is_set():
+            schedule.again(due)
+            raise FencedOff(f"planner {route.name}: lock session lost")
+        options = Options(since=None if due == FULL else due, deletions=route.deletions,  # type: ignore[arg-type]
+                          on_changed=route.on_changed_instance)
+        kind = "full" if due == FULL else "on start"
+        try:
+            report = run_reconcile(runtime, self.ledger, options, metrics=self.app_metrics)
+        except (RetryableError, OSError):
+            schedule.again(due)
+            raise
+        self.metrics.reconciled(route.name)
+        log.info("planner: route %s: reconcile (%s): %s", route.name, kind, report.line())
 
     # -- cron routes -------------------------------------------------------------------------
 
@@ -463,18 +497,14 @@ def _when(fire: float) -> str:
 
 
 def planned_routes(config: AppConfig) -> list[Route]:
-    """The routes a planner plans (changes and cron). Refused, because they would silently not run in cluster
-    mode: a QIDO-polling route, and a route's ``reconcile:`` schedule. Listener routes are left to
-    ``copydicom listen`` on their host."""
+    """The routes a planner plans (changes and cron). Refused, because it would silently not run in cluster
+    mode: a QIDO-polling route. Listener routes are left to ``copydicom listen`` on their host. A changes
+    route's ``reconcile:`` schedule is run by its leading planner (a ``reconcile:`` key on any other route,
+    a listener's included, is refused when the configuration is loaded)."""
     qido = [r.name for r in config.routes if r.trigger.kind == "qido"]
     if qido:
         raise ConfigError(f"routes {', '.join(qido)}: a QIDO-RS polling trigger is not planned in cluster mode; "
                           "run such routes with `copydicom run --role all` from a configuration of their own")
-    scheduled = [r.name for r in config.routes if r.reconcile is not None
-                 and (r.reconcile.cron is not None or r.reconcile.on_start is not None)]
-    if scheduled:
-        raise ConfigError(f"routes {', '.join(scheduled)}: reconcile (cron or on_start) does not run in cluster "
-                          "mode (reconcile needs a SQLite state); remove the route's reconcile: schedule")
     return [r for r in config.routes if r.trigger.kind in ("changes", "cron")]
 
 
@@ -516,6 +546,7 @@ def _observability(config: AppConfig, planner: Planner) -> Any:
     except OSError as exc:
         raise ConfigError(f"metrics.listen: cannot listen: {exc.strerror or exc}") from None
     planner.metrics = PlannerMetrics(observability.metrics.registry)
+    planner.app_metrics = observability.metrics
     if observability.server is not None:
         log.info("planner metrics on %s:%d", *observability.server.address)
     return observability

@@ -38,6 +38,7 @@ from typing import Any
 from copydicom import retry
 from copydicom.cluster import broker, work
 from copydicom.cluster.config import ClusterConfig
+from copydicom.cluster.metrics import WorkerMetrics
 from copydicom.config import AppConfig, Route
 from copydicom.errors import ConfigError, FatalError, RetryableError
 from copydicom.ledger import Ledger
@@ -96,6 +97,8 @@ class Worker:
         self._claims: Any = None
         #: Prometheus metrics of this worker (``metrics:`` configured), served by :func:`run_worker`.
         self.metrics: Any = None
+        #: Cluster-only counters (staged copies not deleted), registered beside ``metrics`` by :func:`run_worker`.
+        self.cluster_metrics = WorkerMetrics(None)
         #: The configuration or fatal error that stopped this worker (exit status 2 or 1).
         self.fatal: BaseException | None = None
         self.backoff = retry.Backoff(retries=None, base=1.0, cap=float(cluster.retry_cap))
@@ -267,6 +270,7 @@ class Worker:
             try:
                 removed += bool(client.delete_instance(source_id))
             except Exception as exc:  # noqa: BLE001 - a staged copy left behind is not a loss
+                self.cluster_metrics.unstage_failed(route)
                 log.warning("route %s: staged instance %s not deleted from %s: %s", route, source_id[:12],
                             self.staged[route], type(exc).__name__)
         log.debug("route %s: %d staged instance(s) deleted from %s", route, removed, self.staged[route])
@@ -354,6 +358,7 @@ def _observability(config: AppConfig, worker: Worker) -> Any:
     except OSError as exc:
         raise ConfigError(f"metrics.listen (+{index}): cannot listen: {exc.strerror or exc}") from None
     worker.metrics = observability.metrics
+    worker.cluster_metrics = WorkerMetrics(observability.metrics.registry)
     if observability.server is not None:
         log.info("worker metrics on %s:%d", *observability.server.address)
     return observability

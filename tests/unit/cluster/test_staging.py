@@ -75,8 +75,14 @@ def test_the_planner_refuses_a_qido_route_it_would_not_run(tmp_path: Path) -> No
         planned_routes(config)
 
 
-def test_the_planner_refuses_a_reconcile_schedule_it_would_not_run(tmp_path: Path) -> None:
+def test_the_planner_plans_a_changes_route_with_a_reconcile_schedule(tmp_path: Path) -> None:
     config = _config(tmp_path, routes=[{"name": "copy", "source": "stage", "destinations": ["pacs"],
-                                        "reconcile": {"cron": "0 3 * * *"}}])
-    with pytest.raises(ConfigError, match="routes copy: reconcile"):
-        planned_routes(config)
+                                        "reconcile": {"cron": "0 3 * * *", "on_start": "24h"}}])
+    assert [r.name for r in planned_routes(config)] == ["copy"]  # the leading planner runs the schedule
+
+
+def test_a_reconcile_schedule_on_a_listener_route_is_refused_when_loaded(tmp_path: Path) -> None:
+    # a staged listener's deliver part reads the staging Orthanc, emptied as batches finish: never reconciled
+    with pytest.raises(ConfigError, match="changes routes only"):
+        _config(tmp_path, staging={"rx": "stage"}, routes=[
+            {"name": "rx-copy", "source": "rx", "destinations": ["pacs"], "reconcile": {"on_start": "24h"}}])
