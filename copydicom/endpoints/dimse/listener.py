@@ -350,6 +350,10 @@ class ListenerSource:
     (the spool entry's name).
     """
 
+    #: Instances a sender just pushed are new to the destination as a rule: a destination whose store
+    #: answers "already stored" is not asked before (:meth:`copydicom.pipeline.Pipeline._store_answers`).
+    mostly_new = True
+
     def __init__(self, config: ListenerConfig) -> None:
         self.config = config
         self.name = config.name
