@@ -44,6 +44,7 @@ import argparse
 import os
 import resource
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -244,6 +245,12 @@ def receive_copydicom(files: list[Path], work: Path, dest: OrthancServer, *, fsy
     assert dest.process is not None
     before = {pid: cpu_seconds(pid) for pid in [*pids, dest.process.pid]}
     sender_before = children_cpu()
+    spy = None
+    profile = os.environ.get("DIMSE_BENCH_PROFILE_DRAIN")
+    if profile and len(pids) > 1 and cpu is not None and fsync:  # py-spy the drain (the listener's own process)
+        spy = subprocess.Popen([str(Path(sys.executable).with_name("py-spy")), "record", "-r", "500", "-f", "raw",
+                                "-o", profile, "-p", str(pids[0])], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
     try:
         started = time.perf_counter()
         pushed = push(port, files, "COPYDICOM")
@@ -266,6 +273,9 @@ def receive_copydicom(files: list[Path], work: Path, dest: OrthancServer, *, fsy
             else:
                 cpu["receiver"] = used[pids[0]]
     finally:
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)
+            spy.wait(60)
         listener.stop()
     return pushed, end_to_end, peak
 

@@ -61,6 +61,39 @@ def test_dedupe_asks_destination_once_per_series_then_trusts_ledger(ledger: Ledg
     assert ledger.delivered_among("dest", ["a", "b", "c"]) == {"a", "b", "c"}
 
 
+def test_a_mostly_new_source_does_not_ask_a_destination_whose_store_answers(ledger: Ledger, tmp_path: Path) -> None:
+    """The receive spool (``mostly_new``) and Orthanc (``store_reports_existing``): no look-up before the
+    store; what the destination holds is still "existing" (its store says so), and the ledger still answers
+    first. A destination without the flag is asked as before."""
+    source = FakeSource({i: i.encode() for i in ("a", "b", "c")})
+    source.mostly_new = True  # type: ignore[attr-defined]
+    answering = FakeDestination("answering", held={"b"})
+    answering.store_reports_existing = True  # type: ignore[attr-defined]
+    plain = FakeDestination("plain", held={"b"})
+    pipe = make(ledger, tmp_path, source, [answering, plain])
+    summary = pipe.run([series_batch(["a", "b", "c"]), [InstanceRef("a", None, None, "S1")]])
+    assert answering.has_calls == []
+    assert plain.has_calls == [(["a", "b", "c"], "S1")]
+    assert sorted(answering.stored) == ["a", "b", "c"]  # "a" once: the second batch is answered by the ledger
+    assert sorted(plain.stored) == ["a", "c"]
+    assert kinds(summary) == {"stored": 2, "existing": 2}
+    pipe.close()
+    assert ledger.delivered_among("answering", ["a", "b", "c"]) == {"a", "b", "c"}
+
+
+def test_a_dry_run_still_asks(ledger: Ledger, tmp_path: Path) -> None:
+    source = FakeSource({"a": b"a", "b": b"b"})
+    source.mostly_new = True  # type: ignore[attr-defined]
+    dest = FakeDestination(held={"b"})
+    dest.store_reports_existing = True  # type: ignore[attr-defined]
+    pipe = Pipeline("r", source, [], [dest], ledger, quarantine_dir=tmp_path / "q", dry_run=True)  # type: ignore[list-item]
+    summary = pipe.run([series_batch(["a", "b"])])
+    assert dest.has_calls == [(["a", "b"], "S1")]
+    assert dest.stored == []
+    assert kinds(summary) == {"stored": 1, "existing": 1}
+    pipe.close()
+
+
 def test_single_reference_is_checked_individually(ledger: Ledger, tmp_path: Path) -> None:
     dest = FakeDestination(held={"x"})
     source = FakeSource({"x": b"x", "y": b"y"})

@@ -20,6 +20,7 @@ stops at the first element past group 0020, so the pixel data is never read.
 
 from __future__ import annotations
 
+import os
 import struct
 import zlib
 from io import BytesIO
@@ -120,3 +121,64 @@ def dataset_identity(dataset: bytes, transfer_syntax: str) -> Identity:
     ds = read_dataset(BytesIO(data), ts.is_implicit_VR, ts.is_little_endian, stop_when=_past_identity,
                       specific_tags=list(_IDENTITY_TAGS))
     return Identity.from_dataset(ds)
+
+
+#: How much of a spool entry :func:`spooled_identity` reads: the file meta and the dataset's header.
+SPOOL_HEAD = 64 << 10
+
+
+def _meta_transfer_syntax(head: bytes) -> tuple[int, str] | None:
+    """(offset of the dataset, transfer syntax UID) of a Part 10 file's start, or ``None``.
+
+    Walks the File Meta Information group (PS3.10 7.1: after the preamble and
+    ``DICM``, explicit VR little endian, its length in (0002,0000)).
+    """
+    if len(head) < 144 or head[128:132] != b"DICM":
+        return None
+    group, element, vr, size, length = struct.unpack_from("<HH2sHI", head, 132)
+    if (group, element, vr, size) != (0x0002, 0x0000, b"UL", 4):
+        return None
+    end = 144 + length
+    pos, syntax = 144, None
+    while pos + 8 <= min(end, len(head)):
+        group, element, vr = struct.unpack_from("<HH2s", head, pos)
+        if vr in (b"OB", b"OW", b"OF", b"SQ", b"UT", b"UN", b"UC", b"UR", b"OD", b"OL", b"OV"):
+            (size,) = struct.unpack_from("<I", head, pos + 8)
+            value_at = pos + 12
+        else:
+            (size,) = struct.unpack_from("<H", head, pos + 6)
+            value_at = pos + 8
+        if (group, element) == (0x0002, 0x0010):
+            syntax = head[value_at:value_at + size].rstrip(b"\x00 ").decode("ascii")
+        pos = value_at + size
+    if syntax is None or end > len(head):
+        return None
+    return end, syntax
+
+
+def spooled_identity(path: str | os.PathLike[str], key: str) -> Identity | None:
+    """The identity of a spool entry named ``key``, from its first :data:`SPOOL_HEAD` bytes only.
+
+    The receiver named the entry by the Orthanc ID of the identity it read
+    (:func:`dataset_identity`); the identity read here is returned only if
+    it hashes to that same name (Orthanc IDs are SHA-1 of the UIDs), so a
+    header longer than the bytes read, or an entry replaced by something
+    else, gives ``None`` and the caller reads the whole file instead.  This
+    spares the drain a ``dcmread`` of each entry (measured: the largest part
+    of its CPU per instance besides the upload).
+
+    Raises
+    ------
+    OSError
+        The entry cannot be opened (``FileNotFoundError``: it was removed).
+    """
+    with open(path, "rb") as handle:
+        head = handle.read(SPOOL_HEAD)
+    try:
+        found = _meta_transfer_syntax(head)
+        if found is None:
+            return None
+        identity = dataset_identity(head[found[0]:], found[1])
+    except Exception:  # noqa: BLE001 - a cut-off or unusual header: the caller reads the whole file
+        return None
+    return identity if identity.sop_uid and identity.orthanc_id == key else None

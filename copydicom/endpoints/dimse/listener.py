@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from copydicom.endpoints.dimse._log import quiet_pynetdicom
 from copydicom.endpoints.dimse._config import ListenerConfig
-from copydicom.endpoints.dimse._part10 import dataset_identity, file_meta
+from copydicom.endpoints.dimse._part10 import dataset_identity, file_meta, spooled_identity
 from copydicom.endpoints.dimse.spool import ReceiveSpool, SpoolEntry
 from copydicom.errors import ConfigError, InvalidInstance, SourceUnavailable
 from copydicom.model import Identity, InstanceRef
@@ -350,6 +350,10 @@ class ListenerSource:
     (the spool entry's name).
     """
 
+    #: Instances a sender just pushed are new to the destination as a rule: a destination whose store
+    #: answers "already stored" is not asked before (:meth:`copydicom.pipeline.Pipeline._store_answers`).
+    mostly_new = True
+
     def __init__(self, config: ListenerConfig) -> None:
         self.config = config
         self.name = config.name
@@ -369,7 +373,8 @@ class ListenerSource:
         groups: dict[str | None, list[InstanceRef]] = defaultdict(list)
         for entry in entries:
             try:
-                identity: Identity | None = identity_of(entry.path)
+                # The header's first 64 KiB, checked against the entry's name; the whole file only if that fails.
+                identity: Identity | None = spooled_identity(entry.path, entry.key) or identity_of(entry.path)
             except FileNotFoundError:
                 continue
             except Exception:  # unreadable now: let the pipeline quarantine it with its reason

@@ -17,6 +17,10 @@ class OrthancDestination:
     ``AlreadyStored`` and HTTP 409 count as success ("existing").
     """
 
+    #: A store of an instance already held answers ``AlreadyStored`` (kept, not replaced): a source whose
+    #: instances are new as a rule need not ask first (:meth:`copydicom.pipeline.Pipeline._store_answers`).
+    store_reports_existing = True
+
     def __init__(self, config: OrthancConfig, *, pool_size: int = 8) -> None:
         self.name = config.name
         self.client = OrthancClient(config, pool_size=pool_size, side="destination")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import random
 
 import pytest
 from pydicom import Dataset, dcmread
@@ -17,7 +18,7 @@ from pydicom.uid import (
 )
 from pynetdicom.dsutils import create_file_meta, encode, encode_file_meta
 
-from copydicom.endpoints.dimse._part10 import PREAMBLE, dataset_identity, file_meta
+from copydicom.endpoints.dimse._part10 import PREAMBLE, SPOOL_HEAD, dataset_identity, file_meta, spooled_identity
 from copydicom.endpoints.dimse.listener import identity_of
 from copydicom.model import Identity
 from tests.support.synthetic import ct_dataset
@@ -83,3 +84,47 @@ def test_identity_of_a_dataset_without_uids_is_empty() -> None:
 def test_a_uid_that_is_not_ascii_is_refused() -> None:
     with pytest.raises(UnicodeEncodeError):
         file_meta("1.2.840.10008.5.1.4.1.1.2", "1.2.é", ExplicitVRLittleEndian)
+
+
+@pytest.mark.parametrize("syntax", SYNTAXES, ids=lambda s: s.name)
+def test_spooled_identity_reads_the_head_and_equals_a_full_read(syntax: UID, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    ds = _dataset()
+    ds.PixelData = random.Random(7).randbytes(2 * SPOOL_HEAD)  # the file is larger than what is read (deflated too)
+    body = _body(ds, syntax)
+    data = file_meta(ds.SOPClassUID, ds.SOPInstanceUID, syntax) + body
+    expected = identity_of(data)
+    path = tmp_path / "entry.dcm"
+    path.write_bytes(data)
+    assert path.stat().st_size > SPOOL_HEAD
+    assert spooled_identity(path, expected.orthanc_id) == expected
+
+
+def test_spooled_identity_is_none_when_it_does_not_match_the_entry_name(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    ds = _dataset()
+    data = file_meta(ds.SOPClassUID, ds.SOPInstanceUID, ExplicitVRLittleEndian) + _body(ds, ExplicitVRLittleEndian)
+    path = tmp_path / "entry.dcm"
+    path.write_bytes(data)
+    assert spooled_identity(path, "0" * 40) is None  # e.g. replaced by another instance: read in full instead
+
+
+def test_spooled_identity_is_none_when_the_header_is_longer_than_the_head(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    ds = _dataset()
+    ds.add_new(0x00091010, "OB", b"\x00" * (SPOOL_HEAD + 2))  # a private element before group 0010
+    syntax = ExplicitVRLittleEndian
+    data = file_meta(ds.SOPClassUID, ds.SOPInstanceUID, syntax) + _body(ds, syntax)
+    expected = identity_of(data)
+    path = tmp_path / "entry.dcm"
+    path.write_bytes(data)
+    assert spooled_identity(path, expected.orthanc_id) is None  # PatientID lies past the bytes read
+
+
+@pytest.mark.parametrize("content", [b"", b"not dicom at all", PREAMBLE + b"\x02\x00\x00\x00UL\x04\x00"])
+def test_spooled_identity_of_a_short_or_foreign_file_is_none(content: bytes, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "entry.dcm"
+    path.write_bytes(content)
+    assert spooled_identity(path, "0" * 40) is None
+
+
+def test_spooled_identity_of_a_removed_entry_raises(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(FileNotFoundError):
+        spooled_identity(tmp_path / "gone.dcm", "0" * 40)
