@@ -1,4 +1,4 @@
-"""Small address helpers shared by the servers copydicom runs (console, metrics)."""
+"""Small address helpers shared by the servers copydicom runs (console, metrics, DIMSE)."""
 
 from __future__ import annotations
 

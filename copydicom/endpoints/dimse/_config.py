@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from typing_extensions import Self
 
 from copydicom.errors import ConfigError
+from copydicom.netaddr import is_loopback
 from copydicom.registry import EndpointConfig
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
@@ -50,16 +51,6 @@ def check_ae_title(value: str) -> str:
     if not 1 <= len(title) <= 16 or "\\" in title or not title.isprintable() or not title.isascii():
         raise ValueError("must be an AE title: 1 to 16 printable ASCII characters, no backslash")
     return title
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` names only the loopback interface (``localhost``, ``127.x``, ``::1``)."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class _Section(BaseModel):
