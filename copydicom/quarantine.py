@@ -107,7 +107,7 @@ class _SavedCopyFallback:
         from pathlib import Path
 
         from copydicom.errors import InvalidInstance
-        from copydicom.stages.structure import check_structure
+        from copydicom.stages.structure import checked_keeping_bytes
 
         try:
             data: bytes = self._source.fetch(ref)
@@ -128,12 +128,7 @@ class _SavedCopyFallback:
                 data = Path(path).read_bytes()
             except OSError:
                 raise first from None
-        try:
-            check_structure(data)
-        except InvalidInstance as exc:
-            exc.instance_data = data  # type: ignore[attr-defined]
-            raise
-        return data
+        return checked_keeping_bytes(data)
 
     def _written_for(self, ref: InstanceRef, path: Path) -> bool:
         """Whether ``path`` is the copy the pipeline wrote for this entry (a console upload's source

@@ -108,6 +108,24 @@ def check_structure(data: bytes, *, max_depth: int = MAX_DEPTH) -> bool:
     return _check(data, max_depth, None, None)
 
 
+def checked_keeping_bytes(data: bytes) -> bytes:
+    """:func:`check_structure`, returning ``data``; on failure the bytes ride on the error
+    (``instance_data``) so the pipeline quarantines them with the instance (used where those
+    bytes are the only copy: spool entries, quarantined files).
+
+    Raises
+    ------
+    InvalidInstance
+        As :func:`check_structure`, with ``instance_data`` set to ``data``.
+    """
+    try:
+        check_structure(data)
+    except InvalidInstance as exc:
+        exc.instance_data = data  # type: ignore[attr-defined]
+        raise
+    return data
+
+
 def top_level_values(data: bytes, tags: frozenset[int], *, max_depth: int = MAX_DEPTH) -> tuple[str, dict[int, bytes | memoryview]]:
     """:func:`check_structure`, and the value bytes of the wanted top-level elements (file meta
     elements of group 0002 included), without parsing anything else.

@@ -33,7 +33,7 @@ from copydicom.endpoints.dimse._part10 import dataset_identity, file_meta, spool
 from copydicom.endpoints.dimse.spool import ReceiveSpool, SpoolEntry
 from copydicom.errors import ConfigError, InvalidInstance, SourceUnavailable
 from copydicom.model import Identity, InstanceRef
-from copydicom.stages.structure import check_structure
+from copydicom.stages.structure import checked_keeping_bytes
 
 if TYPE_CHECKING:
     from pynetdicom.events import Event
@@ -394,12 +394,7 @@ class ListenerSource:
         # As the folder source does: never forward what readers crash on (Orthanc 1.10.1 dies
         # on deep nesting), nor truncated or malformed data; the pipeline quarantines it, with
         # its bytes (the spool entry is the only copy: the sender was told Success).
-        try:
-            check_structure(data)
-        except InvalidInstance as exc:
-            exc.instance_data = data  # type: ignore[attr-defined]
-            raise
-        return data
+        return checked_keeping_bytes(data)
 
     def release(self, ref: InstanceRef) -> bool:
         """Remove a delivered or quarantined entry."""
