@@ -56,22 +56,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import requests  # noqa: E402
+from _common import vm_hwm_kb  # noqa: E402
 
 from tests.support.dcmtk import StoreSCP, dcmtk_env, need  # noqa: E402
 from tests.support.listen import ListenProcess, listener_config  # noqa: E402
 from tests.support.orthanc import OrthancServer, free_port  # noqa: E402
 from tests.support.synthetic import ct_study_files  # noqa: E402
-
-
-def vm_hwm_kb(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/status") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
 
 
 def cpu_seconds(pid: int) -> float:
