@@ -304,8 +304,12 @@ class _Condition(Filter):
 
 
 @dataclass
-class _All(Filter):
+class _Join(Filter):
+    """Three-valued AND (``decides=False``: any False decides) or OR (``decides=True``: any True
+    decides); otherwise unknown if any part is unknown, else ``not decides``."""
+
     parts: tuple[Filter, ...]
+    decides: bool = False
 
     def __post_init__(self) -> None:
         self.keywords = frozenset().union(*(p.keywords for p in self.parts))
@@ -314,27 +318,10 @@ class _All(Filter):
         unknown = False
         for part in self.parts:
             result = part._eval(attrs, complete)
-            if result is False:
-                return False
+            if result is self.decides:
+                return self.decides
             unknown = unknown or result is None
-        return None if unknown else True
-
-
-@dataclass
-class _Any(Filter):
-    parts: tuple[Filter, ...]
-
-    def __post_init__(self) -> None:
-        self.keywords = frozenset().union(*(p.keywords for p in self.parts))
-
-    def _eval(self, attrs: _Normalised, complete: bool) -> Tri:
-        unknown = False
-        for part in self.parts:
-            result = part._eval(attrs, complete)
-            if result is True:
-                return True
-            unknown = unknown or result is None
-        return None if unknown else False
+        return None if unknown else not self.decides
 
 
 @dataclass
@@ -371,12 +358,12 @@ def parse_filter(data: Any, *, where: str = "filter") -> Filter:
             if not isinstance(value, list) or not value:
                 raise ConfigError(f"{where}.{key}: must be a non-empty list of filters")
             inner = tuple(parse_filter(v, where=f"{where}.{key}[{i}]") for i, v in enumerate(value))
-            parts.append(_All(inner) if key == "all" else _Any(inner))
+            parts.append(_Join(inner, decides=key == "any"))
         elif key == "not":
             parts.append(_Not(parse_filter(value, where=f"{where}.not")))
         else:
             parts.append(_condition(key, value, where))
-    return parts[0] if len(parts) == 1 else _All(tuple(parts))
+    return parts[0] if len(parts) == 1 else _Join(tuple(parts))
 
 
 _CLI = re.compile(r"^\s*([^=!]+?)\s*(!=|=)(.*)$", re.S)
@@ -418,7 +405,7 @@ def parse_cli_filters(expressions: Sequence[str], *, where: str = "--filter") ->
         parts.append(_Not(condition) if op == "!=" else condition)
     if not parts:
         return None
-    return parts[0] if len(parts) == 1 else _All(tuple(parts))
+    return parts[0] if len(parts) == 1 else _Join(tuple(parts))
 
 
 # -- attributes from a parsed dataset ------------------------------------------------------
