@@ -178,28 +178,20 @@ class Daemon:
                     id=route.name, next_run_time=_now(),
                 )
                 reconcile_hooks.schedule(self, state)
-            elif route.trigger.kind == "driven":
-                # The source drives the route (a DIMSE listener): its runner starts it, then is polled.
+            elif route.trigger.kind in ("driven", "qido"):
+                # The source drives the route (a DIMSE listener, a QIDO-RS poller): its runner starts
+                # it, then is polled.
                 state.runtime = build_route(route, self.config, self.ledger, background_index=True, on_outcome=on_outcome)
                 driver = state.runtime.source
                 if not isinstance(driver, RouteDriver):
-                    raise ConfigError(f"route {route.name}: the source {route.source} does not drive its route")
+                    why = "does not drive its route" if route.trigger.kind == "driven" else "cannot poll (no QIDO-RS runner)"
+                    raise ConfigError(f"route {route.name}: the source {route.source} {why}")
                 state.runner = driver.runner(route.name, state.runtime.pipeline, self.ledger)
                 if self.observability is not None and route.source in self.config.endpoint_types and \
                         self.config.endpoint_types[route.source] == "dimse_listener":
                     from copydicom.endpoints.dimse import metrics as dimse_metrics
 
                     dimse_metrics.register(self.observability.metrics.registry)
-                self.scheduler.add_job(
-                    self._poll, "interval", args=[route.name], seconds=route.trigger.poll_seconds,
-                    id=route.name, next_run_time=_now(),
-                )
-            elif route.trigger.kind == "qido":
-                state.runtime = build_route(route, self.config, self.ledger, background_index=True, on_outcome=on_outcome)
-                driver = state.runtime.source
-                if not isinstance(driver, RouteDriver):
-                    raise ConfigError(f"route {route.name}: the source {route.source} cannot poll (no QIDO-RS runner)")
-                state.runner = driver.runner(route.name, state.runtime.pipeline, self.ledger)
                 self.scheduler.add_job(
                     self._poll, "interval", args=[route.name], seconds=route.trigger.poll_seconds,
                     id=route.name, next_run_time=_now(),
