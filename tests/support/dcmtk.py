@@ -47,6 +47,17 @@ def wait_listening(port: int, proc: subprocess.Popen[bytes], timeout: float = 15
     raise RuntimeError(f"nothing listening on {port} after {timeout} s")
 
 
+def _stop_group(proc: subprocess.Popen[bytes] | None) -> None:
+    """SIGTERM a launcher's process group (``storescp --fork`` children too), SIGKILL after 10 s."""
+    if proc is not None and proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+
+
 @dataclass
 class StoreSCP:
     """``storescp`` writing every received instance into ``folder``.
@@ -84,13 +95,7 @@ class StoreSCP:
 
     def stop(self) -> None:
         proc, self.process = self.process, None
-        if proc is not None and proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(5)
+        _stop_group(proc)
 
     def __enter__(self) -> StoreSCP:
         return self.start()
@@ -152,13 +157,7 @@ class DcmQRSCP:
 
     def stop(self) -> None:
         proc, self.process = self.process, None
-        if proc is not None and proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(5)
+        _stop_group(proc)
 
     def __enter__(self) -> DcmQRSCP:
         return self.start()
